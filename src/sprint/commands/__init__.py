@@ -1,0 +1,1 @@
+"""One module per `sprint` subcommand; each defines `register(subparsers)` and stays thin."""

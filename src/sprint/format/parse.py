@@ -1,9 +1,10 @@
 """Lenient parsing of SPRINT trajectory text into `Trajectory` records, with diagnostics.
 
 Model output is messy: tags go unclosed, numbers skip, planners write execution tags. `parse()` never drops text
-silently: whatever it cannot place is reported as a `Diagnostic` with its character position, and the text stays
-inside the nearest block so that `render()` keeps it. `strict=True` turns the first diagnostic into a
-`TrajectoryParseError`.
+silently: whatever it cannot place is reported as a `Diagnostic` with its character position. Misplaced tags and
+unclosed spans inside a block stay in that block as text, so `render()` keeps them; text outside every block is
+reported as `stray_text` and is not part of the parsed trajectory (`render()` does not write it). `strict=True`
+turns the first diagnostic into a `TrajectoryParseError`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ def _scan(text: str) -> list[_Tag]:
 
 
 _TOP_OPENERS = {T.QUESTION, T.PLAN, T.EXECUTION_BLOCK, T.FINAL_ANSWER}
+
+
+def _starts_body(tag: _Tag) -> bool:
+    """Whether free text before `tag` (right after <think>) is a preamble: the tag opens a plan or the final
+    answer, or closes <think>."""
+    if tag.kind == T.THINK:
+        return tag.closing
+    return not tag.closing and tag.kind in (T.PLAN, T.FINAL_ANSWER)
 _EXCERPT = 60
 
 
@@ -206,9 +215,10 @@ class _Parser:
                 else:
                     self._stray_text(gap_start, t.start, "before <think>")
                     traj.think = in_think = True
-                    # Free text right after <think> and before the first plan is the preamble.
+                    # Free text right after <think> and before the first plan (or the final answer, or </think>
+                    # when there is no block at all) is the preamble.
                     nxt = self.tags[k + 1].start if k + 1 < len(self.tags) else len(text)
-                    if text[t.end:nxt].strip() and (k + 1 >= len(self.tags) or self.tags[k + 1].kind == T.PLAN):
+                    if text[t.end:nxt].strip() and (k + 1 >= len(self.tags) or _starts_body(self.tags[k + 1])):
                         traj.preamble = text[t.end:nxt].strip()
                         cursor = nxt
                         k += 1
@@ -221,7 +231,12 @@ class _Parser:
                 cursor = t.end
                 k += 1
                 continue
-            self._stray_text(gap_start, t.start, f"before {t.text}")
+            if (t.kind in (T.PLAN, T.FINAL_ANSWER) and not traj.think and not traj.stages and not traj.preamble
+                    and traj.final_answer is None and text[gap_start:t.start].strip()):
+                # Without <think>, render() writes the preamble between the question and the first block.
+                traj.preamble = text[gap_start:t.start].strip()
+            else:
+                self._stray_text(gap_start, t.start, f"before {t.text}")
             if t.kind == T.QUESTION:
                 c_end, cursor, k = self._block_end(k, T.QUESTION, {T.PLAN, T.EXECUTION_BLOCK, T.FINAL_ANSWER, T.THINK})
                 if traj.question is not None:

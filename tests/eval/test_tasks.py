@@ -12,13 +12,16 @@ from sprint.eval.tasks import (GPQATask, LETTERS, Math500Task, TaskItem, extract
                                select)
 from sprint.format.trajectory import render_final_answer, render_question
 
-MATH500 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "math500.jsonl"
+
+
+@pytest.fixture
+def math500(shared_dir) -> Path:
+    return shared_dir / "data" / "math500.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------- MATH-500
-@pytest.mark.skipif(not MATH500.exists(), reason="../shared/data/math500.jsonl is absent")
-def test_math500_loads_the_local_file():
-    items = Math500Task(MATH500).load()
+def test_math500_loads_the_local_file(math500):
+    items = Math500Task(math500).load()
     assert len(items) == 500
     assert len({it.id for it in items}) == 500
     first = items[0]
@@ -29,9 +32,8 @@ def test_math500_loads_the_local_file():
     assert {it.meta["level"] for it in items} == {1, 2, 3, 4, 5}
 
 
-@pytest.mark.skipif(not MATH500.exists(), reason="../shared/data/math500.jsonl is absent")
-def test_math500_subset_is_first_n_or_a_seeded_sample_in_file_order():
-    task = load_task("math500", MATH500)
+def test_math500_subset_is_first_n_or_a_seeded_sample_in_file_order(math500):
+    task = load_task("math500", math500)
     all_ids = [it.id for it in task.load()]
     assert [it.id for it in task.load(n=5)] == all_ids[:5]
     a = [it.id for it in task.load(n=20, seed=3)]
@@ -40,9 +42,8 @@ def test_math500_subset_is_first_n_or_a_seeded_sample_in_file_order():
     assert a == [i for i in all_ids if i in set(a)]  # file order kept
 
 
-@pytest.mark.skipif(not MATH500.exists(), reason="../shared/data/math500.jsonl is absent")
-def test_math500_grading_uses_the_model_text_only():
-    task = Math500Task(MATH500)
+def test_math500_grading_uses_the_model_text_only(math500):
+    task = Math500Task(math500)
     item = task.load(n=1)[0]
     right = render_question(item.question) + "\n\n" + render_final_answer("$\\boxed{(3, \\frac{\\pi}{2})}$")
     assert task.grade(right, item).correct

@@ -35,6 +35,30 @@ class Completion:
     ttft_s: float = 0.0              # time to first token
     decode_s: float = 0.0            # time from first token to the end
     cached_prompt_tokens: int = 0    # prompt tokens served from a prefix cache, when the backend knows
+    tokens_estimated: bool = False   # True when the token counts are an estimate (the server sent no usage)
+
+
+class BackendError(RuntimeError):
+    """A backend could not produce a completion; the message says which server / model and why."""
+
+
+class CompletionStream:
+    """Async iterator of text deltas (what `Backend.stream` returns); once it is exhausted, `.completion` holds
+    the finished call's record (token counts, finish reason, times), so a streaming caller loses nothing."""
+
+    def __init__(self, produce: Callable[["CompletionStream"], AsyncIterator[str]]):
+        self.completion: Completion | None = None
+        self._it = produce(self)
+
+    def __aiter__(self) -> "CompletionStream":
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._it.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop early (frees the request / the batch slot)."""
+        await self._it.aclose()
 
 
 @runtime_checkable

@@ -79,13 +79,15 @@ class _Generation:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    stop_reason: str | None = None   # the stop string that ended it (vLLM's `stop_reason`), None for EOS / length
 
 
 class FakeOpenAIServer:
     """Context manager running an OpenAI-compatible server on 127.0.0.1 in a background thread (see module doc)."""
 
     def __init__(self, responder: Callable[[dict], str] | str | Iterable[str] = "", *, model: str = "fake-model",
-                 usage: bool = True, chunk_delay_s: float = 0.0, delay_s: float = 0.0, cache_capacity: int = 256):
+                 usage: bool = True, chunk_delay_s: float = 0.0, delay_s: float = 0.0, cache_capacity: int = 256,
+                 honour_stop: bool = True):
         if callable(responder) or isinstance(responder, str):
             self._responder, self._queue = responder, None
         else:
@@ -94,6 +96,9 @@ class FakeOpenAIServer:
         self.usage = usage                    # False: responses carry no usage (clients must estimate)
         self.chunk_delay_s = chunk_delay_s    # sleep between streamed chunks (a slow decode)
         self.delay_s = delay_s                # sleep before every response (a slow prefill / queue)
+        self.honour_stop = honour_stop        # False: ignore `stop` (a server that does; clients must cut)
+        self.active = 0                       # requests being handled now
+        self.max_active = 0                   # the most handled at once (tests of client concurrency limits)
         self.requests: list[ReceivedRequest] = []
         self._faults: deque[Fault] = deque()
         self._recent_prompts: deque[list[str]] = deque(maxlen=cache_capacity)
@@ -105,7 +110,7 @@ class FakeOpenAIServer:
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> "FakeOpenAIServer":
         handler = type("_Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -180,7 +185,7 @@ class FakeOpenAIServer:
     def generate(self, body: dict) -> _Generation:
         """Run the responder's text through max_tokens and stop strings, as a server decoding token by token."""
         full = self._full_text(body)
-        stop = body.get("stop") or []
+        stop = (body.get("stop") or []) if self.honour_stop else []
         stop = [stop] if isinstance(stop, str) else [s for s in stop if s]
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         toks = fake_tokens(full)
@@ -199,15 +204,16 @@ class FakeOpenAIServer:
             if max_tokens is not None and len(pieces) >= max_tokens:
                 finish = "length"   # a real model could not have emitted its end-of-sequence token within budget
         generated = len(pieces)     # counts the token that completed a stop string, as servers do
-        hits = [i for i in (text.find(s) for s in stop) if i != -1]
+        hits = sorted((i, s) for s in stop if (i := text.find(s)) != -1)
+        stop_reason = None
         if hits:
-            pieces, finish = _cut_pieces(pieces, min(hits)), "stop"
+            pieces, finish, stop_reason = _cut_pieces(pieces, hits[0][0]), "stop", hits[0][1]
         prompt_toks = fake_tokens(request_text(body))
         with self._lock:
             cached = max((_common_prefix(prompt_toks, p) for p in self._recent_prompts), default=0)
             self._recent_prompts.append(prompt_toks)
         return _Generation(pieces=[p for p in pieces if p], finish_reason=finish, prompt_tokens=len(prompt_toks),
-                           completion_tokens=generated, cached_tokens=cached)
+                           completion_tokens=generated, cached_tokens=cached, stop_reason=stop_reason)
 
 
 def _cut_pieces(pieces: list[str], cut: int) -> list[str]:
@@ -230,6 +236,15 @@ def _common_prefix(a: list[str], b: list[str]) -> int:
     return n
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # Clients that hang up (timeouts, cancelled streams) are normal in fault tests; anything else is printed.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive and chunked streams, like real servers
     fake: FakeOpenAIServer
@@ -245,6 +260,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"no route for GET {self.path}")
 
     def do_POST(self):
+        fake = self.fake
+        with fake._lock:
+            fake.active += 1
+            fake.max_active = max(fake.max_active, fake.active)
+        try:
+            self._post()
+        finally:
+            with fake._lock:
+                fake.active -= 1
+
+    def _post(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -294,7 +320,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _full_body(self, body: dict, gen: _Generation, chat: bool) -> dict:
         text = "".join(gen.pieces)
-        choice: dict[str, Any] = {"index": 0, "finish_reason": gen.finish_reason, "logprobs": None}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": gen.finish_reason, "logprobs": None,
+                                  "stop_reason": gen.stop_reason}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
@@ -305,8 +332,11 @@ class _Handler(BaseHTTPRequestHandler):
             out["usage"] = self._usage(gen)
         return out
 
-    def _chunk(self, body: dict, chat: bool, text: str | None, finish: str | None, first: bool = False) -> dict:
+    def _chunk(self, body: dict, chat: bool, text: str | None, finish: str | None, first: bool = False,
+               stop_reason: str | None = None) -> dict:
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        if finish is not None:
+            choice["stop_reason"] = stop_reason
         if chat:
             delta: dict[str, Any] = {"role": "assistant"} if first else {}
             if text is not None:
@@ -328,9 +358,11 @@ class _Handler(BaseHTTPRequestHandler):
             events.append(self._chunk(body, chat, "", None, first=True))
         for k, piece in enumerate(gen.pieces):
             last = k == len(gen.pieces) - 1
-            events.append(self._chunk(body, chat, piece, gen.finish_reason if last else None))
+            events.append(self._chunk(body, chat, piece, gen.finish_reason if last else None,
+                                      stop_reason=gen.stop_reason))
         if not gen.pieces:
-            events.append(self._chunk(body, chat, "" if not chat else None, gen.finish_reason))
+            events.append(self._chunk(body, chat, "" if not chat else None, gen.finish_reason,
+                                      stop_reason=gen.stop_reason))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if include_usage and self.fake.usage:
             final = self._chunk(body, chat, None, None)

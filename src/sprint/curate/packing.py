@@ -50,7 +50,8 @@ class Step:
 
     @property
     def has_execution(self) -> bool:
-        return bool(self.execution and self.execution.strip())
+        # None marks a plan-only step; "" is an execution whose text is not loaded (ranges-only artifacts).
+        return self.execution is not None
 
 
 @dataclass
@@ -258,7 +259,7 @@ def to_trajectory(question: str | None, steps: Sequence[Step], packing: Packing,
                 parts.append(buf)
                 parts.append(Prompt(stage_no, j, (s.prompt or "").strip()))
                 buf = "\n"
-                text = s.execution.strip()
+                text = (s.execution or "").strip()
                 if comments and s.comment and s.comment.strip():
                     text += "\n" + s.comment.strip()
                 executions.append(Execution(stage_no, j, text))

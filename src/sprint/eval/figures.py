@@ -39,6 +39,12 @@ def _thousands():
     return FuncFormatter(lambda x, _pos: f"{x:,.0f}")
 
 
+def _panels(n: int, height: float = 5.0):
+    """A figure with `n` panels side by side (each 7.5 inches wide) and its row of axes."""
+    fig, axes = _plt().subplots(1, n, figsize=(7.5 * n, height), squeeze=False)
+    return fig, axes[0]
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight", facecolor="white")
@@ -56,8 +62,8 @@ def accuracy_vs_tokens(series, report: dict, out: Path) -> Path | None:
     rows = {r["label"]: r for r in report["series"]}
     tasks = sorted({s.task for s in graded})
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), 5.2), squeeze=False)
-        for ax, task in zip(axes[0], tasks):
+        fig, axes = _panels(len(tasks), 5.2)
+        for ax, task in zip(axes, tasks):
             for s in (s for s in graded if s.task == task):
                 n = len(s.items)
                 toks = sorted(it.sequential_tokens for it in s.items if it.correct and it.sequential_tokens is not None)
@@ -88,8 +94,8 @@ def stages_by_level(report: dict, out: Path) -> Path | None:
         return None
     plt = _plt()
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(entries), figsize=(7.5 * len(entries), 5), squeeze=False)
-        for ax, e in zip(axes[0], entries):
+        fig, axes = _panels(len(entries))
+        for ax, e in zip(axes, entries):
             levels = [lv["level"] for lv in e["levels"]]
             allst = [lv["mean_stages"] for lv in e["levels"]]
             multi = [lv["mean_multi_prompt_stages"] for lv in e["levels"]]
@@ -116,8 +122,8 @@ def reduction(report: dict, out: Path) -> Path | None:
         return None
     plt = _plt()
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(entries), figsize=(7.5 * len(entries), 5), squeeze=False)
-        for ax, e in zip(axes[0], entries):
+        fig, axes = _panels(len(entries))
+        for ax, e in zip(axes, entries):
             vals = [100 * b["reduction"] for b in e["bins"]]
             x = range(len(vals))
             bars = ax.bar(list(x), vals, 0.6, color=["tab:green" if v >= 0 else "tab:red" for v in vals])

@@ -406,54 +406,53 @@ def build_report(series: list[Series], bins: int = 4) -> dict[str, Any]:
             "runtime": runtime}
 
 
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    """Markdown table lines."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
-    lines = ["# SPRINT evaluation report", ""]
-    lines += ["## Accuracy and tokens (as in the paper's Table 2)", "",
-              "Accuracy is over all items (no answer counts as wrong), with a 95% Wilson interval. Sequential "
-              "tokens: tokens on the critical path with unlimited executors; total tokens: all generated tokens.",
-              "", "| task | run | method | n | accuracy [95% CI] | no answer | mean seq. tokens | median seq. tokens "
-              "| mean total tokens | mean stages | tokens counted by |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in report["series"]:
-        lines.append(f"| {r['task']} | {r['label']} | {r['method']} | {r['n']} | {_acc_cell(r)} | {r['no_answer']} "
-                     f"| {_num(r['mean_sequential_tokens'])} | {_num(r['median_sequential_tokens'])} "
-                     f"| {_num(r['mean_total_tokens'])} | {_num(r['mean_stages'], 2)} | {r['tokens']} |")
+    lines = ["# SPRINT evaluation report", "", "## Accuracy and tokens (as in the paper's Table 2)", "",
+             "Accuracy is over all items (no answer counts as wrong), with a 95% Wilson interval. Sequential tokens: "
+             "tokens on the critical path with unlimited executors; total tokens: all generated tokens.", ""]
+    lines += _table(["task", "run", "method", "n", "accuracy [95% CI]", "no answer", "mean seq. tokens",
+                     "median seq. tokens", "mean total tokens", "mean stages", "tokens counted by"],
+                    [[r["task"], r["label"], r["method"], r["n"], _acc_cell(r), r["no_answer"],
+                      _num(r["mean_sequential_tokens"]), _num(r["median_sequential_tokens"]),
+                      _num(r["mean_total_tokens"]), _num(r["mean_stages"], 2), r["tokens"]]
+                     for r in report["series"]])
     if report["matched"]:
-        lines += ["", "## On the items every run of a task has", "",
-                  "| task | run | method | n | accuracy [95% CI] | mean seq. tokens | mean total tokens |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in report["matched"]:
-            lines.append(f"| {r['task']} | {r['label']} | {r['method']} | {r['n']} | {_acc_cell(r)} "
-                         f"| {_num(r['mean_sequential_tokens'])} | {_num(r['mean_total_tokens'])} |")
+        lines += ["", "## On the items every run of a task has", ""]
+        lines += _table(["task", "run", "method", "n", "accuracy [95% CI]", "mean seq. tokens", "mean total tokens"],
+                        [[r["task"], r["label"], r["method"], r["n"], _acc_cell(r), _num(r["mean_sequential_tokens"]),
+                          _num(r["mean_total_tokens"])] for r in report["matched"]])
     if report["reduction"]:
         lines += ["", "## Sequential-token reduction against the sequential baseline (matched items)", "",
                   "Reduction = 1 - (method's sequential tokens) / (baseline's), summed over the items of a bin; "
-                  "bins are quantiles of the baseline's length.", "",
-                  "| task | run | baseline | bin (baseline seq. tokens) | n | baseline mean | run mean | reduction |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "bins are quantiles of the baseline's length.", ""]
+        rows = []
         for r in report["reduction"]:
-            lines.append(f"| {r['task']} | {r['label']} | {r['baseline']} | all | {r['n']} | | | "
-                         f"{_pct(r['reduction'])} |")
-            for b in r["bins"]:
-                lines.append(f"| | | | {_num(b['baseline_min'])}-{_num(b['baseline_max'])} | {b['n']} "
-                             f"| {_num(b['mean_baseline_tokens'])} | {_num(b['mean_tokens'])} "
-                             f"| {_pct(b['reduction'])} |")
+            rows.append([r["task"], r["label"], r["baseline"], "all", r["n"], "", "", _pct(r["reduction"])])
+            rows += [["", "", "", f"{_num(b['baseline_min'])}-{_num(b['baseline_max'])}", b["n"],
+                      _num(b["mean_baseline_tokens"]), _num(b["mean_tokens"]), _pct(b["reduction"])]
+                     for b in r["bins"]]
+        lines += _table(["task", "run", "baseline", "bin (baseline seq. tokens)", "n", "baseline mean", "run mean",
+                         "reduction"], rows)
     if report["stages_by_level"]:
-        lines += ["", "## Stages per problem by difficulty level", "",
-                  "| run | level | n | mean stages | mean stages with >1 prompt | share of stages with >1 prompt |",
-                  "|---|---|---|---|---|---|"]
-        for r in report["stages_by_level"]:
-            for lv in r["levels"]:
-                lines.append(f"| {r['label']} | {lv['level']} | {lv['n']} | {_num(lv['mean_stages'], 2)} "
-                             f"| {_num(lv['mean_multi_prompt_stages'], 2)} | {_pct(lv['share_multi_prompt_stages'])} |")
+        lines += ["", "## Stages per problem by difficulty level", ""]
+        lines += _table(["run", "level", "n", "mean stages", "mean stages with >1 prompt",
+                         "share of stages with >1 prompt"],
+                        [[r["label"], lv["level"], lv["n"], _num(lv["mean_stages"], 2),
+                          _num(lv["mean_multi_prompt_stages"], 2), _pct(lv["share_multi_prompt_stages"])]
+                         for r in report["stages_by_level"] for lv in r["levels"]])
     if report["runtime"]:
         lines += ["", "## Runtime: estimate from per-call timings vs measured wall-clock", "",
                   "Estimate = time to first token + decode time of each call, along the critical path (no queueing "
-                  "or orchestration overhead).", "",
-                  "| run | method | n | mean estimate (s) | mean measured wall-clock (s) |", "|---|---|---|---|---|"]
-        for r in report["runtime"]:
-            lines.append(f"| {r['label']} | {r['method']} | {r['n']} | {_num(r['mean_runtime_estimate_s'], 2)} "
-                         f"| {_num(r['mean_wall_clock_s'], 2)} |")
+                  "or orchestration overhead).", ""]
+        lines += _table(["run", "method", "n", "mean estimate (s)", "mean measured wall-clock (s)"],
+                        [[r["label"], r["method"], r["n"], _num(r["mean_runtime_estimate_s"], 2),
+                          _num(r["mean_wall_clock_s"], 2)] for r in report["runtime"]])
     else:
         lines += ["", "No input has per-call timings, so there is no runtime figure (trajectory folders have none)."]
     if figures:

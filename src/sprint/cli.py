@@ -13,6 +13,7 @@ import sys
 # Order is the order shown in `sprint --help`.
 COMMANDS = [
     "sprint.commands.analyze",
+    "sprint.commands.curate",
     "sprint.commands.train",
 ]
 

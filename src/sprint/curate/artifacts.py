@@ -202,3 +202,16 @@ def load_dag(path: str | Path) -> dict[int, list[int]]:
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
     return parse_parents(data, source=str(path))
+
+
+def pack_files(steps_path: str | Path, dag_path: str | Path, *, trace_path: str | Path | None = None,
+               inline_path: str | Path | None = None, fold_threshold: int = 3, width: int | None = None,
+               min_ratio: float | None = None, max_stages: int | None = None):
+    """Read a step file and a DAG file, fold short executions and pack (what `sprint curate pack` prints)."""
+    from sprint.curate.packing import DEFAULT_MAX_STAGES, DEFAULT_MIN_RATIO, fold_short_executions, pack
+
+    trace = Path(trace_path).read_text(encoding="utf-8") if trace_path else None
+    steps = fold_short_executions(load_steps(steps_path, trace=trace, inline=inline_path), fold_threshold)
+    return pack(steps, load_dag(dag_path), width,
+                min_ratio=DEFAULT_MIN_RATIO if min_ratio is None else min_ratio,
+                max_stages=DEFAULT_MAX_STAGES if max_stages is None else max_stages)

@@ -112,9 +112,7 @@ def check_dag(step_ids: Sequence[int], parents: Mapping[int, Sequence[int]], *, 
                 raise DagError(f"step {sid} has unknown parent {p}")
             if p == sid:
                 raise DagError(f"step {sid} lists itself as a parent")
-            if parents_earlier and order[p] > order[sid]:
-                raise DagError(f"step {sid} has parent {p}, which comes later in the trace")
-    # Cycle check (only reachable when parents_earlier is off): iterative DFS with colours.
+    # Cycles first (they are the more telling error), by an iterative DFS with colours.
     colour = {sid: 0 for sid in ids}
     for root in ids:
         if colour[root]:
@@ -128,10 +126,17 @@ def check_dag(step_ids: Sequence[int], parents: Mapping[int, Sequence[int]], *, 
                 colour[node] = 2
                 stack.pop()
             elif colour[nxt] == 1:
-                raise DagError(f"the DAG has a cycle through steps {nxt} and {node}")
+                cycle = [n for n, _ in stack][[n for n, _ in stack].index(nxt):]
+                raise DagError(f"the DAG has a cycle: {' -> '.join(str(c) for c in cycle + [nxt])} "
+                               f"(each depends on the next)")
             elif colour[nxt] == 0:
                 colour[nxt] = 1
                 stack.append((nxt, iter(parents[nxt])))
+    if parents_earlier:
+        for sid, ps in parents.items():
+            for p in ps:
+                if order[p] > order[sid]:
+                    raise DagError(f"step {sid} has parent {p}, which comes later in the trace")
 
 
 def _topological(steps: Sequence[Step], parents: Mapping[int, Sequence[int]]) -> list[Step]:

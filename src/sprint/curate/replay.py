@@ -38,10 +38,9 @@ class ReplayResult:
         if self.reference is None:
             return "no reference sample"
         a, b = self.reference.encode(), (self.rendered or "").encode()
-        sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
-        same = sum(m.size for m in sm.get_matching_blocks())
         if a == b:
             return f"identical ({len(a)} bytes)"
+        same = sum(m.size for m in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks())
         first = next((ln for ln in difflib.unified_diff(self.reference.splitlines(), (self.rendered or "").splitlines(),
                                                         lineterm="", n=0) if ln[:1] in "+-" and ln[:3] not in ("+++", "---")), "")
         return f"{len(a) - same} of {len(a)} reference bytes differ ({len(b)} rendered); first: {first[:80]!r}"
@@ -121,3 +120,8 @@ def report(results: list[ReplayResult]) -> str:
             out.append(f"  reference: stages agree for {agree}/{len(r.steps)} steps "
                        f"({len(r.reference_stages)} located); render: {r.diff_summary()}")
     return "\n".join(out)
+
+
+def replay_report(reference_dir: str | Path, **kw) -> str:
+    """Replay every reference problem and return the text report (what `sprint curate replay` prints)."""
+    return report(replay(reference_dir, **kw))

@@ -15,6 +15,7 @@ COMMANDS = [
     "sprint.commands.analyze",
     "sprint.commands.curate",
     "sprint.commands.train",
+    "sprint.commands.report",
 ]
 
 

@@ -70,9 +70,9 @@ def parse_record(obj: dict, where: str) -> TrainRecord:
     if system != layout.system_prompt(fmt):
         raise _record_error(where, f"messages[0]: the system prompt differs from sprint.format.layout's {fmt!r} "
                                    "prompt, which inference uses; re-render the record with layout.messages()")
-    answer = obj.get("answer", "")
+    answer = obj.get("answer")
     return TrainRecord(id=str(rid if rid is not None else where), format=fmt, question=question, completion=assistant,
-                       answer=answer if isinstance(answer, str) else str(answer), source=where)
+                       answer="" if answer is None else str(answer), source=where)
 
 
 def read_records(path: str | Path, fmt: str | None = None, *, source_name: str | None = None) -> list[TrainRecord]:

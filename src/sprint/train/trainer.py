@@ -70,6 +70,14 @@ def _torch_dtype(name: str | None, key: str):
     return dtype
 
 
+def check_files(cfg: TrainConfig) -> None:
+    """Fail before loading anything when a file the config names is missing (errors name the key)."""
+    for key, value in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
+                       ("training.deepspeed", cfg.training.deepspeed)):
+        if value and not Path(value).is_file():
+            raise FileNotFoundError(f"{key}: file not found: {value}")
+
+
 def load_tokenizer(cfg: TrainConfig):
     """The tokenizer named by `model.tokenizer` (or the model's own); a missing pad token falls back to EOS."""
     from transformers import AutoTokenizer
@@ -250,6 +258,7 @@ def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None
     """Tokenizer, data, SFTConfig, model and SFTTrainer, in the order DeepSpeed needs. Returns (trainer, data)."""
     from trl import SFTTrainer
 
+    check_files(cfg)
     tokenizer = tokenizer or load_tokenizer(cfg)
     data = data or prepare_data(cfg, tokenizer, progress=progress and is_main_process())
     args = build_sft_config(cfg, data, progress=progress)
@@ -264,6 +273,7 @@ def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None
 
 def dry_run(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
     """Build and tokenize the dataset, report lengths and how many samples max_length would cut; train nothing."""
+    check_files(cfg)
     tokenizer = load_tokenizer(cfg)
     data = prepare_data(cfg, tokenizer, progress=progress)
     plan = plan_steps(cfg, data)

@@ -1,0 +1,119 @@
+"""Integration: a tiny real Llama trained with TRL's SFTTrainer on real curated records (CPU, a few seconds each)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sprint.train.config import load_config
+from sprint.train.trainer import CONFIG_FILE, METRICS_FILE, build_model, build_trainer, load_tokenizer, train
+
+pytestmark = pytest.mark.integration
+
+
+def _cfg(records_file, model_dir, tmp_path, *overrides):
+    return load_config(None, [f"data.train={records_file}", f"model.name_or_path={model_dir}",
+                              f"training.output_dir={tmp_path / 'out'}", "training.logging_steps=1",
+                              "training.report_to=none", *overrides])
+
+
+def _completion_loss(model, row) -> float:
+    ids = torch.tensor([row["input_ids"]])
+    labels = torch.tensor([[t if m else -100 for t, m in zip(row["input_ids"], row["completion_mask"])]])
+    with torch.no_grad():
+        return model(input_ids=ids, labels=labels).loss.item()
+
+
+def test_only_completion_tokens_carry_loss(records_file, tiny_model_dir, tmp_path):
+    cfg = _cfg(records_file, tiny_model_dir, tmp_path, "data.format=sequential",
+               "training.per_device_train_batch_size=2")
+    trainer, data = build_trainer(cfg, progress=False)
+    batch = next(iter(trainer.get_train_dataloader()))
+    rows = {tuple(r["input_ids"]): r for r in data.train}
+    assert batch["input_ids"].shape[0] == 2
+    lengths = set()
+    for ids, labels, attn in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
+                                 batch["attention_mask"].tolist()):
+        n = sum(attn)
+        lengths.add(n)
+        row = rows[tuple(ids[:n])]
+        p, c = row["prompt_tokens"], row["completion_tokens"]
+        assert p > 0 and c > 0 and p + c == n
+        assert labels[:p] == [-100] * p                       # system + question: no loss
+        assert labels[p:n] == ids[p:n]                        # the whole assistant text and EOS: loss
+        assert labels[n:] == [-100] * (len(ids) - n)          # padding: no loss
+        assert labels[n - 1] == trainer.processing_class.eos_token_id
+        decoded = trainer.processing_class.decode(labels[p:n - 1])
+        assert decoded == row["completion"] and decoded.startswith("<think>\n")
+    assert len(lengths) == 2  # two records of different lengths, so padding was exercised
+
+
+def test_loss_goes_down_on_real_sprint_records_and_best_checkpoint_is_saved(records_file, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # max_length keeps the two shorter SPRINT samples (1.6k and 3.3k tokens); the 8k one is dropped.
+    cfg = _cfg(records_file, tiny_model_dir, tmp_path, "data.format=sprint", "data.max_length=3500",
+               f"data.eval={records_file}", "training.max_steps=8", "training.eval_steps=4",
+               "training.learning_rate=1e-2", "training.warmup_ratio=0.1", "training.per_device_train_batch_size=2")
+    result = train(cfg, progress=False, log=lambda s: None)
+    out = result.output_dir
+    tok = AutoTokenizer.from_pretrained(out)
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    after = AutoModelForCausalLM.from_pretrained(out)
+    from sprint.train.data import encode_records, read_records
+
+    rows = encode_records(read_records(records_file, "sprint")[1:], tok, progress=False)
+    for row in rows:
+        assert _completion_loss(after, row) < 0.8 * _completion_loss(before, row)
+    m = result.metrics
+    losses = [h["loss"] for h in m["log_history"] if "loss" in h]
+    assert losses[-1] < losses[0]
+    assert m["best_model_checkpoint"] and m["best_eval_loss"] == pytest.approx(m["final_eval"]["eval_loss"], rel=1e-4)
+    assert m["global_step"] == 8 and m["num_input_tokens_seen"] > 0 and m["steady_tokens_per_second"] > 0
+    assert json.loads((out / METRICS_FILE).read_text())["global_step"] == 8
+    assert load_config(out / CONFIG_FILE) == cfg  # the resolved config reloads to the same run
+    assert (out / "checkpoints").is_dir()
+
+
+def test_from_scratch_with_token_budget_and_seeded_init(records_file, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    arch = ["model.architecture.model_type=llama", "model.architecture.hidden_size=32",
+            "model.architecture.num_hidden_layers=1", "model.architecture.num_attention_heads=2",
+            "model.architecture.num_key_value_heads=2", "model.architecture.intermediate_size=64",
+            "model.architecture.max_position_embeddings=2048"]
+    common = [f"data.train={records_file}", f"model.tokenizer={tiny_model_dir}", "training.seed=7",
+              "training.learning_rate=1e-3", "training.save_dtype=bfloat16", *arch]
+    sprint_cfg = load_config(None, common + ["data.format=sprint", f"training.output_dir={tmp_path / 's'}"])
+    seq_cfg = load_config(None, common + ["data.format=sequential", f"training.output_dir={tmp_path / 'q'}",
+                                          "training.max_tokens_budget=3000"])
+    tok = load_tokenizer(seq_cfg)
+    a, b = build_model(sprint_cfg, tok), build_model(seq_cfg, tok)
+    assert a.config.vocab_size == len(tok) and a.config.eos_token_id == tok.eos_token_id
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    result = train(seq_cfg, progress=False, log=lambda s: None)
+    m = result.metrics
+    longest = max(m["data"]["train"]["max"], 1)
+    assert 3000 <= m["num_input_tokens_seen"] < 3000 + longest  # stopped by the budget, within one batch
+    assert m["plan"]["max_steps"] >= m["global_step"]
+    model = AutoModelForCausalLM.from_pretrained(result.output_dir)
+    assert model.dtype == torch.bfloat16 and model.config.num_hidden_layers == 1
+
+
+def test_lora_adapter_is_merged_into_a_plain_hf_model(records_file, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = _cfg(records_file, tiny_model_dir, tmp_path, "data.format=sequential", "lora.enabled=true", "lora.r=4",
+               "lora.alpha=8", "lora.target_modules=q_proj,v_proj", "training.max_steps=2",
+               "training.learning_rate=1e-2")
+    out = train(cfg, progress=False, log=lambda s: None).output_dir
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert not any("lora" in k for k in merged.state_dict())
+    q_merged = merged.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(q_merged, base.model.layers[0].self_attn.q_proj.weight)
+    assert torch.equal(merged.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)

@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Iterable, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from sprint.eval.tasks import Task, TaskItem
 
@@ -392,6 +392,15 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in sys.argv)
 
 
+def side_by_side(out_dir: Path, task_name: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write OUT/summary.json and OUT/summary.md for several sub-runs; returns the combined summary."""
+    combined = {"task": task_name, "runs": summaries}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SUMMARY).write_text(json.dumps(combined, indent=2) + "\n")
+    (out_dir / SUMMARY_MD).write_text(summary_table(summaries))
+    return combined
+
+
 async def run_many(task: Task, items: list[TaskItem], runs: list[SubRun], *, out_dir: Path, concurrency: int,
                    settings: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     """Run several sub-runs one after the other on the same items (one at a time, so wall-clocks are comparable)."""
@@ -401,12 +410,220 @@ async def run_many(task: Task, items: list[TaskItem], runs: list[SubRun], *, out
                                           progress=progress))
     if len(runs) == 1 and runs[0].out_dir == out_dir:
         return summaries[0]
-    combined = {"task": task.name, "runs": summaries}
-    (out_dir / SUMMARY).write_text(json.dumps(combined, indent=2) + "\n")
-    (out_dir / SUMMARY_MD).write_text(summary_table(summaries))
-    return combined
+    return side_by_side(out_dir, task.name, summaries)
 
 
-__all__ = ["ResultLog", "Solver", "SubRun", "command_line", "environment_info", "ids_digest", "resume_records",
-           "run_labels", "run_many", "run_subrun", "summarize", "summary_table", "wilson_interval",
-           "write_settings"]
+# ---------------------------------------------------------------------------------------------- sprint eval
+METHODS = ("sprint", "sequential", "sc", "sot")
+#: Self-consistency needs varied samples: its temperature when none is given (the baselines module's default).
+SC_DEFAULT_TEMPERATURE = 0.7
+
+
+@dataclass
+class EvalConfig:
+    """Everything `sprint eval` is asked to do. Several models/methods run side by side on the same items."""
+
+    task: str
+    out: Path
+    methods: list[str]
+    models: list[str | None] = field(default_factory=lambda: [None])
+    base_urls: list[str] = field(default_factory=list)
+    data: str | None = None            # local task file (else the task's default source)
+    n: int | None = None
+    seed: int = 0
+    concurrency: int = 8
+    tokenizer: str | None = None       # tokenizer for the prompt layout of HTTP backends (default: the model)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    overrides: dict[str, str] = field(default_factory=dict)   # "sprint.max_stages" -> "8", "baseline.samples" -> ...
+    summary_json: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class PairSpec:
+    label: str
+    model: str | None
+    method: str
+    base_url: str | None
+
+
+def pair_specs(cfg: EvalConfig) -> list[PairSpec]:
+    """(model, method, base URL) per sub-run: lists of equal length pair up; a list of one is shared by all."""
+    for m in cfg.methods:
+        if m not in METHODS:
+            raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {m!r}")
+    models, methods = list(cfg.models) or [None], list(cfg.methods)
+    n = max(len(models), len(methods))
+    for name, xs in (("--model", models), ("--method", methods)):
+        if len(xs) not in (1, n):
+            raise ValueError(f"{name} is given {len(xs)} times; give it once or as often as the other ({n})")
+    models, methods = models * (n // len(models)), methods * (n // len(methods))
+    urls = list(cfg.base_urls)
+    if len(urls) not in (0, 1, n):
+        raise ValueError(f"--base-url is given {len(urls)} times; give it once, or once per model ({n})")
+    urls = [None] * n if not urls else urls * (n // len(urls))
+    labels = run_labels(list(zip(models, methods)))
+    return [PairSpec(lb, mo, me, u) for lb, mo, me, u in zip(labels, models, methods, urls)]
+
+
+def _typed(value: str, annotation: str, where: str) -> Any:
+    """A command-line string as the type a config field is annotated with ("int", "float | None", "bool")."""
+    v = value.strip()
+    if "None" in annotation and v.lower() in ("none", "null"):
+        return None
+    try:
+        if annotation.startswith("bool"):
+            if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(v)
+            return v.lower() in ("true", "1", "yes")
+        if annotation.startswith("int"):
+            return int(v)
+        if annotation.startswith("float"):
+            return float(v)
+    except ValueError:
+        raise ValueError(f"{where}: {value!r} is not a valid {annotation}") from None
+    return v
+
+
+def solver_configs(cfg: EvalConfig, method: str):
+    """The SprintConfig and BaselineConfig of a sub-run: shared decoding flags first, then `--set` overrides."""
+    from dataclasses import fields
+
+    from sprint.inference.baselines import BaselineConfig
+    from sprint.inference.orchestrator import SprintConfig
+
+    sp: dict[str, Any] = {"seed": cfg.seed}
+    bl: dict[str, Any] = {"seed": cfg.seed}
+    temperature = cfg.temperature
+    if temperature is None and method == "sc":
+        temperature = SC_DEFAULT_TEMPERATURE
+    if temperature is not None:
+        sp.update(planner_temperature=temperature, executor_temperature=temperature)
+        bl["temperature"] = temperature
+    if cfg.top_p is not None:
+        sp.update(planner_top_p=cfg.top_p, executor_top_p=cfg.top_p)
+        bl["top_p"] = cfg.top_p
+    if cfg.max_tokens is not None:
+        sp.update(max_plan_tokens=cfg.max_tokens, max_exec_tokens=cfg.max_tokens)
+        bl["max_tokens"] = cfg.max_tokens
+    targets = {"sprint": (SprintConfig, sp), "baseline": (BaselineConfig, bl)}
+    for key, value in cfg.overrides.items():
+        scope, _, name = key.partition(".")
+        if scope not in targets or not name:
+            raise ValueError(f"--set {key}={value}: the key must be sprint.FIELD or baseline.FIELD")
+        klass, into = targets[scope]
+        types = {f.name: str(f.type) for f in fields(klass)}
+        if name not in types:
+            raise ValueError(f"--set {key}: {klass.__name__} has no field {name!r} (fields: {', '.join(types)})")
+        into[name] = _typed(value, types[name], f"--set {key}")
+    return SprintConfig(**sp), BaselineConfig(**bl)
+
+
+def build_solver(method: str, backend, tokenizer, sprint_cfg, baseline_cfg) -> tuple[Solver, dict[str, Any]]:
+    """The solver of a method on a backend, and the settings that describe it (function, config, prompts)."""
+    from sprint.format import layout
+    from sprint.inference import baselines
+    from sprint.inference.orchestrator import solve as solve_sprint
+
+    functions = {"sprint": (solve_sprint, sprint_cfg), "sequential": (baselines.solve_sequential, baseline_cfg),
+                 "sc": (baselines.solve_self_consistency, baseline_cfg),
+                 "sot": (baselines.solve_skeleton_of_thought, baseline_cfg)}
+    fn, config = functions[method]
+    if method == "sot":
+        prompts = {"skeleton": baselines.SOT_SKELETON, "point": baselines.SOT_POINT, "answer": baselines.SOT_ANSWER}
+    else:
+        prompts = {"system": layout.system_prompt("sprint" if method == "sprint" else "sequential")}
+
+    async def solve(question: str) -> dict[str, Any]:
+        result = await fn(question, backend, config, tokenizer)
+        rec = result.to_dict()
+        run_meta = rec.pop("meta", {}) or {}
+        run_meta.pop("config", None)  # the same for every item: it is in settings.json
+        rec["run_meta"] = run_meta
+        rec.pop("question", None)     # the question is the task's; results keep the model's side
+        return rec
+
+    settings = {"solver": f"{fn.__module__}.{fn.__name__}", "solver_config": config.to_dict(), "prompts": prompts}
+    return solve, settings
+
+
+def layout_settings(tokenizer, method: str, example_question: str) -> dict[str, Any]:
+    """How prompts are laid out: chat template (hashed) or plain, and the exact prompt text of the first item."""
+    from sprint.format import layout
+
+    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    out: dict[str, Any] = {"chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()
+                           if isinstance(template, str) else None,
+                           "tokenizer": getattr(tokenizer, "name_or_path", None)}
+    if method != "sot":
+        out["example_prompt"] = layout.generation_start(
+            layout.prompt_prefix(example_question, "sprint" if method == "sprint" else "sequential", tokenizer))
+    return out
+
+
+def default_backend(model: str | None, base_url: str | None, tokenizer: str | None):
+    """The backend for a model: an OpenAI-compatible server when a base URL is given, else in-process."""
+    from sprint.backends import load_backend
+
+    return load_backend(model=model, base_url=base_url, tokenizer=tokenizer)
+
+
+async def _close(backend) -> None:
+    for name in ("aclose", "close"):
+        fn = getattr(backend, name, None)
+        if fn is not None:
+            out = fn()
+            if asyncio.iscoroutine(out):
+                await out
+            return
+
+
+async def evaluate(cfg: EvalConfig, make_backend: Callable[..., Any] = default_backend) -> dict[str, Any]:
+    """Run `sprint eval`: every (model, method) pair on the same items, one after the other."""
+    from sprint.eval.tasks import load_task
+
+    if cfg.concurrency < 1:
+        raise ValueError(f"--concurrency must be >= 1, got {cfg.concurrency}")
+    specs = pair_specs(cfg)
+    task = load_task(cfg.task, cfg.data)
+    items = task.load(cfg.n, cfg.seed)
+    if not items:
+        raise ValueError(f"task {cfg.task} has no items")
+    common = {"task": task.settings(), "items": {"n": len(items), "n_requested": cfg.n, "seed": cfg.seed,
+                                                 "ids_sha256": ids_digest(items)},
+              "concurrency": cfg.concurrency, "command": command_line(), "started_at": _now(),
+              "environment": environment_info()}
+    single = len(specs) == 1
+    summaries = []
+    for spec in specs:
+        sprint_cfg, baseline_cfg = solver_configs(cfg, spec.method)
+        backend = make_backend(spec.model, spec.base_url, cfg.tokenizer)
+        try:
+            tokenizer = getattr(backend, "tokenizer", None)
+            solve, solver_settings = build_solver(spec.method, backend, tokenizer, sprint_cfg, baseline_cfg)
+            run = SubRun(spec.label, spec.method, spec.model, cfg.out if single else cfg.out / spec.label, solve,
+                         {"model": spec.model, "base_url": spec.base_url, "method": spec.method,
+                          "backend": type(backend).__name__, **solver_settings,
+                          "layout": layout_settings(tokenizer, spec.method, items[0].question)})
+            summaries.append(await run_subrun(task, items, run, concurrency=cfg.concurrency, settings=common,
+                                              progress=cfg.progress))
+        finally:
+            await _close(backend)
+    result = summaries[0] if single else side_by_side(cfg.out, task.name, summaries)
+    if cfg.summary_json is not None:
+        Path(cfg.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.summary_json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_eval(cfg: EvalConfig, make_backend: Callable[..., Any] = default_backend) -> dict[str, Any]:
+    """Synchronous entry point of `sprint eval`."""
+    return asyncio.run(evaluate(cfg, make_backend))
+
+
+__all__ = ["EvalConfig", "METHODS", "ResultLog", "Solver", "SubRun", "build_solver", "command_line",
+           "environment_info", "evaluate", "ids_digest", "pair_specs", "resume_records", "run_eval", "run_labels",
+           "run_many", "run_subrun", "side_by_side", "solver_configs", "summarize", "summary_table",
+           "wilson_interval", "write_settings"]

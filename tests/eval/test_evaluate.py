@@ -1,0 +1,147 @@
+"""`sprint eval` wiring: real orchestrator and baselines on a scripted backend, side-by-side runs, settings."""
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from sprint.backends.base import ScriptedBackend
+from sprint.eval.report import write_report
+from sprint.eval.runner import EvalConfig, ResultLog, evaluate, pair_specs, solver_configs
+from sprint.format import tags as T
+from sprint.testing.scripted import call_kind
+
+
+def write_problems(path: Path, n: int = 5) -> Path:
+    with open(path, "w") as f:
+        for i in range(1, n + 1):
+            f.write(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i), "unique_id": f"toy/{i}.json",
+                                "level": 1 + i % 3, "subject": "Toy"}) + "\n")
+    return path
+
+
+def _number(prompt: str) -> int:
+    return int(re.findall(r"What is (\d+) \+", prompt)[-1])
+
+
+def sprint_model(prompt: str) -> str:
+    """Plans one prompt per question, executes it, then answers (wrongly for question 4)."""
+    kind, stage, _ = call_kind(prompt)
+    i = _number(prompt)
+    if kind == "executor":
+        return f"{i} + {i} = {2 * i}."
+    if stage == 1:
+        p = T.prompt_name(1, 1)
+        return f"Add the two numbers.\n\n{T.open_tag(p)} Add {i} and {i}. {T.close_tag(p)}\n{T.close_tag(T.plan_name(1))}"
+    answer = 2 * i if i != 4 else 7
+    return f"{T.open_tag(T.FINAL_ANSWER)}\nSo the sum is \\boxed{{{answer}}}.\n{T.close_tag(T.FINAL_ANSWER)}"
+
+
+def sequential_model(prompt: str) -> str:
+    i = _number(prompt)
+    return f"{i} plus {i} is {2 * i}, I am sure of it.\n{T.close_tag(T.THINK)}\n\nThe answer is \\boxed{{{2 * i}}}."
+
+
+def scripted_backends(model, base_url, tokenizer):
+    return ScriptedBackend(sprint_model if model == "toy-sprint" else sequential_model, delay_s=0.01)
+
+
+def test_two_models_side_by_side_with_the_real_solvers(tmp_path):
+    data = write_problems(tmp_path / "toy.jsonl")
+    cfg = EvalConfig(task="math500", data=str(data), out=tmp_path / "run", methods=["sprint", "sequential"],
+                     models=["toy-sprint", "toy-sequential"], concurrency=3, max_tokens=200,
+                     summary_json=tmp_path / "s.json", progress=False)
+    combined = asyncio.run(evaluate(cfg, scripted_backends))
+    labels = [r["label"] for r in combined["runs"]]
+    assert labels == ["toy-sprint-sprint", "toy-sequential-sequential"]
+    spr, seq = combined["runs"]
+    assert (spr["n"], spr["correct"], seq["correct"]) == (5, 4, 5)
+    assert spr["mean_wall_clock_s"] > 0 and seq["mean_sequential_tokens"] > 0
+    assert json.loads((tmp_path / "s.json").read_text()) == combined
+    assert "| toy-sprint-sprint | sprint | toy-sprint | 5 |" in (tmp_path / "run" / "summary.md").read_text()
+
+    settings = json.loads((tmp_path / "run" / labels[0] / "settings.json").read_text())
+    assert settings["solver"] == "sprint.inference.orchestrator.solve"
+    assert settings["solver_config"]["max_plan_tokens"] == 200 and settings["solver_config"]["seed"] == 0
+    assert "Plan_i" in settings["prompts"]["system"]
+    assert settings["layout"]["example_prompt"].startswith(T.open_tag(T.QUESTION) + "\nWhat is 1 + 1?")
+    assert settings["task"]["source"] == str(data) and settings["items"]["n"] == 5
+    assert settings["environment"]["packages"]["sprint-reasoning"]
+    assert settings["backend"] == "ScriptedBackend" and settings["model"] == "toy-sprint"
+
+    recs = {r["id"]: r for r in ResultLog(tmp_path / "run" / labels[0] / "results.jsonl").read()}
+    r4 = recs["toy/4.json"]
+    assert r4["answer"] == "7" and not r4["correct"] and r4["meta"] == {"level": 2, "subject": "Toy"}
+    assert [c["role"] for c in r4["calls"]] == ["planner", "executor", "planner"]
+    assert r4["stages"] == 1 and "run_meta" in r4 and "question" not in r4
+
+    # The run folder reports, runtime figure included (it has per-call timings).
+    report = write_report([tmp_path / "run"], tmp_path / "report", progress=False)
+    assert {Path(p).name for p in report["figures"]} >= {"runtime.png", "sequential_token_reduction.png"}
+    assert {r["label"] for r in report["runtime"]} == set(labels)
+
+    # Run again: everything is done, nothing is solved again, and the summary is unchanged.
+    calls = []
+
+    def counting(model, url, tok):
+        b = scripted_backends(model, url, tok)
+        calls.append(b)
+        return b
+
+    again = asyncio.run(evaluate(cfg, counting))
+    assert all(not b.calls for b in calls)
+    assert [r["correct"] for r in again["runs"]] == [4, 5]
+
+
+def test_single_pair_writes_into_the_out_folder(tmp_path):
+    data = write_problems(tmp_path / "toy.jsonl", 3)
+    cfg = EvalConfig(task="math500", data=str(data), out=tmp_path / "run", methods=["sot"], models=["x"],
+                     n=2, progress=False)
+
+    def sot_model(prompt):
+        i = _number(prompt)
+        if prompt.endswith("Outline:\n1."):
+            return " Add the numbers.\n2. Check."
+        if prompt.endswith("Final answer:"):
+            return f" \\boxed{{{2 * i}}}"
+        return f" {i} + {i} = {2 * i}"
+
+    summary = asyncio.run(evaluate(cfg, lambda m, u, t: ScriptedBackend(sot_model)))
+    assert summary["n"] == 2 and summary["accuracy"] == 1.0 and summary["method"] == "sot"
+    assert (tmp_path / "run" / "results.jsonl").exists() and (tmp_path / "run" / "summary.json").exists()
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert set(settings["prompts"]) == {"skeleton", "point", "answer"}
+
+
+def test_pairs_broadcast_and_bad_combinations():
+    cfg = EvalConfig(task="math500", out=Path("x"), methods=["sprint", "sequential"], models=["m"])
+    assert [(p.model, p.method, p.base_url) for p in pair_specs(cfg)] == [("m", "sprint", None),
+                                                                          ("m", "sequential", None)]
+    cfg.base_urls = ["http://a/v1"]
+    assert {p.base_url for p in pair_specs(cfg)} == {"http://a/v1"}
+    cfg.base_urls = ["http://a/v1", "http://b/v1", "http://c/v1"]
+    with pytest.raises(ValueError, match="--base-url is given 3 times"):
+        pair_specs(cfg)
+    with pytest.raises(ValueError, match="--model is given 2 times"):
+        pair_specs(EvalConfig(task="math500", out=Path("x"), methods=["sprint", "sc", "sot"], models=["a", "b"]))
+    with pytest.raises(ValueError, match="--method must be one of"):
+        pair_specs(EvalConfig(task="math500", out=Path("x"), methods=["cot"]))
+
+
+def test_decoding_flags_and_typed_overrides():
+    cfg = EvalConfig(task="math500", out=Path("x"), methods=["sc"], temperature=None, top_p=0.9, seed=3,
+                     overrides={"sprint.max_stages": "6", "baseline.samples": "4", "sprint.eager": "false",
+                                "baseline.wall_clock_s": "none"})
+    sp, bl = solver_configs(cfg, "sc")
+    assert bl.temperature == 0.7 and bl.top_p == 0.9 and bl.samples == 4 and bl.seed == 3
+    assert bl.wall_clock_s is None
+    assert sp.max_stages == 6 and sp.eager is False and sp.planner_top_p == 0.9
+    sp, bl = solver_configs(EvalConfig(task="math500", out=Path("x"), methods=["sprint"], temperature=0.0,
+                                       max_tokens=123), "sprint")
+    assert (sp.planner_temperature, sp.max_exec_tokens, bl.max_tokens) == (0.0, 123, 123)
+    for bad, msg in [({"sprint.nope": "1"}, "has no field 'nope'"), ({"max_stages": "1"}, "sprint.FIELD"),
+                     ({"sprint.max_stages": "many"}, "not a valid int")]:
+        with pytest.raises(ValueError, match=msg):
+            solver_configs(EvalConfig(task="math500", out=Path("x"), methods=["sprint"], overrides=bad), "sprint")

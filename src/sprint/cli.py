@@ -15,6 +15,8 @@ COMMANDS = [
     "sprint.commands.analyze",
     "sprint.commands.curate",
     "sprint.commands.train",
+    "sprint.commands.run",
+    "sprint.commands.eval",
     "sprint.commands.report",
 ]
 

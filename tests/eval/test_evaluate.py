@@ -117,13 +117,19 @@ def test_single_pair_writes_into_the_out_folder(tmp_path):
 
 def test_pairs_broadcast_and_bad_combinations():
     cfg = EvalConfig(task="math500", out=Path("x"), methods=["sprint", "sequential"], models=["m"])
-    assert [(p.model, p.method, p.base_url) for p in pair_specs(cfg)] == [("m", "sprint", None),
-                                                                          ("m", "sequential", None)]
-    cfg.base_urls = ["http://a/v1"]
-    assert {p.base_url for p in pair_specs(cfg)} == {"http://a/v1"}
+    assert [(p.model, p.method, p.base_urls) for p in pair_specs(cfg)] == [("m", "sprint", []),
+                                                                           ("m", "sequential", [])]
+    # One model: every server serves it.
     cfg.base_urls = ["http://a/v1", "http://b/v1", "http://c/v1"]
-    with pytest.raises(ValueError, match="--base-url is given 3 times"):
-        pair_specs(cfg)
+    assert all(p.base_urls == cfg.base_urls for p in pair_specs(cfg))
+    two = EvalConfig(task="math500", out=Path("x"), methods=["sprint"], models=["a", "b"],
+                     base_urls=["http://a/v1", "http://b/v1"])
+    assert [p.base_urls for p in pair_specs(two)] == [["http://a/v1"], ["http://b/v1"]]
+    two.base_urls = ["http://s/v1"]
+    assert [p.base_urls for p in pair_specs(two)] == [["http://s/v1"], ["http://s/v1"]]
+    two.base_urls = ["http://a/v1", "http://b/v1", "http://c/v1"]
+    with pytest.raises(ValueError, match="--base-url is given 3 times for 2 models"):
+        pair_specs(two)
     with pytest.raises(ValueError, match="--model is given 2 times"):
         pair_specs(EvalConfig(task="math500", out=Path("x"), methods=["sprint", "sc", "sot"], models=["a", "b"]))
     with pytest.raises(ValueError, match="--method must be one of"):

@@ -446,11 +446,15 @@ class PairSpec:
     label: str
     model: str | None
     method: str
-    base_url: str | None
+    base_urls: list[str]
 
 
 def pair_specs(cfg: EvalConfig) -> list[PairSpec]:
-    """(model, method, base URL) per sub-run: lists of equal length pair up; a list of one is shared by all."""
+    """(model, method, servers) per sub-run: lists of equal length pair up; a list of one is shared by all.
+
+    Base URLs: with one model, all of them serve it (the HTTP backend spreads requests over them); with several
+    models, give one URL shared by all or one per model.
+    """
     for m in cfg.methods:
         if m not in METHODS:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {m!r}")
@@ -461,11 +465,15 @@ def pair_specs(cfg: EvalConfig) -> list[PairSpec]:
             raise ValueError(f"{name} is given {len(xs)} times; give it once or as often as the other ({n})")
     models, methods = models * (n // len(models)), methods * (n // len(methods))
     urls = list(cfg.base_urls)
-    if len(urls) not in (0, 1, n):
-        raise ValueError(f"--base-url is given {len(urls)} times; give it once, or once per model ({n})")
-    urls = [None] * n if not urls else urls * (n // len(urls))
+    if len(set(models)) == 1 or len(urls) <= 1:
+        per_pair = [urls] * n
+    elif len(urls) == n:
+        per_pair = [[u] for u in urls]
+    else:
+        raise ValueError(f"--base-url is given {len(urls)} times for {len(set(models))} models; give it once, or "
+                         f"once per --model ({n})")
     labels = run_labels(list(zip(models, methods)))
-    return [PairSpec(lb, mo, me, u) for lb, mo, me, u in zip(labels, models, methods, urls)]
+    return [PairSpec(lb, mo, me, u) for lb, mo, me, u in zip(labels, models, methods, per_pair)]
 
 
 def _typed(value: str, annotation: str, where: str) -> Any:
@@ -563,11 +571,30 @@ def layout_settings(tokenizer, method: str, example_question: str) -> dict[str, 
     return out
 
 
-def default_backend(model: str | None, base_url: str | None, tokenizer: str | None):
-    """The backend for a model: an OpenAI-compatible server when a base URL is given, else in-process."""
+def default_backend(model: str | None, base_urls: list[str], tokenizer: str | None):
+    """The backend for a model: OpenAI-compatible servers when base URLs are given, else in-process."""
     from sprint.backends import load_backend
 
-    return load_backend(model=model, base_url=base_url, tokenizer=tokenizer)
+    return load_backend(model, base_urls or None)
+
+
+def layout_tokenizer(name: str | None, backend):
+    """The tokenizer that decides the prompt layout: the backend's own, else `name` loaded with AutoTokenizer.
+
+    A served model name that is no loadable tokenizer falls back to the plain `<Question>` layout, with a warning
+    (settings.json records which layout was used).
+    """
+    tok = getattr(backend, "tokenizer", None)
+    if tok is not None or not name:
+        return tok
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as e:
+        print(f"sprint eval: warning: no tokenizer for {name!r} ({type(e).__name__}); using the plain layout. Pass "
+              "--tokenizer if the model was trained with a chat template.", file=sys.stderr)
+        return None
 
 
 async def _close(backend) -> None:
@@ -599,12 +626,12 @@ async def evaluate(cfg: EvalConfig, make_backend: Callable[..., Any] = default_b
     summaries = []
     for spec in specs:
         sprint_cfg, baseline_cfg = solver_configs(cfg, spec.method)
-        backend = make_backend(spec.model, spec.base_url, cfg.tokenizer)
+        backend = make_backend(spec.model, spec.base_urls, cfg.tokenizer)
         try:
-            tokenizer = getattr(backend, "tokenizer", None)
+            tokenizer = layout_tokenizer(cfg.tokenizer or (spec.model if spec.base_urls else None), backend)
             solve, solver_settings = build_solver(spec.method, backend, tokenizer, sprint_cfg, baseline_cfg)
             run = SubRun(spec.label, spec.method, spec.model, cfg.out if single else cfg.out / spec.label, solve,
-                         {"model": spec.model, "base_url": spec.base_url, "method": spec.method,
+                         {"model": spec.model, "base_urls": spec.base_urls, "method": spec.method,
                           "backend": type(backend).__name__, **solver_settings,
                           "layout": layout_settings(tokenizer, spec.method, items[0].question)})
             summaries.append(await run_subrun(task, items, run, concurrency=cfg.concurrency, settings=common,

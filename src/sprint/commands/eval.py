@@ -1,0 +1,84 @@
+"""`sprint eval`: run SPRINT or a baseline over a benchmark, resumably, and summarize (calls `sprint.eval.runner`)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Evaluate methods on MATH-500, GPQA-diamond or Countdown: accuracy (95% CI), sequential/total tokens, time."
+
+DESCRIPTION = HELP + """
+
+Methods: sprint (planner + parallel executors), sequential (one chain of thought), sc (self-consistency:
+parallel samples, majority answer), sot (skeleton-of-thought). --model and --method may be repeated: lists of
+equal length pair up (`--model A --method sprint --model B --method sequential`), and a list given once is
+shared (`--model A --method sprint --method sequential`). All pairs run one after the other on the same items
+with the same decoding settings; each gets OUT/<model>-<method>/ and OUT/summary.md puts them side by side.
+With one pair, OUT is the run folder itself.
+
+--base-url points at an OpenAI-compatible server (vLLM, SGLang); without it the model runs in-process.
+
+A run folder holds settings.json (everything needed to reproduce the run: task and items, model, method,
+prompts, decoding settings, limits, seeds, package versions, Python, platform, CPU/GPU, git commit, command),
+results.jsonl (one graded record per item, written as soon as it is done) and summary.json. Rerunning the same
+command resumes: finished items are skipped, failed ones are retried; changed settings are refused.
+
+Method settings beyond the shared flags: --set sprint.FIELD=VALUE (SprintConfig: max_stages, max_plan_tokens,
+max_exec_tokens, eager, executor_retries, wall_clock_s, ...) or --set baseline.FIELD=VALUE (BaselineConfig:
+samples, max_points, skeleton_max_tokens, ...).
+"""
+
+TASK_SOURCES = "math500: JSONL with problem/answer/unique_id (default: hub HuggingFaceH4/MATH-500); " \
+               "gpqa: the official CSV (default: hub Idavidrein/gpqa, gated); countdown: generated test problems"
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set must be KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help=HELP, description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, choices=["math500", "gpqa", "countdown"], help="benchmark")
+    p.add_argument("--method", action="append", required=True, choices=["sprint", "sequential", "sc", "sot"],
+                   help="method (repeatable, pairs with --model)")
+    p.add_argument("--model", action="append", default=[], metavar="PATH",
+                   help="model directory or name (repeatable); countdown-sprint / countdown-sequential name the "
+                        "bundled Countdown models")
+    p.add_argument("--base-url", action="append", default=[], metavar="URL",
+                   help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (once, or once per model)")
+    p.add_argument("--tokenizer", metavar="NAME_OR_DIR",
+                   help="tokenizer whose chat template lays out prompts for a server (default: the model's)")
+    p.add_argument("--data", metavar="PATH", help=f"local task data. {TASK_SOURCES}")
+    p.add_argument("--n", type=int, metavar="N", help="number of items (default: all; countdown: 1000)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for the item sample (with --n), Countdown generation and sampling (default: 0)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; reused to resume)")
+    p.add_argument("--concurrency", type=int, default=8, help="questions in flight at once (default: 8)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="token limit per generation (all methods)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 0; sc: 0.7)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling p (default 1)")
+    p.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="a method setting, e.g. sprint.max_stages=8 or baseline.samples=16 (repeatable)")
+    p.add_argument("--summary-json", metavar="PATH", help="also write the summary here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from sprint.eval.runner import EvalConfig, run_eval, summary_table
+
+    cfg = EvalConfig(task=args.task, out=Path(args.out), methods=args.method, models=args.model or [None],
+                     base_urls=args.base_url, data=args.data, n=args.n, seed=args.seed,
+                     concurrency=args.concurrency, tokenizer=args.tokenizer, max_tokens=args.max_tokens,
+                     temperature=args.temperature, top_p=args.top_p, overrides=dict(args.overrides),
+                     summary_json=Path(args.summary_json) if args.summary_json else None,
+                     progress=not args.no_progress)
+    summary = run_eval(cfg)
+    print(summary_table(summary.get("runs", [summary])), end="")
+    print(f"results in {cfg.out}")
+    return 0

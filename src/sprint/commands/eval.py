@@ -56,7 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed for the item sample (with --n), Countdown generation and sampling (default: 0)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; reused to resume)")
-    p.add_argument("--concurrency", type=int, default=8, help="questions in flight at once (default: 8)")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="questions in flight at once (default: 8; use 1 to time each question without contention)")
     p.add_argument("--max-tokens", type=int, metavar="N", help="token limit per generation (all methods)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0; sc: 0.7)")
     p.add_argument("--top-p", type=float, help="nucleus sampling p (default 1)")

@@ -18,8 +18,10 @@ Outputs in --out: records.jsonl (two records per kept trace: format "sprint" and
 "messages"), rejects.jsonl (id, step, code, reason), summary.json; LLM answers are cached in --cache (default
 OUT/cache), so an interrupted run resumes where it stopped.
 
-Fields: the paper's data uses --question-field problem --trace-field thought --answer-field solution; for
-../shared/data/r1_traces use --question-field problem --trace-field full_response --answer-field ground_truth."""
+Fields: the paper's data uses --question-field problem --trace-field thought --answer-field solution
+--solution-field solution (its final answer comes from the solution, as in the release); for
+../shared/data/r1_traces use --question-field problem --trace-field full_response --answer-field ground_truth
+(the text after the thinking holds the model's boxed answer)."""
 
 PACK_DESCRIPTION = """Pack steps that were already extracted and print one JSON object:
 {"stages": {"<step id>": <stage>, ...}, "ratio": <float>, "kept": <bool>, "reason": <str or null>}.

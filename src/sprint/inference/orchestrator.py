@@ -226,7 +226,7 @@ class _SprintRun:
             return "answered"
         plan = st.plan = turn.plan
         if not text.strip():
-            self.repair(i, "empty_plan", "the planner wrote nothing; forcing a final answer")
+            self.repair(i, "empty_plan", "the planner wrote no text (nothing or only whitespace); forcing a final answer")
             self.current = None
             return "give_up"
         planner_tokens = st.planner_tokens_before + rec.generated_tokens

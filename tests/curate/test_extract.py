@@ -138,3 +138,31 @@ def test_dag_reask(tmp_path):
     parents = asyncio.run(build_dag(chat, LLMEndpoint("d", model), "h", "Q", steps))
     assert parents == {1: [], 2: [], 3: [1, 2]}
     assert "cycle" in model.calls[1][-1]["content"]
+
+
+def test_answer_cut_at_max_tokens_is_not_reasked(tmp_path):
+    class Cut(ListChat):
+        async def chat(self, messages, params):
+            c = await super().chat(messages, params)
+            c.finish_reason = "length"
+            return c
+
+    model = Cut(['{"steps": [{"id": 1, "plan": [1, '])
+    chat = CachedChat(DiskCache(tmp_path / "c"), UsageLedger())
+    with pytest.raises(Rejected) as e:
+        asyncio.run(extract_steps(chat, LLMEndpoint("m", model), "h", "Q", TRACE, LINES))
+    assert e.value.code == "truncated" and "max_tokens (8000)" in e.value.reason and len(model.calls) == 1
+
+
+def test_backend_failure_is_an_llm_error_and_not_cached(tmp_path):
+    from sprint.curate.llm import LLMCallError
+
+    class Down:
+        async def chat(self, messages, params):
+            raise ConnectionError("server down")
+
+    cache = DiskCache(tmp_path / "c")
+    with pytest.raises(LLMCallError, match="server down"):
+        asyncio.run(extract_steps(CachedChat(cache, UsageLedger()), LLMEndpoint("m", Down()), "h", "Q", TRACE,
+                                  LINES))
+    assert len(cache) == 0

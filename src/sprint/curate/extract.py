@@ -231,12 +231,16 @@ async def ask_until_valid(chat: CachedChat, endpoint: LLMEndpoint, input_hash: s
     for attempt in range(1, max_attempts + 1):
         answer = await chat(endpoint, input_hash, step, msgs)
         try:
-            return parse(answer)
+            return parse(answer.text)
         except AnswerError as e:
             error = str(e)
+        if answer.finish_reason == "length":
+            # Asking again would be cut at the same limit: give up at once and say why.
+            raise Rejected(step, "truncated", f"{error}; the answer was cut off at max_tokens "
+                           f"({endpoint.params.max_tokens}); raise --max-tokens")
         if attempt == max_attempts:
             raise Rejected(step, "invalid_answer", f"{error} (after {attempt} attempts)")
-        msgs = msgs + [{"role": "assistant", "content": answer or ""},
+        msgs = msgs + [{"role": "assistant", "content": answer.text or ""},
                        {"role": "user", "content": RETRY_TEMPLATE.format(error=error)}]
     raise AssertionError("unreachable")
 

@@ -108,6 +108,14 @@ class LLMEndpoint:
     params: GenerationParams = field(default_factory=lambda: GenerationParams(max_tokens=8000, temperature=0.0))
 
 
+@dataclass
+class ChatAnswer:
+    """The text of an answer and why it ended ("stop", or "length" when cut at max_tokens)."""
+
+    text: str
+    finish_reason: str = "stop"
+
+
 class CachedChat:
     """Chat calls through the disk cache, at most `concurrency` in flight, with usage recorded per model."""
 
@@ -119,7 +127,7 @@ class CachedChat:
         self.concurrency = concurrency
         self._sem: asyncio.Semaphore | None = None
 
-    async def __call__(self, endpoint: LLMEndpoint, input_hash: str, step: str, messages: list[dict]) -> str:
+    async def __call__(self, endpoint: LLMEndpoint, input_hash: str, step: str, messages: list[dict]) -> ChatAnswer:
         p = endpoint.params
         prompt_hash = json_hash({"messages": messages, "max_tokens": p.max_tokens, "temperature": p.temperature,
                                  "top_p": p.top_p, "seed": p.seed, "stop": p.stop})
@@ -128,7 +136,7 @@ class CachedChat:
         if hit is not None:
             self.ledger.add(endpoint.name, hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0), cached=True,
                             estimated=hit.get("estimated", False))
-            return hit["text"]
+            return ChatAnswer(hit["text"], hit.get("finish_reason", "stop"))
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
         async with self._sem:
@@ -142,4 +150,4 @@ class CachedChat:
         self.cache.put(key, {"text": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.generated_tokens,
                              "finish_reason": c.finish_reason, "estimated": estimated, "step": step,
                              "model": endpoint.name})
-        return c.text
+        return ChatAnswer(c.text, c.finish_reason)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from curated_records import sequential_records, sprint_records, write_jsonl  # noqa: E402
+from curated_records import sequential_records, sprint_records  # noqa: E402
 
 from sprint.cli import main  # noqa: E402
+from sprint.train.data import write_records  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -19,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def setup(tmp_path):
     from sprint.testing.tiny import build_tiny_tokenizer
 
-    records = write_jsonl(tmp_path / "train.jsonl", sprint_records() + sequential_records())
+    records = write_records(sprint_records() + sequential_records(), tmp_path / "train.jsonl")
     build_tiny_tokenizer(tmp_path / "tok", tags_as_tokens=True)
     return records, tmp_path / "tok"
 

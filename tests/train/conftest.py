@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from curated_records import sequential_records, sprint_records, write_jsonl
+from curated_records import sequential_records, sprint_records
+
+from sprint.train.data import write_records
 
 
 @pytest.fixture(scope="session")
 def records_file(tmp_path_factory) -> Path:
     """SPRINT records (3) and sequential records (2) in one JSONL file, as `sprint curate` writes them."""
-    return write_jsonl(tmp_path_factory.mktemp("records") / "train.jsonl", sprint_records() + sequential_records())
+    return write_records(sprint_records() + sequential_records(), tmp_path_factory.mktemp("records") / "train.jsonl")
 
 
 @pytest.fixture(scope="session")

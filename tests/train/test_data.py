@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from curated_records import sprint_records, write_jsonl
+from curated_records import sprint_records
 
 from sprint.format import layout, tags as T
 from sprint.train.config import load_config
-from sprint.train.data import LengthStats, encode_records, parse_record, read_records, split_by_question
+from sprint.train.data import (
+    LengthStats,
+    encode_records,
+    parse_record,
+    read_records,
+    split_by_question,
+    write_records,
+)
 
 # A chat template that behaves like DeepSeek-R1-Distill's: system text first, user/assistant markers, an assistant
 # turn cut to what follows `</think>`, and a generation prompt that opens `<think>`.
@@ -78,7 +85,7 @@ def test_record_errors_name_line_and_field(tmp_path, records_file):
     good = json.loads(records_file.read_text().splitlines()[0])
     bad_role = dict(good, messages=good["messages"][1:])
     other_system = dict(good, messages=[{"role": "system", "content": "Be brief."}] + good["messages"][1:])
-    path = write_jsonl(tmp_path / "bad.jsonl", [good, bad_role])
+    path = write_records([good, bad_role], tmp_path / "bad.jsonl")
     with pytest.raises(ValueError, match=r"bad\.jsonl:2 .*roles"):
         read_records(path)
     with pytest.raises(ValueError, match="system prompt differs"):

@@ -38,7 +38,7 @@ def run(args) -> int:
     from sprint.train.trainer import run_training
 
     result = run_training(args.config, args.overrides, dry=args.dry_run, progress=not args.no_progress)
-    if result.output_dir is not None:
+    if result.output_dir is not None and result.main_process:
         m = result.metrics
         tps = m.get("steady_tokens_per_second") or m.get("train_tokens_per_second")
         print(f"model saved to {result.output_dir} ({m['global_step']} steps, {m['num_input_tokens_seen']} tokens"

@@ -40,6 +40,7 @@ class TrainResult:
 
     output_dir: Path | None
     metrics: dict = field(default_factory=dict)
+    main_process: bool = True  # False on the other ranks of a multi-process run (they should stay quiet)
 
 
 def is_main_process() -> bool:
@@ -182,6 +183,9 @@ def build_sft_config(cfg: TrainConfig, data: PreparedData, *, progress: bool = T
         fp16=False,
         gradient_checkpointing=t.gradient_checkpointing,
         dataloader_pin_memory=_cuda_available(),
+        # Without an accelerator, say so: only then do several processes (torchrun) form a CPU process group.
+        use_cpu=not (_cuda_available() or _mps_available()),
+        ddp_find_unused_parameters=False,  # every weight of a causal LM takes part in each step
         deepspeed=t.deepspeed,
         report_to=t.report_to,
         save_total_limit=t.save_total_limit,
@@ -313,7 +317,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
         (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
-    return TrainResult(output_dir=out, metrics=metrics)
+    return TrainResult(output_dir=out, metrics=metrics, main_process=main)
 
 
 def _save_final(cfg: TrainConfig, trainer, out: Path) -> None:
@@ -342,6 +346,12 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def _device_name() -> str:

@@ -120,3 +120,13 @@ def test_comments_are_kept_or_dropped():
     assert "result 1\nlooks right\n</execution_1.1>" in kept and "plan 2\nnoted" in kept
     dropped = render(to_trajectory("Q", steps, p, "A", think=False, comments=False))
     assert "looks right" not in dropped and "noted" not in dropped
+
+
+def test_folded_steps_lose_their_prompt_and_empty_plans_render_cleanly():
+    folded = fold_short_executions([ex(1, (3, 4))])
+    assert folded[0].prompt is None and folded[0].execution is None and folded[0].execution_lines is None
+    steps = [ex(1), Step(2, "", "", "do 2", "result 2", execution_lines=(8, 12)), ex(3)]
+    p = pack(steps, {1: [], 2: [1], 3: [1]})
+    text = render(to_trajectory("Q", steps, p, "A", think=False))
+    assert "<Plan_2>\nBased on execution_1.1:\n<prompt_2.1> do 2 </prompt_2.1>\n\nplan 3\n\n<prompt_2.2>" in text
+    assert "\n\n\n" not in text and parse(text).ok

@@ -130,7 +130,8 @@ def steps_from_records(records: list[dict], *, trace: str | None = None, source:
         elif texts["execution"] is None and ranges["execution_lines"] is not None:
             texts["execution"] = ""  # ranges only: the step has an execution whose text is not loaded
         steps.append(Step(id=sid, description=str(r.get("description") or ""), plan=texts["plan"] or "",
-                          prompt=_text_or_none(r.get("prompt")), execution=texts["execution"],
+                          prompt=_text_or_none(r.get("prompt")) if texts["execution"] is not None else None,
+                          execution=texts["execution"],
                           comment=texts["comment"], plan_lines=ranges["plan_lines"],
                           execution_lines=ranges["execution_lines"], comment_lines=ranges["comment_lines"]))
     return steps

@@ -18,7 +18,7 @@ line is built with `sprint.format.tags`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 from sprint.format import tags as T
@@ -212,15 +212,14 @@ def fold_short_executions(steps: Sequence[Step], threshold: int = 3, *,
     out = []
     for s in steps:
         if not s.has_execution:
-            out.append(Step(s.id, s.description, s.plan, s.prompt, None, s.comment, s.plan_lines, None,
-                            s.comment_lines))
+            out.append(replace(s, prompt=None, execution_lines=None))
             continue
         span = (s.execution_lines[1] - s.execution_lines[0] if s.execution_lines is not None
                 else line_count(s.execution) - 1)
         if span < threshold:
+            # The released code joins plan and execution with one newline; we do the same.
             plan = s.plan + "\n" + s.execution if s.plan else s.execution
-            out.append(Step(s.id, s.description, plan, s.prompt, None, s.comment, s.plan_lines, None,
-                            s.comment_lines))
+            out.append(replace(s, plan=plan, prompt=None, execution=None, execution_lines=None))
         else:
             out.append(s)
     return out
@@ -260,7 +259,8 @@ def to_trajectory(question: str | None, steps: Sequence[Step], packing: Packing,
             if s.has_execution:
                 j = len(executions) + 1
                 names[s.id] = (stage_no, j)
-                buf += "\n"
+                if s.plan.strip():
+                    buf += "\n"  # a blank line between a plan and its prompt, as in the released data
                 parts.append(buf)
                 parts.append(Prompt(stage_no, j, (s.prompt or "").strip()))
                 buf = "\n"

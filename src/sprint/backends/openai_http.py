@@ -33,8 +33,8 @@ import os
 import random
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Sequence
 
 import httpx
 

@@ -56,8 +56,12 @@ def build_tiny_tokenizer(out_dir: str | Path, corpus: Iterable[str] | None = Non
 
 def build_tiny_llama(out_dir: str | Path, tokenizer, *, hidden_size: int = 64, layers: int = 2, heads: int = 4,
                      kv_heads: int = 2, intermediate_size: int = 128, max_position_embeddings: int = 2048,
-                     seed: int = 0):
-    """Create a random-weight LlamaForCausalLM sized for `tokenizer` and save it (with the tokenizer) in `out_dir`."""
+                     seed: int = 0, initializer_range: float = 0.02):
+    """Create a random-weight LlamaForCausalLM sized for `tokenizer` and save it (with the tokenizer) in `out_dir`.
+
+    With the default `initializer_range` a random model mostly repeats its last token; around 0.3 its greedy output
+    varies from token to token, which tests of decoding (stops, batching) need.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -66,7 +70,7 @@ def build_tiny_llama(out_dir: str | Path, tokenizer, *, hidden_size: int = 64, l
                       num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=intermediate_size,
                       max_position_embeddings=max_position_embeddings, bos_token_id=tokenizer.bos_token_id,
                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                      tie_word_embeddings=True)
+                      tie_word_embeddings=True, initializer_range=initializer_range)
     model = LlamaForCausalLM(cfg)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)

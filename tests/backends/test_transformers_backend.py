@@ -1,0 +1,205 @@
+"""TransformersBackend on a tiny random Llama: batch invariance, prefix reuse, stops, limits, streaming, sampling."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sprint.backends.base import Backend, GenerationParams
+from sprint.backends.transformers_backend import TransformersBackend
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = [
+    "Let me think step by step.",
+    "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9",
+    "Based on execution_1.1, execution_1.2: we combine the results.",
+    "Okay",
+]
+LONG = ("Okay, so I need to find x. If 2^8 = 4^x then x = 4. Let me think step by step. First, compute 2 + 3 = 5. "
+        "Then 5 * 4 = 20. So the answer is 20. ") * 3
+
+
+def run(coro, timeout: float = 30.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def together(backend, calls):
+    """Run (prompt, params) calls concurrently."""
+    return await asyncio.gather(*(backend.generate(p, params) for p, params in calls))
+
+
+@pytest.fixture
+def make(noisy_llama_dir):
+    def build(**kw) -> TransformersBackend:
+        kw.setdefault("device", "cpu")
+        return TransformersBackend(str(noisy_llama_dir), **kw)
+    return build
+
+
+class LogitLog:
+    """Records (token ids so far, next-token logits) for every sampled token."""
+
+    def __init__(self):
+        self.seen: dict[tuple[int, ...], object] = {}
+
+    def __call__(self, tokens, logits):
+        self.seen[tuple(tokens)] = logits.clone()
+
+
+def test_batched_equals_one_at_a_time_bit_for_bit(make):
+    params = GenerationParams(max_tokens=24)
+    alone_log, batch_log = LogitLog(), LogitLog()
+    alone = []
+    for p in PROMPTS:   # each prompt alone, on a fresh backend
+        alone.append(run(make(on_logits=alone_log).generate(p, params)))
+    backend = make(on_logits=batch_log)
+    assert isinstance(backend, Backend)
+    batched = run(together(backend, [(p, params) for p in PROMPTS]))
+    assert [c.text for c in batched] == [c.text for c in alone]
+    assert [c.generated_tokens for c in batched] == [24] * 4
+    assert backend.stats.max_sequences_in_step == 4          # they really decoded side by side
+    assert backend.stats.forward_passes < 4 * 24
+    # Not only the argmax: every next-token distribution is bitwise the same.
+    assert alone_log.seen.keys() == batch_log.seen.keys() and len(alone_log.seen) == 4 * 24
+    for key, logits in alone_log.seen.items():
+        assert logits.equal(batch_log.seen[key])
+
+
+def test_requests_join_a_running_batch(make):
+    params = GenerationParams(max_tokens=20)
+    ref = [run(make().generate(p, params)).text for p in PROMPTS[:3]]
+    backend = make(max_batch=8)
+
+    async def staggered():
+        tasks = []
+        for p in PROMPTS[:3]:
+            tasks.append(asyncio.create_task(backend.generate(p, params)))
+            await asyncio.sleep(0.02)   # later requests arrive while earlier ones decode
+        return await asyncio.gather(*tasks)
+
+    assert [c.text for c in run(staggered())] == ref
+
+
+def test_prefix_reuse_prefills_only_the_suffix(make):
+    backend = make()
+    params = GenerationParams(max_tokens=4)
+    first = run(backend.generate(LONG, params))
+    n_long = len(backend.encode_prompt(LONG))
+    assert first.prompt_tokens == n_long and first.cached_prompt_tokens == 0
+    assert backend.stats.prefilled_tokens == n_long
+    second_prompt = LONG + "Therefore the answer is 4."
+    before = backend.stats.prefilled_tokens
+    second = run(backend.generate(second_prompt, params))
+    suffix = second.prompt_tokens - second.cached_prompt_tokens
+    assert second.cached_prompt_tokens >= n_long - 1    # the shared prefix (up to a token merged at the border)
+    assert backend.stats.prefilled_tokens - before == suffix <= backend.count_tokens("Therefore the answer is 4.") + 1
+    assert suffix < second.prompt_tokens // 4
+    # Reused KV gives exactly what a fresh backend computes from scratch.
+    assert second.text == run(make().generate(second_prompt, params)).text
+
+
+def test_executor_reuses_a_running_planner_and_matches_fresh(make):
+    backend = make()
+    log, fresh_log = LogitLog(), LogitLog()
+    backend.on_logits = log
+
+    async def scenario():
+        planner = backend.stream(LONG, GenerationParams(max_tokens=30))
+        seen = ""
+        async for delta in planner:
+            seen += delta
+            if len(seen) > 10:
+                break   # "eager dispatch": an executor starts while the planner is still writing
+        executor_prompt = LONG + seen + " Now"
+        ex = await backend.generate(executor_prompt, GenerationParams(max_tokens=10))
+        await planner.aclose()
+        return executor_prompt, ex
+
+    prompt, ex = run(scenario())
+    assert ex.cached_prompt_tokens >= backend.count_tokens(LONG)
+    fresh = make(on_logits=fresh_log)
+    ref = run(fresh.generate(prompt, GenerationParams(max_tokens=10)))
+    assert ex.text == ref.text and ref.cached_prompt_tokens == 0
+    for key, logits in fresh_log.seen.items():
+        assert logits.equal(log.seen[key])
+
+
+def test_stop_string_across_token_borders_is_cut_exactly(make):
+    backend = make()
+    params = GenerationParams(max_tokens=30)
+    full = run(backend.generate(PROMPTS[1], params)).text
+    tok = backend.tokenizer
+    ids = tok(full, add_special_tokens=False)["input_ids"]
+    pieces = [tok.decode(ids[:k]) for k in range(len(ids) + 1)]
+    # A stop string made of the end of one token and the start of the next (and a third when short).
+    k = len(ids) // 2
+    stop = pieces[k + 2][len(pieces[k]) - 1:]
+    assert len(tok(stop, add_special_tokens=False)["input_ids"]) >= 2 or len(stop) > 2
+    expected = full[:full.index(stop)]
+
+    async def streamed():
+        st = make().stream(PROMPTS[1], GenerationParams(max_tokens=30, stop=["never appears", stop]))
+        deltas = [d async for d in st]
+        return deltas, st.completion
+
+    deltas, comp = run(streamed())
+    assert "".join(deltas) == comp.text == expected
+    assert comp.stop_string == stop and comp.finish_reason == "stop"
+    assert comp.generated_tokens < 30
+
+
+def test_max_tokens_and_eos(make):
+    steps = []
+    backend = make(on_logits=lambda tokens, logits: steps.append((tokens, int(logits.argmax()))))
+    c = run(backend.generate(PROMPTS[1], GenerationParams(max_tokens=12)))
+    assert c.generated_tokens == 12 and c.finish_reason == "length" and c.ttft_s > 0
+    prompt_len = len(backend.encode_prompt(PROMPTS[1]))
+    generated = steps[-1][0][prompt_len:] + [steps[-1][1]]
+    assert len(generated) == 12 and backend.tokenizer.decode(generated) == c.text
+    # Declare a generated token (the first one unlike those before it) an end-of-sequence token: generation ends
+    # there and its text is not returned.
+    k = next(i for i in range(1, 12) if generated[i] not in generated[:i])
+    e = run(make(extra_eos_ids=[generated[k]]).generate(PROMPTS[1], GenerationParams(max_tokens=12)))
+    assert e.finish_reason == "stop" and e.stop_string is None and e.generated_tokens == k + 1
+    assert e.text == backend.tokenizer.decode(generated[:k])
+    assert run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=0))).text == ""
+
+
+def test_stream_deltas_match_generate_and_early_close_frees_the_slot(make):
+    backend = make(max_batch=1)
+
+    async def scenario():
+        whole = await backend.generate(PROMPTS[2], GenerationParams(max_tokens=16))
+        st = backend.stream(PROMPTS[2], GenerationParams(max_tokens=16))
+        deltas = [d async for d in st]
+        st2 = backend.stream(PROMPTS[0], GenerationParams(max_tokens=200))
+        async for _ in st2:
+            break
+        await st2.aclose()
+        # With one slot, this only finishes if the abandoned stream gave its slot back.
+        after = await backend.generate(PROMPTS[3], GenerationParams(max_tokens=3))
+        return whole, deltas, st.completion, after
+
+    whole, deltas, comp, after = run(scenario())
+    assert "".join(deltas) == whole.text == comp.text and len(deltas) > 1
+    assert after.generated_tokens == 3
+
+
+def test_seeded_sampling_is_reproducible_and_batch_independent(make):
+    params = [GenerationParams(max_tokens=12, temperature=1.0, top_p=0.9, seed=s) for s in (1, 2)]
+    alone = [run(make().generate(PROMPTS[0], p)).text for p in params]
+    backend = make()
+    both = run(together(backend, [(PROMPTS[0], p) for p in params]))
+    assert [c.text for c in both] == alone
+    assert alone[0] != run(make().generate(PROMPTS[0], GenerationParams(max_tokens=12))).text or alone[0] != alone[1]
+
+
+def test_count_tokens_and_bad_inputs(make, tmp_path):
+    backend = make()
+    assert backend.count_tokens("") == 0
+    assert backend.count_tokens("Let me think") == len(backend.tokenizer("Let me think",
+                                                                       add_special_tokens=False)["input_ids"])
+    with pytest.raises(FileNotFoundError, match="no model directory"):
+        TransformersBackend(str(tmp_path / "missing"))

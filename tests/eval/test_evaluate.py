@@ -151,3 +151,32 @@ def test_decoding_flags_and_typed_overrides():
                      ({"sprint.max_stages": "many"}, "not a valid int")]:
         with pytest.raises(ValueError, match=msg):
             solver_configs(EvalConfig(task="math500", out=Path("x"), methods=["sprint"], overrides=bad), "sprint")
+
+
+@pytest.mark.integration
+def test_sprint_eval_command_with_a_real_tiny_model(tiny_llama_dir, tmp_path, capsys):
+    """The whole command on the in-process backend with a random tiny Llama: nothing is right, everything runs."""
+    from sprint.cli import main
+
+    data = write_problems(tmp_path / "toy.jsonl", 3)
+    out = tmp_path / "run"
+    argv = ["eval", "--task", "math500", "--data", str(data), "--n", "2", "--model", str(tiny_llama_dir),
+            "--method", "sprint", "--method", "sequential", "--max-tokens", "12", "--set", "sprint.max_stages=2",
+            "--concurrency", "2", "--out", str(out), "--summary-json", str(tmp_path / "s.json"), "--no-progress"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    name = tiny_llama_dir.name
+    assert f"| {name}-sprint | sprint |" in table and f"| {name}-sequential | sequential |" in table
+    summary = json.loads((tmp_path / "s.json").read_text())
+    for run in summary["runs"]:
+        assert run["n"] == 2 and run["errors"] == 0 and run["correct"] == 0
+    settings = json.loads((out / f"{name}-sprint" / "settings.json").read_text())
+    assert settings["backend"] == "TransformersBackend" and settings["solver_config"]["max_stages"] == 2
+    assert settings["layout"]["tokenizer"] is not None
+    recs = ResultLog(out / f"{name}-sprint" / "results.jsonl").read()
+    # Random weights write whitespace and tags (which the metrics do not count), but they do generate.
+    assert all(sum(c["generated_tokens"] for c in r["calls"]) > 0 for r in recs)
+    assert all(c["generated_tokens"] <= 12 for r in recs for c in r["calls"] if c["role"] == "planner")
+    # Resuming a finished run redoes nothing and gives the same summary.
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "s.json").read_text()) == summary

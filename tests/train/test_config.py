@@ -32,6 +32,15 @@ def test_overrides_are_typed_like_their_fields():
     assert load_config(None, REQUIRED + ["training.bf16=auto"]).training.bf16 == "auto"
 
 
+def test_free_form_values_keep_yes_no_as_strings(tmp_path):
+    # YAML 1.1 reads `no` as False; TRL's save_strategy=no must stay the string "no".
+    cfg = load_config(None, REQUIRED + ["training.sft.save_strategy=no", "training.sft.shuffle_dataset=true"])
+    assert cfg.training.sft == {"save_strategy": "no", "shuffle_dataset": True}
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+
+
 def test_free_form_architecture_keys_take_yaml_values():
     cfg = load_config(None, ["data.train=x.jsonl", "model.tokenizer=tok", "model.architecture.model_type=llama",
                              "model.architecture.hidden_size=384", "model.architecture.tie_word_embeddings=true"])

@@ -10,6 +10,7 @@ names it instead of a setting that is silently ignored. A file may start from an
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -135,6 +136,22 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------ typed parsing
+class _Loader(yaml.SafeLoader):
+    """YAML with only true/false as booleans: `save_strategy: no` must stay the string "no" (YAML 1.1 says False)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _NONE = {"null", "none", "~", ""}
@@ -144,7 +161,7 @@ def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
     """Turn `value` (from YAML, or a raw string from the command line) into type `tp`, or raise naming `key`."""
     origin = typing.get_origin(tp)
     if tp is Any:
-        return yaml.safe_load(value) if from_cli and isinstance(value, str) else value
+        return _yaml(value) if from_cli and isinstance(value, str) else value
     if origin in (typing.Union, types.UnionType):
         members = typing.get_args(tp)
         if type(None) in members and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
@@ -194,13 +211,13 @@ def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
     if origin is list:
         (item_tp,) = typing.get_args(tp) or (Any,)
         if from_cli and isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            value = _yaml(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
         if not isinstance(value, list):
             raise ValueError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, item_tp, f"{key}[{i}]", False) for i, v in enumerate(value)]
     if origin is dict:
         if from_cli and isinstance(value, str):
-            value = yaml.safe_load(value)
+            value = _yaml(value)
         if not isinstance(value, dict):
             raise ValueError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
@@ -249,7 +266,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = _yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -283,7 +300,7 @@ def apply_override(data: dict, item: str) -> dict:
         path = ".".join(parts[: depth + 1])
         if cls is None:  # inside a free-form mapping (e.g. model.architecture): YAML-typed values
             if depth == len(parts) - 1:
-                node[part] = yaml.safe_load(raw) if raw.strip() else None
+                node[part] = _yaml(raw) if raw.strip() else None
             else:
                 node = node.setdefault(part, {})
             continue

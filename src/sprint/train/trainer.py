@@ -230,10 +230,12 @@ class TokenBudgetCallback(TrainerCallback):
 class ThroughputCallback(TrainerCallback):
     """Times optimizer steps to report steady-state training tokens/s.
 
-    The first step (allocation, kernel selection) is not counted, nor is any step that an evaluation interrupted.
+    The first `skip_steps` steps (allocation, kernel selection, compilation) are not counted, nor is any step that an
+    evaluation interrupted.
     """
 
-    def __init__(self):
+    def __init__(self, skip_steps: int = 1):
+        self.skip_steps = max(1, skip_steps)
         self.marks: list[tuple[float, int, int]] = []  # (time, global step, tokens seen); NaN time = evaluation
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -246,7 +248,8 @@ class ThroughputCallback(TrainerCallback):
 
     def summary(self) -> dict:
         seconds = tokens = steps = 0
-        for prev, cur in zip(self.marks, self.marks[1:]):
+        marks = [m for m in self.marks if m[1] >= self.skip_steps]  # the clock starts at the end of step skip_steps
+        for prev, cur in zip(marks, marks[1:]):
             if not (math.isnan(prev[0]) or math.isnan(cur[0])):
                 seconds += cur[0] - prev[0]
                 steps += cur[1] - prev[1]

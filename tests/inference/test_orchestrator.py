@@ -305,3 +305,17 @@ def test_config_validation_names_the_field():
         SprintConfig(max_stages=0)
     with pytest.raises(ValueError, match="planner_top_p"):
         SprintConfig(planner_top_p=0)
+
+
+def test_errors_that_cannot_change_are_not_retried():
+    class TooLong(ScriptedBackend):
+        def stream(self, prompt, params):
+            if call_kind(prompt)[2] == "1.1":
+                raise ValueError("prompt: 5000 tokens, the model's context is 2048")
+            return super().stream(prompt, params)
+
+    model = ScriptedSprintModel([PLAN1, PLAN2, FINAL], EXECS)
+    r = asyncio.run(solve(Q, TooLong(model), fast_config(executor_retries=3)))
+    failed = [c for c in calls_of(r, "executor") if c.prompt_id == "1.1"]
+    assert len(failed) == 1 and "context is 2048" in failed[0].error
+    assert "1 attempt" in parse(r.trajectory).stages[0].executions[0].text

@@ -29,6 +29,8 @@ TagMatch = _Tag
 
 def find_tags(text: str, start: int = 0) -> list[TagMatch]:
     """Every format tag in `text[start:]` (positions relative to `text`), in order. Math like `a<b>c` is not a tag."""
+    if text.find("<", max(start, 0)) == -1:  # the common case while streaming: no tag can be there
+        return []
     if start <= 0:
         return _scan(text)
     return [replace(t, start=t.start + start, end=t.end + start) for t in _scan(text[start:])]

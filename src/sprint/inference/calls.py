@@ -79,9 +79,9 @@ class CallLog:
                          dispatch_tokens=dispatch_tokens)
         self.records.append(rec)
         self.emit(RunEvent("call_start", role, stage, prompt_id, record=rec))
-        text, stopped_early = "", False
-        stream = self.backend.stream(prompt, params)
+        text, stopped_early, stream = "", False, None
         try:
+            stream = self.backend.stream(prompt, params)
             async for delta in stream:
                 if not delta:
                     continue
@@ -89,7 +89,8 @@ class CallLog:
                     rec.ttft_s = self.now() - rec.start_s
                 before = len(text)
                 text += delta
-                self.emit(RunEvent("call_text", role, stage, prompt_id, text=text, record=rec))
+                if self.observer is not None:
+                    self.emit(RunEvent("call_text", role, stage, prompt_id, text=text, record=rec))
                 if on_text is not None and on_text(text, before):
                     stopped_early = True
                     break

@@ -116,6 +116,12 @@ def call_seed(base: int | None, stage: int, index: int, attempt: int) -> int | N
     return base + 1_000 * stage + index + 1_000_000 * (attempt - 1)
 
 
+def retryable(error: BaseException) -> bool:
+    """Whether another attempt could succeed: not for bad input (ValueError/TypeError, e.g. a prompt longer than
+    the model's context) nor for errors the backend marks as final (`retryable = False`, e.g. HTTP 400)."""
+    return not isinstance(error, (ValueError, TypeError)) and getattr(error, "retryable", True) is not False
+
+
 def failure_note(stage: int, index: int, attempts: int, error: BaseException | str) -> str:
     """The execution text that stands in for an executor that never produced output (no tags, one line)."""
     why = T.strip_format_tags(str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}")
@@ -208,7 +214,7 @@ class _SprintRun:
                 failed = next(r for r in reversed(self.log.records) if r.role == "planner" and r.stage == i)
                 await st.restart()
                 st.planner_tokens_before += failed.generated_tokens
-                if attempt > cfg.planner_retries:
+                if attempt > cfg.planner_retries or not retryable(e):
                     self.repair(i, "planner_failed", f"planner call failed {attempt} time(s); last error: "
                                 f"{type(e).__name__}: {e}")
                     self.current = None
@@ -261,24 +267,24 @@ class _SprintRun:
     def _planner_hook(self, st: _StageState, given: str):
         """Watches the planner stream: dispatches executors as prompts close (eager) and ends the stream early when
         the planner goes past its plan (misnumbered closing tag, execution tags, ...)."""
-        off = len(given)
 
         def on_text(text: str, new_from: int) -> bool:
-            full = given + text
-            new = [t for t in F.find_tags(full, max(0, off + new_from - F.MAX_TAG_CHARS)) if t.end > off + new_from]
+            # Only the tail can hold a new tag; the whole turn is read again only when one arrives (per delta this
+            # is a short regex scan, so the orchestrator's cost stays linear in the text).
+            new = [t for t in F.find_tags(text, max(0, new_from - F.MAX_TAG_CHARS)) if t.end > new_from]
             if not new:
                 return False
             closes = [t for t in new if F.is_close(t, T.PROMPT)]
             if closes and self.cfg.eager:
                 cut = closes[-1].end
-                turn = interpret_planner_turn(full[:cut], st.index)
+                turn = interpret_planner_turn(given + text[:cut], st.index)
                 if turn.plan is not None:
-                    tokens = st.planner_tokens_before + self.backend.count_tokens(text[: cut - off])
+                    tokens = st.planner_tokens_before + self.backend.count_tokens(text[:cut])
                     for p in turn.plan.prompts:
                         if p.index not in st.prompts:
                             self._dispatch(st, p, turn.plan, tokens)
             if any(t.kind != T.PROMPT for t in new):
-                return interpret_planner_turn(full, st.index).ended
+                return interpret_planner_turn(given + text, st.index).ended
             return False
 
         return on_text
@@ -307,6 +313,9 @@ class _SprintRun:
                                                 attempt=attempt, dispatch_tokens=dispatch_tokens)
             except Exception as e:
                 last_error = e
+                if not retryable(e):
+                    attempts = attempt
+                    break
                 if attempt < attempts:
                     await asyncio.sleep(cfg.retry_backoff_s * 2 ** (attempt - 1))
                 continue

@@ -23,10 +23,9 @@ def scripted(monkeypatch):
     def load(opts):
         b = ScriptedBackend(model, delay_s=model.delay)
         backends.append((opts, b))
-        return b
+        return b, None
 
     monkeypatch.setattr(app, "_load_backend", load)
-    monkeypatch.setattr(app, "_load_tokenizer", lambda name, backend: None)
     return backends
 
 
@@ -76,3 +75,40 @@ def test_usage_errors_are_one_clear_line(capsys, tmp_path):
     assert "eager do not apply to --method sc" in capsys.readouterr().err
     assert main(["run", "--model", "m"]) == 2
     assert "either a QUESTION or --input" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_single_question_on_the_in_process_tiny_model(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    code = main(["run", "What is 2 + 3?", "--model", str(tiny_llama_dir), "--max-stages", "2",
+                 "--max-plan-tokens", "12", "--max-answer-tokens", "6", "--out", str(out)])
+    assert code == 0
+    rec = json.loads(out.read_text())
+    from sprint.format import parse
+
+    assert parse(rec["trajectory"]).ok and rec["calls"][0]["prompt_tokens"] > 0
+    assert "forced_final_answer" in {r["kind"] for r in rec["repairs"]}
+
+
+@pytest.mark.integration
+def test_single_question_over_http_with_the_fake_server(tiny_tokenizer_dir, tmp_path):
+    from sprint.testing.fake_openai import FakeOpenAIServer
+
+    model = ScriptedSprintModel([PLAN, FINAL], {"1.1": "a </execution_1.1>", "1.2": "b </execution_1.2>"})
+    out = tmp_path / "r.jsonl"
+    with FakeOpenAIServer(lambda req: model(req["prompt"])) as srv:
+        code = main(["run", "What is 6*7?", "--base-url", srv.base_url, "--tokenizer", str(tiny_tokenizer_dir),
+                     "--out", str(out)])
+        prompts = [r.body["prompt"] for r in srv.requests]
+    assert code == 0
+    rec = json.loads(out.read_text())
+    assert rec["answer"] == "42" and len(prompts) == 4
+    assert sum(p.endswith("<execution_1.2>\n") for p in prompts) == 1
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    planner = rec["calls"][0]
+    # Counts come from the server's usage (its own tokenizer); the format metrics from the given tokenizer.
+    assert planner["prompt_tokens"] > 0 and rec["sequential_tokens"] > 0
+    assert rec["total_tokens"] == sum(len(tok(t, add_special_tokens=False)["input_ids"])
+                                      for t in ["Go.", "A.", "B.", "a", "b", "So \\boxed{42}."])

@@ -19,18 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from sprint.testing import build_tiny_llama, build_tiny_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny_llama")
-    tok = build_tiny_tokenizer(path, tags_as_tokens=True)
-    build_tiny_llama(path, tok, seed=3)
-    return path
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_model_dir):
-    return tb.TransformersBackend(str(tiny_model_dir), device="cpu", max_batch=4)
+def backend(tiny_llama_dir):
+    return tb.TransformersBackend(str(tiny_llama_dir), device="cpu", max_batch=4)
 
 
 def test_sprint_on_tiny_random_llama_completes_with_parseable_trajectory(backend):
@@ -49,7 +39,7 @@ def test_sprint_on_tiny_random_llama_completes_with_parseable_trajectory(backend
     assert r.generated_tokens == sum(c.generated_tokens for c in r.calls) > 0
 
 
-def test_sprint_eager_executors_run_on_the_real_backend(backend, tiny_model_dir):
+def test_sprint_eager_executors_run_on_the_real_backend(backend):
     """A random planner rarely writes prompts, so the planner is scripted here while the executors really decode
     on the tiny model, side by side in one batch."""
     from sprint.testing.scripted import ScriptedSprintModel

@@ -46,6 +46,7 @@ def register(subparsers) -> None:
     s.add_argument("--max-stages", type=int, help="sprint: stages including the final answer (default 12)")
     s.add_argument("--max-plan-tokens", type=int, help="sprint: tokens per plan (default 8000)")
     s.add_argument("--max-exec-tokens", type=int, help="sprint: tokens per execution (default 8000)")
+    s.add_argument("--max-answer-tokens", type=int, help="sprint: tokens of a forced final answer (default 2048)")
     s.add_argument("--max-tokens", type=int, help="sequential/sc: tokens per generation (default 16000)")
     s.add_argument("--samples", type=int, help="sc: number of samples (default 8)")
     s.add_argument("--temperature", type=float, help="sampling temperature (sprint: planner and executors)")
@@ -60,7 +61,8 @@ def run(args) -> int:
     from sprint.inference.app import RunOptions, run_command
 
     settings = {"max_stages": args.max_stages, "max_plan_tokens": args.max_plan_tokens,
-                "max_exec_tokens": args.max_exec_tokens, "max_tokens": args.max_tokens, "samples": args.samples,
+                "max_exec_tokens": args.max_exec_tokens, "max_answer_tokens": args.max_answer_tokens,
+                "max_tokens": args.max_tokens, "samples": args.samples,
                 "temperature": args.temperature, "executor_temperature": args.executor_temperature,
                 "top_p": args.top_p, "seed": args.seed, "wall_clock_s": args.wall_clock,
                 "eager": False if args.no_eager else None}

@@ -77,30 +77,36 @@ def question_id(question: str) -> str:
     return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:12]
 
 
-def _load_tokenizer(name: str | None, backend):
-    """The tokenizer that decides the prompt layout (chat template or plain), as in training."""
-    tok = getattr(backend, "tokenizer", None)
-    if tok is not None or name is None:
-        return tok
+def _load_tokenizer(name: str | None):
+    """The tokenizer that decides the prompt layout (chat template or plain) and counts tokens, as in training."""
+    if not name:
+        return None
     try:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(name)
     except Exception as e:  # a served model name that is not a tokenizer we can load
-        print(f"sprint run: warning: no tokenizer for {name!r} ({type(e).__name__}); using the plain "
-              "<Question> layout. Pass --tokenizer if the model was trained with a chat template.", file=sys.stderr)
+        print(f"sprint run: warning: no tokenizer for {name!r} ({type(e).__name__}); using the plain <Question> "
+              "layout and estimated token counts. Pass --tokenizer if the model has one.", file=sys.stderr)
         return None
 
 
 def _load_backend(opts: RunOptions):
-    if not opts.model:
+    """(backend, layout tokenizer): the in-process backend on a local model, or the HTTP backend on --base-url."""
+    if not opts.model and not opts.base_urls:
         raise ValueError("--model is required: a local model directory (in-process) or, with --base-url, the "
                          "served model's name (no bundled default model yet)")
+    from sprint.backends import BackendError, load_backend
+
     try:
-        from sprint.backends import load_backend
-    except ImportError as e:
-        raise ValueError(f"the backend factory sprint.backends.load_backend is not available: {e}") from None
-    return load_backend(opts.model, opts.base_urls or None)
+        if not opts.base_urls:
+            backend = load_backend(opts.model, None)
+            return backend, _load_tokenizer(opts.tokenizer) if opts.tokenizer else backend.tokenizer
+        model = opts.model or load_backend(None, opts.base_urls).model   # the one model the server lists
+        tokenizer = _load_tokenizer(opts.tokenizer or model)
+        return load_backend(model, opts.base_urls, tokenizer=tokenizer), tokenizer
+    except BackendError as e:
+        raise ValueError(str(e)) from None
 
 
 def run_command(opts: RunOptions) -> int:
@@ -111,8 +117,7 @@ def run_command(opts: RunOptions) -> int:
         raise ValueError("--input needs --out results.jsonl (results are appended there and resumed from)")
     method = method_name(opts.method)
     config = make_config(method, **opts.settings)
-    backend = _load_backend(opts)
-    tokenizer = _load_tokenizer(opts.tokenizer or opts.model, backend)
+    backend, tokenizer = _load_backend(opts)
     if opts.question:
         return asyncio.run(_one(opts, method, config, backend, tokenizer))
     return asyncio.run(_many(opts, method, config, backend, tokenizer))
@@ -133,7 +138,8 @@ async def _one(opts: RunOptions, method: str, config, backend, tokenizer) -> int
     from sprint.inference.live import LiveView, summary_table
 
     console = Console()
-    view = LiveView(backend.count_tokens, title=f"sprint run · {method} · {opts.model}")
+    name = opts.model or getattr(backend, "model", "")
+    view = LiveView(backend.count_tokens, title=f"sprint run · {method} · {name}")
     try:
         with Live(view, console=console, refresh_per_second=8):
             result = await METHODS[method](opts.question, backend, config, tokenizer, id=question_id(opts.question),

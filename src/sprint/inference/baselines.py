@@ -184,8 +184,6 @@ class _SelfConsistency(_Sequential):
     async def body(self) -> None:
         prompt = self.prompt()
         n = self.cfg.samples
-        if n > 1 and self.cfg.temperature == 0:
-            self.repair("greedy_samples", f"{n} samples at temperature 0 are likely identical; set a temperature")
         results = await asyncio.gather(*(self.call("sample", str(k + 1), prompt, self.cfg.params(self.cfg.max_tokens, k))
                                          for k in range(n)), return_exceptions=True)
         for k, res in enumerate(results):

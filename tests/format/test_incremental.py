@@ -67,3 +67,38 @@ def test_stage_context_without_stages_is_start():
     start = render_question("q") + "\n\n<think>\n"
     assert F.stage_context(start, []) == start
     assert render(t).startswith(F.stage_context(start, t.stages))
+
+
+# The pre-tokenizer regex of Qwen2 / DeepSeek-R1-Distill-Qwen (Llama-3 uses the same shape): BPE never merges
+# across its pieces, so a prompt that ends on a piece boundary gets the same token ids as in training.
+_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def test_contexts_end_on_pre_token_boundaries_of_the_training_text(shared_dir):
+    from tokenizers import Regex, pre_tokenizers
+
+    split = pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated")
+
+    def boundaries(text):
+        return {end for _, (_, end) in split.pre_tokenize_str(text)}
+
+    checked = 0
+    for path in _references(shared_dir)[:40]:
+        traj = parse(path.read_text())
+        start = render_question(traj.question) + "\n\n" + "<think>\n"
+        full = render(traj)
+        ends = boundaries(full)
+        for k, stage in enumerate(traj.stages):
+            ctx = F.stage_context(start, traj.stages[:k])
+            assert {len(ctx), len(ctx + F.plan_opening(stage.index))} <= ends, path.name
+            if stage.prompts:
+                cut = copy.deepcopy(traj)
+                cut.stages = cut.stages[: k + 1]
+                cut.stages[k].plan = F.plan_through(stage.plan, 1)
+                cut.stages[k].executions = stage.executions[:1]
+                ex = F.executor_context(ctx, stage.index, stage.plan, 1)
+                assert render(cut).startswith(ex) and len(ex) in boundaries(render(cut)), path.name
+            checked += 1
+        assert len(F.stage_context(start, traj.stages) + F.final_answer_opening()) in ends
+    assert checked > 100

@@ -57,7 +57,8 @@ def test_r1_style_template_erases_the_sprint_target_but_our_layout_keeps_it(r1_t
     # Our path: template only for [system, user] + generation prompt, the assistant text appended verbatim.
     row = encode_records([rec], r1_tokenizer, progress=False)[0]
     assert row["prompt"] == r1_tokenizer.apply_chat_template(msgs[:2], tokenize=False, add_generation_prompt=True)
-    assert row["prompt"] == layout.prompt_prefix(rec.question, "sprint", r1_tokenizer)  # what inference continues
+    prefix = layout.prompt_prefix(rec.question, "sprint", r1_tokenizer)
+    assert row["prompt"] == prefix == layout.generation_start(prefix)  # what inference starts from
     assert row["prompt"].endswith(T.open_tag(T.THINK) + "\n")
     # The body's own <think> opener is in the prompt already; everything after it is the target, byte for byte.
     assert row["completion"] == rec.completion[len(T.open_tag(T.THINK) + "\n"):]
@@ -75,8 +76,11 @@ def test_plain_layout_without_template(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     rec = parse_record(sprint_records()[1], "test")
     row = encode_records([rec], tok, progress=False)[0]
-    assert row["prompt"] == f"{T.open_tag(T.QUESTION)}\n{rec.question.strip()}\n{T.close_tag(T.QUESTION)}\n\n"
-    assert row["completion"] == rec.completion  # starts with <think>\n<Plan_1>
+    # Inference starts from the question block plus the <think> opener (layout.generation_start); so does training.
+    start = f"{T.open_tag(T.QUESTION)}\n{rec.question.strip()}\n{T.close_tag(T.QUESTION)}\n\n{T.open_tag(T.THINK)}\n"
+    assert row["prompt"] == start == layout.generation_start(layout.prompt_prefix(rec.question, "sprint", tok))
+    assert row["prompt"] + row["completion"] == layout.prompt_prefix(rec.question, "sprint", tok) + rec.completion
+    assert row["completion"].startswith(T.open_tag(T.plan_name(1)))
     assert len(row["input_ids"]) == row["prompt_tokens"] + row["completion_tokens"]
     assert sum(row["completion_mask"]) == row["completion_tokens"]
 

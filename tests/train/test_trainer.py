@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from sprint.format import tags as T
 from sprint.train.config import load_config
 from sprint.train.trainer import CONFIG_FILE, METRICS_FILE, build_model, build_trainer, load_tokenizer, train
 
@@ -46,7 +47,7 @@ def test_only_completion_tokens_carry_loss(records_file, tiny_model_dir, tmp_pat
         assert labels[n:] == [-100] * (len(ids) - n)          # padding: no loss
         assert labels[n - 1] == trainer.processing_class.eos_token_id
         decoded = trainer.processing_class.decode(labels[p:n - 1])
-        assert decoded == row["completion"] and decoded.startswith("<think>\n")
+        assert decoded == row["completion"] and row["prompt"].endswith(T.open_tag(T.THINK) + "\n")
     assert len(lengths) == 2  # two records of different lengths, so padding was exercised
 
 
@@ -117,3 +118,27 @@ def test_lora_adapter_is_merged_into_a_plain_hf_model(records_file, tiny_model_d
     q_merged = merged.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(q_merged, base.model.layers[0].self_attn.q_proj.weight)
     assert torch.equal(merged.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
+
+
+def test_paper_preset_reaches_the_trainer_unchanged(records_file, tiny_model_dir, tmp_path):
+    """The paper's hyperparameters arrive in TRL's SFTConfig under the right names (bf16/DeepSpeed off on CPU)."""
+    from pathlib import Path
+
+    from sprint.train.data import prepare_data
+    from sprint.train.trainer import build_sft_config, plan_steps
+
+    preset = Path(__file__).resolve().parents[2] / "configs" / "paper-7b.yaml"
+    cfg = load_config(preset, [f"data.train={records_file}", f"model.name_or_path={tiny_model_dir}",
+                               f"training.output_dir={tmp_path / 'out'}", "data.max_length=10000",
+                               "training.bf16=false", "training.deepspeed=null"])
+    data = prepare_data(cfg, load_tokenizer(cfg), progress=False)
+    assert len(data.train) == 2 and len(data.eval) == 1  # eval_fraction holds out whole questions
+    args = build_sft_config(cfg, data, progress=False)
+    assert (args.num_train_epochs, args.per_device_train_batch_size, args.learning_rate, args.weight_decay) == \
+        (5, 1, 1e-5, 1e-4)
+    assert args.lr_scheduler_type == "linear" and args.get_warmup_steps(1000) == 50
+    assert args.eval_strategy == "steps" and args.eval_steps == 100 and args.save_steps == 100
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
+    assert args.completion_only_loss is True and args.max_length == 10000 and args.gradient_checkpointing
+    assert args.output_dir == str(tmp_path / "out" / "checkpoints")
+    assert plan_steps(cfg, data)["max_steps"] == 10  # 2 samples x 5 epochs at global batch 1

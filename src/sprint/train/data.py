@@ -4,9 +4,10 @@ A record (one JSONL line, written by `sprint curate` or a task's data generator)
 `{"id", "format": "sprint"|"sequential", "question", "answer", "messages": [system, user, assistant]}`.
 
 We never let the tokenizer's chat template render the assistant turn: DeepSeek-R1-Distill's template keeps only what
-follows `</think>` in assistant turns, which would erase the whole SPRINT target. Instead the prompt is
-`layout.prompt_prefix(question, format, tokenizer)` (the exact text inference continues) and the completion is the
-assistant content as the model must write it after that prefix, then EOS. Prompt and completion are tokenized
+follows `</think>` in assistant turns, which would erase the whole SPRINT target. Instead the prompt is the text
+inference starts from, `layout.generation_start(layout.prompt_prefix(question, format, tokenizer))` (the template
+applied to [system, user] with the generation prompt, or the plain `<Question>` block, then the `<think>` opener),
+and the completion is the rest of the assistant content (`layout.completion_text`), then EOS. Prompt and completion are tokenized
 separately and concatenated, because at inference the model receives the prompt's tokens and generates the rest
 token by token: a joint tokenization could merge tokens across the boundary and train on a split the model never
 sees. The dataset is handed to TRL already tokenized, with a `completion_mask` from which TRL builds the labels
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from sprint.format import layout
+from sprint.format import tags as T
 
 FORMATS = ("sprint", "sequential")
 
@@ -122,8 +124,15 @@ def _adds_bos(tokenizer) -> bool:
 
 
 def build_texts(record: TrainRecord, tokenizer) -> tuple[str, str]:
-    """(prompt, completion) text for a record: the inference prefix and what the model writes after it."""
-    prompt = layout.prompt_prefix(record.question, record.format, tokenizer)
+    """(prompt, completion) text for a record: the text inference starts from and what the model writes after it.
+
+    Inference starts every run from `layout.generation_start(prefix)` (the prefix plus a `<think>` opener unless the
+    chat template already wrote one), so when the completion opens with `<think>` that opener belongs to the prompt:
+    the token boundary is then where inference puts it.
+    """
+    prefix = layout.prompt_prefix(record.question, record.format, tokenizer)
+    think = T.open_tag(T.THINK)
+    prompt = layout.generation_start(prefix) if record.completion.startswith(think) else prefix
     return prompt, layout.completion_text(prompt, record.completion)
 
 

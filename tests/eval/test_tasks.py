@@ -158,3 +158,38 @@ def test_extract_letter(text, letter):
 def test_load_task_rejects_unknown_names():
     with pytest.raises(ValueError, match="task must be one of"):
         load_task("mmlu")
+
+
+# ---------------------------------------------------------------------------------------------- Countdown
+def test_countdown_items_are_seeded_held_out_problems():
+    countdown = pytest.importorskip("sprint.tasks.countdown")
+    task = load_task("countdown")
+    items = task.load(n=6, seed=1)
+    assert [it.id for it in items] == [f"countdown-test-1-{i:06d}" for i in range(6)]
+    assert all(it.meta["target"] in countdown.HELDOUT_TARGETS for it in items)
+    assert all(it.question.startswith("Using the numbers [") for it in items)
+    assert [it.question for it in task.load(n=6, seed=1)] == [it.question for it in items]
+    assert [it.question for it in task.load(n=6, seed=2)] != [it.question for it in items]
+    assert len(task.load()) == 1000 and task.settings()["split"] == "test"
+
+
+def test_countdown_grading_checks_the_boxed_expression(tmp_path):
+    pytest.importorskip("sprint.tasks.countdown")
+    p = tmp_path / "cd.jsonl"
+    p.write_text(json.dumps({"id": "a", "numbers": [3, 5, 7, 2], "target": 24}) + "\n")
+    task = load_task("countdown", p)
+    (item,) = task.load()
+    assert item.id == "a" and item.meta == {"numbers": [3, 5, 7, 2], "target": 24}
+    assert item.question == "Using the numbers [3, 5, 7, 2], create an equation that equals 24."
+    asked = render_question(item.question) + "\n\n"
+    g = task.grade(asked + render_final_answer("So \\boxed{7 * 3 + 5 - 2}"), item)
+    assert (g.answer, g.correct, g.status) == ("7 * 3 + 5 - 2", True, "correct")
+    assert task.grade(asked + "\\boxed{7 * 3 + 5 - 2 = 24}", item).correct
+    g = task.grade(asked + render_final_answer("\\boxed{(7 + 5) * 2}"), item)  # 3 is not used
+    assert (g.correct, g.status) == (False, "wrong")
+    assert task.grade(asked + "\\boxed{7 * 3 + 5 - 2 = 25}", item).status == "wrong"
+    assert task.grade(asked + "I give up.", item).status == "no_answer"
+    assert task.grade("7 * 3 + 5 - 2", item).correct  # a bare expression as the whole answer
+    p.write_text(json.dumps({"id": "a", "numbers": [3, 5]}) + "\n")
+    with pytest.raises(ValueError, match="item 1: missing field 'target'"):
+        task.load()

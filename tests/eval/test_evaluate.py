@@ -180,3 +180,24 @@ def test_sprint_eval_command_with_a_real_tiny_model(tiny_llama_dir, tmp_path, ca
     # Resuming a finished run redoes nothing and gives the same summary.
     assert main(argv) == 0
     assert json.loads((tmp_path / "s.json").read_text()) == summary
+
+
+def test_countdown_side_by_side_summary_json(tmp_path):
+    countdown = pytest.importorskip("sprint.tasks.countdown")
+
+    def solver_model(prompt):
+        """Answers every Countdown question with a real solution, in the sequential layout."""
+        problem = countdown.parse_question(prompt)
+        expr = countdown.first_solution(problem.numbers, problem.target)
+        return f"searching...\n{T.close_tag(T.THINK)}\n\n\\boxed{{{expr}}}"
+
+    cfg = EvalConfig(task="countdown", out=tmp_path / "run", methods=["sequential"], models=["a", "b"], n=4,
+                     seed=7, summary_json=tmp_path / "s.json", progress=False)
+    combined = asyncio.run(evaluate(cfg, lambda m, u, t: ScriptedBackend(solver_model)))
+    for run in json.loads((tmp_path / "s.json").read_text())["runs"]:
+        assert {"n", "accuracy", "accuracy_ci95", "mean_sequential_tokens", "mean_total_tokens",
+                "mean_wall_clock_s"} <= set(run)
+        assert run["n"] == 4 and run["accuracy"] == 1.0 and run["task"] == "countdown"
+    settings = json.loads((tmp_path / "run" / "a-sequential" / "settings.json").read_text())
+    assert settings["items"]["seed"] == 7 and settings["task"]["task"] == "countdown"
+    assert len(combined["runs"]) == 2

@@ -14,6 +14,7 @@ import sys
 COMMANDS = [
     "sprint.commands.analyze",
     "sprint.commands.curate",
+    "sprint.commands.countdown",
     "sprint.commands.train",
     "sprint.commands.run",
     "sprint.commands.eval",

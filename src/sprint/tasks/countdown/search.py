@@ -1,0 +1,220 @@
+"""The one search behind both trace formats: a depth-first search over first moves in heuristic order.
+
+The search, for a problem with numbers sorted largest first:
+
+1. **Moves.** List the legal first moves (pairs in order, operations `+ - * /`), best first by the heuristic:
+   distance of the move's result to the target, ties in list order. Only the best `max_branches` are kept.
+2. **Branches.** Explore the moves in that order. Exploring a move means: for each legal second move on the three
+   remaining numbers (pairs in order, operations `+ - * /`, a pair equal to an earlier pair skipped), write the pair
+   that remains and every legal result of combining it; stop at the first result equal to the target. A branch that
+   has no such result is a dead end; the search goes on with the next move, and stops at the first solution.
+
+Pruning rules (the same in generation, so every generated problem is solvable within them): values above
+`max_value` are never written, subtraction is larger minus smaller and never gives 0, division is exact and never
+by 1 (it would only repeat `* 1`).
+
+Text (compact and regular so a small model can learn it; numbers in a state are sorted largest first):
+
+    Reach 61 from [45 23 12 7]                  <- intro: the state and the target
+    Moves 45+23=68 45+12=57 ...                 <- first moves, best first
+    Explore 45+23=68 [68 12 7]                  <- a branch: the move and the state it leaves
+    68+12=80 [80 7] 87 73 560                   <- a second move, the pair left, results of the pair
+    ...
+    Dead end
+    Explore 45+12=57 [57 23 7]
+    ...
+    23-7=16 [57 16] 73 41 912
+    57+7=64 [64 23] 87 41                       <- results in operation order, up to the target
+    Solution ((45+12)-...)                      <- the whole expression, fully parenthesised
+
+A branch is one `Step` of the curation module: its prompt is the "Explore" line, its execution the lines under it.
+Branches depend only on the intro (they are independent of each other); the answer depends on the branch that
+found the solution. The sequential trace is the text above in order, up to the solution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
+
+DEFAULT_MAX_BRANCHES = 12
+
+
+@dataclass(frozen=True)
+class Move:
+    """`a op b = result`, with `a >= b`, and the expressions the operands stand for."""
+
+    a: int
+    op: str
+    b: int
+    result: int
+    expr_a: str
+    expr_b: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.a}{self.op}{self.b}={self.result}"
+
+    @property
+    def expr(self) -> str:
+        return f"({self.expr_a}{self.op}{self.expr_b})"
+
+
+def results(a: int, b: int, max_value: int) -> list[tuple[str, int]]:
+    """The legal (operation, result) of a pair with a >= b, in operation order (the pruning rules above)."""
+    out = []
+    if a + b <= max_value:
+        out.append(("+", a + b))
+    if a > b:
+        out.append(("-", a - b))
+    if a * b <= max_value:
+        out.append(("*", a * b))
+    if b > 1 and a % b == 0:
+        out.append(("/", a // b))
+    return out
+
+
+def moves(state: Sequence[tuple[int, str]], max_value: int) -> list[tuple[Move, list[tuple[int, str]]]]:
+    """Every legal move on a state (value, expression) sorted largest first, in canonical order, with the state
+    each leaves (sorted largest first). A pair of values equal to an earlier pair is skipped."""
+    out = []
+    seen: set[tuple[int, int]] = set()
+    for i in range(len(state)):
+        for j in range(i + 1, len(state)):
+            (a, ea), (b, eb) = state[i], state[j]
+            if (a, b) in seen:
+                continue
+            seen.add((a, b))
+            rest = [state[k] for k in range(len(state)) if k != i and k != j]
+            for op, r in results(a, b, max_value):
+                m = Move(a, op, b, r, ea, eb)
+                out.append((m, sort_state(rest + [(r, m.expr)])))
+    return out
+
+
+def sort_state(state: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    # Stable sort: equal values keep their order, so the text never depends on anything but the values.
+    return sorted(state, key=lambda x: -x[0])
+
+
+def state_text(state: Sequence[tuple[int, str]]) -> str:
+    return "[" + " ".join(str(v) for v, _ in state) + "]"
+
+
+@dataclass
+class Branch:
+    """One explored first move: its prompt line ("Explore ..."), the lines under it, and the solution if found."""
+
+    move: Move
+    state: list[tuple[int, str]]
+    lines: list[str] = field(default_factory=list)
+    solution: str | None = None
+
+    @property
+    def prompt(self) -> str:
+        return f"Explore {self.move.text}"
+
+    @property
+    def execution(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def solved(self) -> bool:
+        return self.solution is not None
+
+
+def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: int) -> Branch:
+    """Depth-first search under one first move (three numbers left), stopping at the first solution.
+
+    Written out flat (not with `moves`) because it is the inner loop of data generation; same order and rules.
+    """
+    if len(state) != 3:
+        raise ValueError(f"explore expects a state of 3 numbers, got {state_text(state)}")
+    br = Branch(move, state, [state_text(state)])
+    lines = br.lines
+    seen: set[tuple[int, int]] = set()
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        a, b = state[i][0], state[j][0]
+        if (a, b) in seen:
+            continue
+        seen.add((a, b))
+        other = state[3 - i - j]
+        for op, r in results(a, b, max_value):
+            x, y = (r, other[0]) if r >= other[0] else (other[0], r)
+            found = None
+            leaf = []
+            for op2, r2 in results(x, y, max_value):
+                leaf.append(str(r2))
+                if r2 == target:
+                    found = op2
+                    break
+            lines.append(f"{a}{op}{b}={r} [{x} {y}]" + (" " + " ".join(leaf) if leaf else ""))
+            if found is not None:
+                inner = f"({state[i][1]}{op}{state[j][1]})"
+                ex, ey = (inner, other[1]) if r >= other[0] else (other[1], inner)
+                br.solution = f"{ex}{found}{ey}"
+                lines.append(f"Solution {br.solution}")
+                return br
+    lines.append("Dead end")
+    return br
+
+
+@dataclass
+class Search:
+    """The whole search of one problem: intro lines, the ranked first moves, and the branches explored."""
+
+    problem: Problem
+    intro: str
+    ranked: list[tuple[Move, list[tuple[int, str]]]]
+    branches: list[Branch]
+    max_branches: int
+    max_value: int
+
+    @property
+    def solved_at(self) -> int | None:
+        """1-based index of the first branch that found a solution (None: unsolved within `max_branches`)."""
+        for k, b in enumerate(self.branches, start=1):
+            if b.solved:
+                return k
+        return None
+
+    @property
+    def solution(self) -> str | None:
+        k = self.solved_at
+        return self.branches[k - 1].solution if k else None
+
+    def branch(self, k: int) -> Branch:
+        """Branch k (1-based), explored on demand (the SPRINT trace explores a whole stage's worth)."""
+        while len(self.branches) < k:
+            m, st = self.ranked[len(self.branches)]
+            self.branches.append(explore(m, st, self.problem.target, self.max_value))
+        return self.branches[k - 1]
+
+    def sequential_text(self) -> str:
+        """The search as one text, in order, up to and including the solution (or all branches if unsolved)."""
+        parts = [self.intro]
+        k = self.solved_at or len(self.branches)
+        for b in self.branches[:k]:
+            parts.append(b.prompt)
+            parts.append(b.execution)
+        return "\n".join(parts)
+
+
+def search(problem: Problem, max_branches: int = DEFAULT_MAX_BRANCHES,
+           max_value: int = DEFAULT_MAX_VALUE) -> Search:
+    """Run the depth-first search on a problem (stopping at the first solution)."""
+    if len(problem.numbers) != 4:
+        raise ValueError(f"the search traces are defined for 4 numbers, got {list(problem.numbers)}")
+    start = sort_state([(n, str(n)) for n in problem.numbers])
+    target = problem.target
+    first = moves(start, max_value)
+    # Heuristic: closest result to the target first; `sorted` is stable, so ties keep canonical order.
+    ranked = sorted(first, key=lambda ms: abs(ms[0].result - target))[:max_branches]
+    intro = f"Reach {target} from {state_text(start)}"
+    s = Search(problem, intro, ranked, [], max_branches, max_value)
+    for k in range(1, len(ranked) + 1):
+        if s.branch(k).solved:
+            break
+    return s

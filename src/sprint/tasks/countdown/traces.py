@@ -1,0 +1,121 @@
+"""One search, two trace formats: a problem's DFS as curation `Step`s, packed into SPRINT stages, and as one text.
+
+The steps of a search (see `sprint.tasks.countdown.search`):
+
+* step 1, plan only: the intro line ("Reach T from [...]");
+* one step per explored first move: prompt "Explore a+b=c", execution the lines of that branch; each depends on
+  step 1 only, so the branches are independent of each other;
+* a last plan-only step that depends on the branch that found the solution (its stage comes after that branch's,
+  and its plan opens with the "Based on execution_i.j:" line that names it).
+
+They go through the curation module exactly as LLM-curated traces do: `sprint.curate.packing.pack` with the width
+cap W (branches fill stages W at a time, in heuristic order), its ratio and stage-count filters, and
+`sprint.curate.records.build_records` (render, parse back, chat messages). A planner cannot know which branch of a
+stage will succeed, so the SPRINT trace explores every branch of the stage that holds the first solution (W of them,
+or fewer when the moves run out); the sequential trace is the DFS text in order up to the first solution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sprint.curate.packing import DEFAULT_MAX_STAGES, DEFAULT_MIN_RATIO, Packing, Step, pack
+from sprint.tasks.countdown.expr import check_answer
+from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
+from sprint.tasks.countdown.search import DEFAULT_MAX_BRANCHES, Search, search
+
+DEFAULT_WIDTH = 4
+
+
+@dataclass
+class TraceConfig:
+    """How traces are made and which are kept. `width` None means no cap (every ranked move in stage 1)."""
+
+    width: int | None = DEFAULT_WIDTH
+    max_branches: int = DEFAULT_MAX_BRANCHES
+    max_value: int = DEFAULT_MAX_VALUE
+    min_ratio: float = DEFAULT_MIN_RATIO
+    max_stages: int = DEFAULT_MAX_STAGES
+    #: Records longer than this many tokens (question prefix + completion) are dropped from training data.
+    context: int = 2048
+
+    def __post_init__(self):
+        if self.width is not None and self.width < 1:
+            raise ValueError(f"trace.width must be >= 1 or null, got {self.width}")
+        if self.max_branches < 1:
+            raise ValueError(f"trace.max_branches must be >= 1, got {self.max_branches}")
+        if self.max_value < 100:
+            raise ValueError(f"trace.max_value must be >= 100 (targets go up to 100), got {self.max_value}")
+
+
+@dataclass
+class ProblemTraces:
+    """Both formats of one problem's search. `reason` says why it cannot be used (None when it can)."""
+
+    problem: Problem
+    search: Search
+    steps: list[Step] = field(default_factory=list)
+    parents: dict[int, list[int]] = field(default_factory=dict)
+    packing: Packing | None = None
+    final_answer: str | None = None
+    reason: str | None = None
+
+    @property
+    def sequential_thinking(self) -> str:
+        return self.search.sequential_text()
+
+
+def answer_text(solution: str) -> str:
+    return "\\boxed{" + solution + "}"
+
+
+def sprint_steps(s: Search, width: int | None) -> tuple[list[Step], dict[int, list[int]]]:
+    """The steps and DAG of a solved search (branches up to the end of the stage holding the first solution)."""
+    k = s.solved_at
+    if k is None:
+        raise ValueError(f"problem {s.problem.key}: the search found no solution")
+    m = len(s.ranked) if width is None else min(len(s.ranked), math.ceil(k / width) * width)
+    steps = [Step(1, description="state and target", plan=s.intro)]
+    parents: dict[int, list[int]] = {1: []}
+    for i in range(1, m + 1):
+        b = s.branch(i)
+        steps.append(Step(i + 1, description=f"branch {i}", prompt=b.prompt, execution=b.execution))
+        parents[i + 1] = [1]
+    final = m + 2
+    steps.append(Step(final, description="answer from the branch that found it", plan=""))
+    parents[final] = [k + 1]
+    return steps, parents
+
+
+def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
+    """Search a problem and pack its steps; `reason` is set when the search or the filters reject it."""
+    s = search(problem, cfg.max_branches, cfg.max_value)
+    out = ProblemTraces(problem, s)
+    if s.solved_at is None:
+        out.reason = f"unsolved: no solution in the first {cfg.max_branches} branches"
+        return out
+    out.final_answer = answer_text(s.solution)
+    verdict = check_answer(s.solution, problem.numbers, problem.target)
+    if not verdict:  # a bug in the search, never data
+        raise AssertionError(f"problem {problem.key}: search solution {s.solution!r} is wrong: {verdict.reason}")
+    out.steps, out.parents = sprint_steps(s, cfg.width)
+    out.packing = pack(out.steps, out.parents, width=cfg.width, min_ratio=cfg.min_ratio, max_stages=cfg.max_stages)
+    if not out.packing.kept:
+        out.reason = out.packing.reason
+    return out
+
+
+def build_records(item_id: str, traces: ProblemTraces) -> tuple[dict, dict]:
+    """The SPRINT and sequential training records of one usable problem (curation's renderer and checks)."""
+    from sprint.curate.records import build_records as curate_records
+
+    if traces.reason is not None or traces.packing is None:
+        raise ValueError(f"{item_id}: traces are not usable ({traces.reason})")
+    p = traces.problem
+    sprint_rec, seq_rec = curate_records(item_id, p.question, traces.search.solution, traces.sequential_thinking,
+                                         traces.steps, traces.packing, traces.final_answer)
+    for rec in (sprint_rec, seq_rec):
+        rec["numbers"] = list(p.numbers)
+        rec["target"] = p.target
+    return sprint_rec, seq_rec

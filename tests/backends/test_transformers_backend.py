@@ -203,3 +203,17 @@ def test_count_tokens_and_bad_inputs(make, tmp_path):
                                                                        add_special_tokens=False)["input_ids"])
     with pytest.raises(FileNotFoundError, match="no model directory"):
         TransformersBackend(str(tmp_path / "missing"))
+
+
+def test_fast_mode_matches_exact_up_to_rounding(make):
+    """The fast path (model's own linears, one masked attention call per prefill chunk) computes the same model."""
+    exact_log, fast_log = LogitLog(), LogitLog()
+    params = GenerationParams(max_tokens=8)
+    calls = [(LONG, params), (PROMPTS[1], params), (LONG + " Then", params)]
+    run(together(make(on_logits=exact_log), calls))
+    fast = make(exact=False, step_tokens=16, on_logits=fast_log)   # small steps: prompts prefill in several chunks
+    run(together(fast, calls))
+    shared = exact_log.seen.keys() & fast_log.seen.keys()
+    assert len(shared) >= 8
+    for key in shared:
+        assert (exact_log.seen[key] - fast_log.seen[key]).abs().max() < 1e-3

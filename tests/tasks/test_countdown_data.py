@@ -1,0 +1,87 @@
+"""`sprint countdown data`: the files it writes, byte-identical for the same config, and their contents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sprint.cli import main
+from sprint.format import parse, parse_sequential
+from sprint.tasks.countdown.data import CountdownDataConfig, load_data_config
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = """seed: 3
+train: 40
+val: 10
+test: 12
+trace:
+  width: 4
+  max_branches: 12
+"""
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_data_command_is_reproducible_and_complete(tmp_path, capsys):
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(SMALL)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["countdown", "data", "--config", str(cfg), "--out", str(a), "--no-progress"]) == 0
+    assert main(["countdown", "data", "--config", str(cfg), "--out", str(b), "--no-progress"]) == 0
+    assert "training problems kept" in capsys.readouterr().out
+    fa, fb = _files(a), _files(b)
+    assert fa == fb
+    for name in ["train.jsonl", "val.jsonl", "test.jsonl", "sprint_train.jsonl", "sequential_train.jsonl",
+                 "sprint_val.jsonl", "sequential_val.jsonl", "stats.json", "tokenizer/tokenizer.json"]:
+        assert name in fa, name
+
+    problems = _read(a / "train.jsonl")
+    assert len(problems) == 40 and problems[0]["id"] == "countdown-train-3-000000"
+    sprint, seq = _read(a / "sprint_train.jsonl"), _read(a / "sequential_train.jsonl")
+    assert [r["id"] for r in sprint] == [r["id"] for r in seq] and len(sprint) > 30
+    for r in sprint:
+        assert set(r) >= {"id", "format", "question", "answer", "messages"}
+        parse(r["messages"][-1]["content"], strict=True)
+    for r in seq:
+        assert parse_sequential(r["messages"][-1]["content"]).answer.startswith("\\boxed{")
+
+    stats = json.loads((a / "stats.json").read_text())
+    train = stats["splits"]["train"]
+    assert train["problems"] == 40 and train["kept"] == len(sprint)
+    assert train["kept"] + sum(train["dropped"].values()) == 40
+    assert 0 < train["ratio"]["all"]["ratio_of_means"] < 1.5
+    base = stats["test_search_baseline"]
+    assert base["n"] == 12 and base["solved_unlimited"] == 1.0
+    assert base["solved_within"]["128"] <= base["solved_within"]["2048"]
+    assert set(base["solved_within_mean_sequential_train_tokens"]) == {"budget", "solved"}
+
+    # Options override the file; a different seed gives different problems.
+    c = tmp_path / "c"
+    assert main(["countdown", "data", "--config", str(cfg), "--out", str(c), "--seed", "4", "--train", "5",
+                 "--val", "2", "--test", "2", "--no-progress"]) == 0
+    assert len(_read(c / "train.jsonl")) == 5 and _read(c / "train.jsonl")[0]["id"] == "countdown-train-4-000000"
+
+
+def test_shipped_config_loads():
+    cfg = load_data_config(REPO / "configs" / "countdown-data.yaml")
+    assert cfg.trace.context == 2048 and cfg.train >= 50000
+
+
+def test_config_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown key"):
+        CountdownDataConfig.from_dict({"trian": 5})
+    with pytest.raises(ValueError, match="in trace"):
+        CountdownDataConfig.from_dict({"trace": {"wdth": 4}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("difficulty: easy\n")
+    assert main(["countdown", "data", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "difficulty" in capsys.readouterr().err
+    assert main(["countdown", "data", "--config", str(tmp_path / "missing.yaml")]) == 2

@@ -1,0 +1,116 @@
+"""Countdown search traces: one DFS, two formats, through curation's packing and rendering; the token ratio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sprint.format import SequentialTrace, parse, parse_sequential, render_body, sequential_metrics, \
+    trajectory_metrics
+from sprint.tasks.countdown.expr import check_answer
+from sprint.tasks.countdown.problems import Problem, generate
+from sprint.tasks.countdown.search import search
+from sprint.tasks.countdown.traces import TraceConfig, build_records, build_traces
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_search_text_of_a_known_problem():
+    s = search(Problem((17, 18, 51, 1), 16))
+    assert s.solved_at == 3
+    text = s.sequential_text()
+    assert text.splitlines()[:4] == ["Reach 16 from [51 18 17 1]", "Explore 17-1=16", "[51 18 16]",
+                                     "51+18=69 [69 16] 85 53"]
+    assert text.count("Dead end") == 2 and text.count("Explore") == 3
+    assert text.endswith("51-18=33 [33 17] 50 16\nSolution (51-18)-(17*1)")
+    assert check_answer(s.solution, (17, 18, 51, 1), 16).ok
+
+
+def test_heuristic_order_and_branch_bound():
+    p = generate("train", 1, 3)[0]
+    s = search(p, max_branches=5)
+    dist = [abs(m.result - p.target) for m, _ in s.ranked]
+    assert dist == sorted(dist) and len(s.ranked) <= 5
+    assert len(s.branches) <= 5
+
+
+def test_solutions_are_correct_and_sequential_text_is_the_branches_in_order():
+    for p in generate("train", 100, 11):
+        t = build_traces(p, TraceConfig())
+        if t.reason:
+            assert t.reason.startswith(("unsolved", "low_ratio"))
+            continue
+        assert check_answer(t.search.solution, p.numbers, p.target).ok
+        k = t.search.solved_at
+        expected = "\n".join([t.search.intro] + [x for b in t.search.branches[:k] for x in (b.prompt, b.execution)])
+        assert t.sequential_thinking == expected
+        assert "Dead end" not in t.search.branches[k - 1].execution
+
+
+def test_steps_dag_and_packing():
+    cfg = TraceConfig(width=4)
+    p = next(p for p in generate("train", 200, 2) if (s := search(p)).solved_at and s.solved_at > 5)
+    t = build_traces(p, cfg)
+    k = t.search.solved_at
+    branches = [s for s in t.steps if s.prompt]
+    # The whole stage holding the first solution is explored: a multiple of W branches (or all the moves).
+    assert len(branches) == min(len(t.search.ranked), -(-k // 4) * 4)
+    assert all(t.parents[s.id] == [1] for s in branches)  # independent of each other
+    final = t.steps[-1]
+    assert final.prompt is None and t.parents[final.id] == [k + 1]
+    stages = t.packing.stages
+    assert [stages[s.id] for s in branches] == [1 + i // 4 for i in range(len(branches))]
+    assert stages[final.id] == stages[k + 1] + 1 == t.packing.num_stages
+    assert t.packing.kept
+
+
+def test_records_parse_back_strictly_and_match_the_search():
+    for i, p in enumerate(generate("train", 40, 4)):
+        t = build_traces(p, TraceConfig(width=6, max_branches=16))
+        if t.reason:
+            continue
+        sprint_rec, seq_rec = build_records(f"x{i}", t)
+        assert sprint_rec["format"] == "sprint" and seq_rec["format"] == "sequential"
+        assert sprint_rec["question"] == p.question == sprint_rec["messages"][1]["content"]
+        body = sprint_rec["messages"][-1]["content"]
+        traj = parse(body, strict=True)
+        assert render_body(traj) == body
+        assert traj.final_answer == "\\boxed{" + t.search.solution + "}"
+        assert all(len(st.prompts) <= 6 for st in traj.stages)
+        # Every branch's execution text is the search's text for that branch.
+        execs = [e.text for st in traj.stages for e in st.executions]
+        assert execs == [b.execution for b in t.search.branches[:len(execs)]]
+        seq = parse_sequential(seq_rec["messages"][-1]["content"])
+        assert seq.thinking == t.sequential_thinking and seq.answer == traj.final_answer
+        assert sprint_rec["numbers"] == list(p.numbers) and seq_rec["target"] == p.target
+
+
+def test_sprint_sequential_tokens_are_under_half_of_sequential(countdown_tokenizer):
+    """The design goal, on a fixed sample with the shipped config: ratio of means < 0.5, longest third < 0.4."""
+    from sprint.tasks.countdown.data import load_data_config, ratio_stats
+    from sprint.tasks.countdown.tokenizer import CountdownTokenCounter
+    from sprint.curate.packing import to_trajectory
+
+    cfg = load_data_config(REPO / "configs" / "countdown-data.yaml").trace
+    counter = CountdownTokenCounter(countdown_tokenizer)
+    sp, sq = [], []
+    for p in generate("train", 300, 100):
+        t = build_traces(p, cfg)
+        if t.reason:
+            continue
+        traj = to_trajectory(p.question, t.steps, t.packing, t.final_answer)
+        sp.append(trajectory_metrics(traj, counter).sequential_tokens)
+        sq.append(sequential_metrics(SequentialTrace(t.sequential_thinking, t.final_answer), counter)
+                  .sequential_tokens)
+    r = ratio_stats(sp, sq)
+    assert len(sp) > 280
+    assert r["all"]["ratio_of_means"] < 0.5
+    assert r["longest_third"]["ratio_of_means"] < 0.4
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="trace.width"):
+        TraceConfig(width=0)
+    with pytest.raises(ValueError, match="max_branches"):
+        TraceConfig(max_branches=0)

@@ -97,10 +97,22 @@ def test_paper_presets_carry_the_paper_settings():
 
 
 def test_countdown_preset_trains_both_formats_alike():
-    base = ["training.output_dir=runs/x"]
-    sprint = load_config(CONFIGS / "countdown-small.yaml", base + ["data.format=sprint"])
-    seq = load_config(CONFIGS / "countdown-small.yaml", base + ["data.format=sequential"])
+    sprint = load_config(CONFIGS / "countdown-small.yaml", ["data.format=sprint"])
+    seq = load_config(CONFIGS / "countdown-small.yaml", ["data.format=sequential"])
+    # {format} in the preset's paths: one override switches records and output directory, nothing else.
+    assert (sprint.data.train, seq.data.train) == ("runs/countdown/data/sprint_train.jsonl",
+                                                   "runs/countdown/data/sequential_train.jsonl")
+    assert (sprint.data.eval, seq.data.eval) == ("runs/countdown/data/sprint_val.jsonl",
+                                                 "runs/countdown/data/sequential_val.jsonl")
+    assert (sprint.training.output_dir, seq.training.output_dir) == ("runs/countdown/models/sprint",
+                                                                     "runs/countdown/models/sequential")
+    seq.training.output_dir = sprint.training.output_dir
     assert sprint.model == seq.model and sprint.training == seq.training
     arch = sprint.model.architecture
     assert arch["model_type"] == "llama" and 256 <= arch["hidden_size"] <= 384 and 4 <= arch["num_hidden_layers"] <= 6
     assert sprint.data.max_length == 2048 and sprint.training.max_tokens_budget > 0
+
+
+def test_format_placeholder_needs_a_format():
+    with pytest.raises(ValueError, match=r"data.train: .*\{format\} but data.format is not set"):
+        load_config(None, ["data.train=runs/{format}.jsonl", "model.name_or_path=m"])

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 Format = Literal["sprint", "sequential"]
+PLACEHOLDER_FIELDS = (("data", "train"), ("data", "eval"), ("training", "output_dir"))
 
 
 @dataclass
@@ -106,6 +107,21 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def resolve_placeholders(self) -> "TrainConfig":
+        """Fill `{format}` in data.train, data.eval and training.output_dir with data.format.
+
+        So one preset trains both models of a pair: `data.format=sequential` alone switches the records read and the
+        directory written (the Countdown data has `sprint_train.jsonl` and `sequential_train.jsonl` side by side).
+        """
+        for section, key in PLACEHOLDER_FIELDS:
+            obj = getattr(self, section)
+            value = getattr(obj, key)
+            if value and "{format}" in value:
+                if self.data.format is None:
+                    raise ValueError(f"{section}.{key}: {value!r} uses {{format}} but data.format is not set")
+                setattr(obj, key, value.replace("{format}", self.data.format))
+        return self
 
     def validate(self) -> "TrainConfig":
         """Check the settings that cannot be checked one at a time; raise ValueError naming the key."""
@@ -337,9 +353,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     data = _read_yaml(resolve_config_path(path)) if path is not None else {}
     for item in overrides:
         data = apply_override(data, item)
-    return _build(TrainConfig, data).validate()
+    return _build(TrainConfig, data).resolve_placeholders().validate()
 
 
 def config_from_dict(data: dict) -> TrainConfig:
     """Build and validate a config from a plain mapping (the same typing rules as a file)."""
-    return _build(TrainConfig, data).validate()
+    return _build(TrainConfig, data).resolve_placeholders().validate()

@@ -271,7 +271,12 @@ _DONE = object()
 
 # ---------------------------------------------------------------------------------------------- backend
 class TransformersBackend:
-    """In-process backend: continuous batching, prefix KV reuse, exact stop strings (see module doc)."""
+    """In-process backend: continuous batching, prefix KV reuse, exact stop strings (see module doc).
+
+    `max_batch` sequences run at once (more wait in a queue); a step computes at most `step_tokens` rows; `exact`
+    (default: on CPU) selects the batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for
+    reuse. A `model` object given directly is adapted in place (attention function, and tiled linears when exact).
+    """
 
     def __init__(self, model_name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
                  max_batch: int = 8, step_tokens: int = 64, exact: bool | None = None, tile_rows: int = 8,
@@ -584,9 +589,12 @@ class TransformersBackend:
     def _detokenize(self, req: _Request, final: bool = False) -> str:
         """New text since the last call; holds back an incomplete UTF-8 character (TGI's incremental decoding)
         unless `final`. Starting a few prompt tokens back keeps tokenizers that drop a leading space honest."""
-        dec = self.tokenizer.decode
-        prefix = dec(req.tokens[req.prefix_offset:req.read_offset], skip_special_tokens=False)
-        full = dec(req.tokens[req.prefix_offset:], skip_special_tokens=False)
+        def dec(ids):
+            # No clean-up of spaces: it may rewrite earlier text, and the text must be exactly what was generated.
+            return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+        prefix = dec(req.tokens[req.prefix_offset:req.read_offset])
+        full = dec(req.tokens[req.prefix_offset:])
         if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
             req.prefix_offset, req.read_offset = req.read_offset, len(req.tokens)
             return full[len(prefix):]

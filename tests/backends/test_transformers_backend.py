@@ -217,3 +217,23 @@ def test_fast_mode_matches_exact_up_to_rounding(make):
     assert len(shared) >= 8
     for key in shared:
         assert (exact_log.seen[key] - fast_log.seen[key]).abs().max() < 1e-3
+
+
+def test_failures_reach_the_caller_instead_of_hanging(make):
+    def explode(tokens, logits):
+        raise RuntimeError("boom")
+
+    backend = make(on_logits=explode)
+    with pytest.raises(Exception, match="forward pass failed: RuntimeError: boom"):
+        run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=4)), timeout=10)
+    backend.on_logits = None
+    assert run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=4))).generated_tokens == 4
+
+    async def closed_mid_run():
+        task = asyncio.create_task(backend.generate(LONG, GenerationParams(max_tokens=500)))
+        await asyncio.sleep(0.05)
+        await backend.aclose()
+        return await task
+
+    with pytest.raises(Exception, match="scheduler stopped"):
+        run(closed_mid_run(), timeout=10)

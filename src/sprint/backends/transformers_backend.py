@@ -496,6 +496,21 @@ class TransformersBackend:
         return StepRows(segments, self.exact), ids, positions, sample, owners
 
     async def _scheduler(self) -> None:
+        try:
+            await self._schedule()
+        except BaseException as e:
+            # Whatever stops the scheduler (aclose, the loop shutting down, a bug) must not leave callers waiting.
+            why = "the backend was closed" if isinstance(e, asyncio.CancelledError) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, asyncio.CancelledError):
+                log.exception("scheduler failed")
+            err = BackendError(f"{self.name}: scheduler stopped ({why})")
+            for req in list(self._active) + list(self._pending):
+                req.finish = "error"
+                req.queue.put_nowait(err)
+            self._active, self._pending = [], deque()
+            raise
+
+    async def _schedule(self) -> None:
         assert self._wake is not None
         while True:
             for req in [r for r in self._active if r.cancelled]:

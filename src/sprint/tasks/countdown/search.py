@@ -13,21 +13,29 @@ Pruning rules (the same in generation, so every generated problem is solvable wi
 `max_value` are never written, subtraction is larger minus smaller and never gives 0, division is exact and never
 by 1 (it would only repeat `* 1`).
 
-Text (compact and regular so a small model can learn it; numbers in a state are sorted largest first):
+Text (compact and regular so a small model can learn it; numbers in a state are sorted largest first; a real
+trace, problem [17, 18, 51, 1] -> 16):
 
-    Reach 61 from [45 23 12 7]                  <- intro: the state and the target
-    Moves 45+23=68 45+12=57 ...                 <- first moves, best first
-    Explore 45+23=68 [68 12 7]                  <- a branch: the move and the state it leaves
-    68+12=80 [80 7] 87 73 560                   <- a second move, the pair left, results of the pair
+    Reach 16 from [51 18 17 1]            <- intro: the state and the target
+    Explore 17-1=16                       <- a branch: the first move (best first by the heuristic)
+    [51 18 16]                            <- the state it leaves
+    51+18=69 [69 16] 85 53                <- a second move, the pair it leaves, the pair's results (+ - * /)
+    51-18=33 [33 16] 49 17 528
     ...
     Dead end
-    Explore 45+12=57 [57 23 7]
+    Explore 18-1=17
     ...
-    23-7=16 [57 16] 73 41 912
-    57+7=64 [64 23] 87 41                       <- results in operation order, up to the target
-    Solution ((45+12)-...)                      <- the whole expression, fully parenthesised
+    Explore 17*1=17
+    [51 18 17]
+    51+18=69 [69 17] 86 52
+    51-18=33 [33 17] 50 16                <- results in operation order, up to the target
+    Solution (51-18)-(17*1)               <- the whole expression (operands of inner moves parenthesised)
 
-A branch is one `Step` of the curation module: its prompt is the "Explore" line, its execution the lines under it.
+There is no list of moves up front: every such line would sit on the critical path of both formats, and the
+"Explore" lines (the SPRINT prompts) already are that list, best first.
+
+A branch is one `Step` of the curation module: its prompt is the "Explore" line, its execution the lines under it
+(starting with the state).
 Branches depend only on the intro (they are independent of each other); the answer depends on the branch that
 found the solution. The sequential trace is the text above in order, up to the solution.
 """
@@ -39,7 +47,7 @@ from typing import Sequence
 
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
 
-DEFAULT_MAX_BRANCHES = 12
+DEFAULT_MAX_BRANCHES = 16
 
 
 @dataclass(frozen=True)

@@ -99,12 +99,22 @@ def test_curate_run_catches_every_malformed_answer(r1_traces_dir, tmp_path, caps
     retries = [req for req in srv.requests if "That answer cannot be used" in req.body["messages"][-1]["content"]]
     assert any("not valid JSON" in req.body["messages"][-1]["content"] for req in retries)
 
-    records = read_jsonl(out / "records.jsonl")
+    all_records = read_jsonl(out / "records.jsonl")
+    records = [r for r in all_records if r.get("role", "planner") == "planner"]
+    executor_records = [r for r in all_records if r.get("role") == "executor"]
     kept_ids = {r["id"] for r in records}
     assert kept_ids.isdisjoint(rejects)
     assert len(kept_ids) + len(rejects) == 40
     assert "math500_deepseek_r1.jsonl:17" in kept_ids  # fixed on the re-ask
     assert len(records) == 2 * len(kept_ids)
+    # One executor record per prompt of every kept SPRINT trajectory, named after it.
+    sprint_bodies = {r["id"]: r["messages"][2]["content"] for r in records if r["format"] == "sprint"}
+    assert len(executor_records) == sum(len(parse(b).prompts) for b in sprint_bodies.values())
+    for rec in executor_records:
+        base, _, name = rec["id"].partition("#exec-")
+        assert base in sprint_bodies and rec["format"] == "sprint" and name
+        body = rec["messages"][2]["content"]
+        assert body.endswith("</execution_%s>" % name) and 0 < rec["completion_start"] < len(body)
     for rec in records:
         assert set(rec) == {"id", "format", "question", "answer", "messages"}
         msgs = rec["messages"]
@@ -136,9 +146,10 @@ def test_paper_field_names_and_bad_rows(tmp_path):
     out = tmp_path / "out"
     with FakeOpenAIServer(responder) as srv:
         assert main(["curate", "run", str(src), "--out", str(out), "--base-url", srv.base_url,
-                     "--solution-field", "solution", "--no-progress", "--min-ratio", "0"]) == 0
+                     "--solution-field", "solution", "--no-progress", "--min-ratio", "0",
+                     "--no-executor-records"]) == 0
     records = read_jsonl(out / "records.jsonl")
-    assert [r["format"] for r in records] == ["sprint", "sequential"]
+    assert [r["format"] for r in records] == ["sprint", "sequential"]  # the flag left the executor records out
     assert records[0]["answer"] == row["solution"]
     assert "<Final_answer>\nWe add: $2 + 3 + 4 = \\boxed{9}$.\n</Final_answer>" in records[0]["messages"][2]["content"]
     rejects = read_jsonl(out / "rejects.jsonl")

@@ -70,6 +70,8 @@ def register(subparsers) -> None:
     r.add_argument("--no-answer-check", action="store_true", help="do not require a correct final answer")
     r.add_argument("--drop-comments", action="store_true",
                    help="leave comment lines out of the records (as the released code does)")
+    r.add_argument("--no-executor-records", action="store_true",
+                   help="write only the full SPRINT and sequential records, no per-prompt executor records")
     r.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
                    help="USD per 1M input and output tokens of MODEL, for the cost report (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -110,7 +112,8 @@ def run_cmd(args) -> int:
         split=args.split, subset=args.subset, limit=args.limit, concurrency=args.concurrency,
         max_attempts=args.max_attempts, fold_threshold=args.fold_threshold, width=args.width,
         min_ratio=args.min_ratio, max_stages=args.max_stages, check_answer=not args.no_answer_check,
-        comments=not args.drop_comments, progress=not args.no_progress)
+        comments=not args.drop_comments, executor_records=not args.no_executor_records,
+        progress=not args.no_progress)
     print(summary.text())
     return 0
 

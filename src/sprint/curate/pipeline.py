@@ -68,6 +68,7 @@ class CurateConfig:
     max_stages: int = DEFAULT_MAX_STAGES
     check_answer: bool = True
     comments: bool = True
+    executor_records: bool = True  # one record per prompt in the executor's inference context (curate.records)
     excerpt_chars: int = 600
     progress: bool = True
 
@@ -231,7 +232,7 @@ class Curator:
             raise Rejected("pack", code, detail or code)
         try:
             result.records = build_records(it.id, question, gold, trace, folded, packing, final,
-                                           comments=cfg.comments)
+                                           comments=cfg.comments, executor_records=cfg.executor_records)
         except RecordError as e:
             # Never emit a record the format module cannot read back; say so loudly, but finish the run.
             print(f"sprint curate: BUG: record {it.id} not emitted: {e}", file=sys.stderr)

@@ -1,14 +1,25 @@
 """Training records of curated traces: chat `messages` JSONL (TRL / ms-swift style), SPRINT and sequential.
 
-One kept trace gives two records with the same id:
+One kept trace gives a SPRINT and a sequential record with the same id, then (by default) one executor record
+per prompt of the SPRINT trajectory:
 
     {"id", "format": "sprint",     "question", "answer", "messages": [system, user, assistant]}
     {"id", "format": "sequential", "question", "answer", "messages": [system, user, assistant]}
+    {"id": "<id>#exec-<i>.<j>", "format": "sprint", "role": "executor", "completion_start": n, "question",
+     "answer", "messages": [system, user, assistant]}
 
 The assistant content is `sprint.format.render_body(trajectory)` (with `<think>`) for SPRINT and
 `sprint.format.render_sequential_body` of the same trace for the baseline; system and user messages come from
 `sprint.format.layout.messages`, the same function inference uses. Every record is parsed back with the format
 module before it is emitted; one that does not round-trip is a bug and raises `RecordError`.
+
+Why executor records: at inference executor i.j does not continue the full trajectory; it continues the context the
+orchestrator builds (`sprint.format.incremental.executor_context`: plan i cut right after its own prompt, no sibling
+executions). A model trained only on full trajectories never saw that layout. An executor record's assistant content
+is `<think>\n` + that context + the execution and its closing tag (`incremental.executor_views`); the loss starts at
+character `completion_start` (omitted / 0 = the whole assistant content, as in the other records), so the model learns
+the execution, and to close it, in exactly the context inference gives it. "role" is "executor" ("planner" when
+absent).
 """
 
 from __future__ import annotations
@@ -42,6 +53,12 @@ def final_answer_text(*candidates: str | None) -> str | None:
 def sprint_completion(question: str, steps: Sequence[Step], packing: Packing, final_answer: str, *,
                       comments: bool = True) -> str:
     """The SPRINT assistant text of a packing, checked to parse back to itself."""
+    return _sprint_body(question, steps, packing, final_answer, comments=comments)[0]
+
+
+def _sprint_body(question: str, steps: Sequence[Step], packing: Packing, final_answer: str, *,
+                 comments: bool = True):
+    """(assistant text, the trajectory parsed back from it), checked to round-trip."""
     from sprint.format import parse, render_body
 
     body = render_body(to_trajectory(question, steps, packing, final_answer, think=True, comments=comments))
@@ -53,7 +70,39 @@ def sprint_completion(question: str, steps: Sequence[Step], packing: Packing, fi
     if len(back.stages) != packing.num_stages or len(back.prompts) != packing.executed:
         raise RecordError(f"parsed back {len(back.stages)} stages / {len(back.prompts)} prompts, expected "
                           f"{packing.num_stages} / {packing.executed}")
-    return body
+    return body, back
+
+
+def executor_completions(body: str, traj) -> list[tuple[int, int, str, int]]:
+    """(stage, index, assistant text, completion_start) of every executor of the SPRINT record `body` (whose parse is
+    `traj`), each checked against `body`: the context up to the executor's own prompt is the same bytes as `body`
+    up to that prompt's closing tag, it ends with the execution opening inference writes, and the target is
+    exactly the execution text and closing tag that `body` holds there."""
+    from sprint.format import incremental as F
+    from sprint.format import tags as T
+
+    think = T.open_tag(T.THINK) + "\n"  # what generation_start adds when the prompt prefix has no <think>
+    if not body.startswith(think):
+        raise RecordError("a SPRINT record must open with <think>; executor records continue the same text")
+    out = []
+    try:
+        views = list(F.executor_views(traj))
+    except ValueError as e:
+        raise RecordError(str(e)) from None
+    for v in views:
+        where = f"executor record {v.stage}.{v.index}"
+        opening = F.executor_opening(v.stage, v.index)
+        head = think + v.context
+        if not head.endswith(opening):
+            raise RecordError(f"{where}: the context does not end with the execution opening")
+        plan_part = head[: -len(opening)]
+        if not plan_part.endswith(T.close_tag(T.prompt_name(v.stage, v.index))) or not body.startswith(plan_part):
+            raise RecordError(f"{where}: the context is not the full record's text up to the executor's prompt")
+        execution = T.open_tag(T.execution_name(v.stage, v.index)) + "\n" + v.target
+        if body.count(execution) != 1 or body.find(execution) < len(plan_part):
+            raise RecordError(f"{where}: the target is not the execution the full record holds after the prompt")
+        out.append((v.stage, v.index, head + v.target, len(head)))
+    return out
 
 
 def sequential_completion(trace: str, final_answer: str) -> str:
@@ -67,15 +116,27 @@ def sequential_completion(trace: str, final_answer: str) -> str:
     return body
 
 
+def executor_record_id(item_id: str, stage: int, index: int) -> str:
+    return f"{item_id}#exec-{stage}.{index}"
+
+
 def build_records(item_id: str, question: str, answer: str | None, trace: str, steps: Sequence[Step],
-                  packing: Packing, final_answer: str, *, comments: bool = True) -> list[dict]:
+                  packing: Packing, final_answer: str, *, comments: bool = True,
+                  executor_records: bool = True) -> list[dict]:
+    """[SPRINT record, sequential record, executor records (when `executor_records`) in stage and prompt order]."""
     from sprint.format.layout import messages
 
-    sprint_body = sprint_completion(question, steps, packing, final_answer, comments=comments)
+    sprint_body, traj = _sprint_body(question, steps, packing, final_answer, comments=comments)
     seq_body = sequential_completion(trace, final_answer)
-    return [
+    records = [
         {"id": item_id, "format": "sprint", "question": question, "answer": answer,
          "messages": messages(question, "sprint", sprint_body)},
         {"id": item_id, "format": "sequential", "question": question, "answer": answer,
          "messages": messages(question, "sequential", seq_body)},
     ]
+    if executor_records:
+        for stage, index, text, start in executor_completions(sprint_body, traj):
+            records.append({"id": executor_record_id(item_id, stage, index), "format": "sprint", "role": "executor",
+                            "completion_start": start, "question": question, "answer": answer,
+                            "messages": messages(question, "sprint", text)})
+    return records

@@ -7,16 +7,19 @@ The orchestrator (`sprint.inference`) never spells a tag; it asks this module fo
   byte-identical to the corresponding prefix of `render()` of the finished trajectory.
 * `plan_opening(i)`, `final_answer_opening()`: the opening of a plan / final-answer block as `render()` writes it.
 * `executor_context(...)`: what an executor continues (see `sprint.inference.orchestrator` for why).
+* `executor_views(trajectory)`: for a finished trajectory, every executor's context and the text it must write,
+  which is what executor training records are made of (so training shows executors the bytes inference sends).
 * `find_tags(text)`: every format tag of a (partial) model output, as `TagMatch` records.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 from sprint.format import tags as T
 from sprint.format.parse import _scan, _Tag
-from sprint.format.trajectory import Plan, Prompt, Stage, render_plan_body, render_stage
+from sprint.format.trajectory import Plan, Prompt, Stage, Trajectory, render_plan_body, render_stage
 
 #: What `render()` writes between two top-level blocks (stages, final answer).
 BLOCK_SEPARATOR = "\n\n"
@@ -87,6 +90,53 @@ def executor_context(stage_start: str, stage: int, plan: Plan, index: int) -> st
     `index`-th prompt (canonical rendering), then `executor_opening(stage, index)`."""
     return (stage_start + plan_opening(stage) + render_plan_body(plan_through(plan, index))
             + executor_opening(stage, index))
+
+
+def executor_target(stage: int, index: int, text: str) -> str:
+    """What executor `stage.index` writes after its context for execution `text`: the text as `render_execution`
+    lays it out, then its closing tag. The closing tag is the executor's stop string
+    (`tags.executor_stop_strings`), so a model trained on this target ends its own generation there."""
+    return text.strip() + "\n" + T.close_tag(T.execution_name(stage, index))
+
+
+@dataclass(frozen=True)
+class ExecutorView:
+    """Executor `stage.index` of a finished trajectory as inference runs it.
+
+    `context` is what follows `layout.generation_start(prefix)` in the executor's prompt (finished stages before
+    `stage`, then `executor_context`), so `generation_start(prefix) + context` is the exact prompt the orchestrator
+    sends; `target` is what the executor must write (`executor_target`)."""
+
+    stage: int
+    index: int
+    context: str
+    target: str
+
+
+def executor_views(traj: Trajectory) -> Iterator[ExecutorView]:
+    """Every executor of `traj`, in stage and prompt order, as the orchestrator would call it.
+
+    Raises ValueError for a trajectory the orchestrator cannot produce (no `<think>`, a preamble, prompts not
+    numbered 1, 2, ... in order, a prompt without its execution), since its views would not match inference.
+    """
+    if not traj.think or traj.preamble.strip():
+        raise ValueError("executor_views: the trajectory must open with <think> and have no preamble, as every "
+                         "orchestrator run does")
+    for k, stage in enumerate(traj.stages):
+        if not stage.prompts:
+            continue
+        start = stage_context("", traj.stages[:k])
+        executions = {e.index: e for e in stage.executions}
+        for j, prompt in enumerate(stage.prompts, start=1):
+            if (prompt.stage, prompt.index) != (stage.index, j):
+                raise ValueError(f"executor_views: stage {stage.index}: prompt number {j} is named "
+                                 f"{T.prompt_name(prompt.stage, prompt.index)}; the orchestrator renumbers prompts "
+                                 f"to {T.prompt_name(stage.index, j)}")
+            e = executions.get(j)
+            if e is None or e.stage != stage.index:
+                raise ValueError(f"executor_views: stage {stage.index}: prompt {prompt.id} has no execution")
+            yield ExecutorView(stage.index, j, executor_context(start, stage.index, stage.plan, j),
+                               executor_target(stage.index, j, e.text))
 
 
 def renumber_prompts(plan: Plan, stage: int) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ import sys
 
 # Order is the order shown in `sprint --help`.
 COMMANDS = [
+    "sprint.commands.demo",
     "sprint.commands.analyze",
     "sprint.commands.curate",
     "sprint.commands.countdown",

@@ -24,13 +24,16 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def load_backend(model: str | None, base_urls: Sequence[str] | None = None, **kw) -> Backend:
     """An HTTP backend when server URLs are given (`model` = the served model's name), else the in-process backend
-    on `model` (a local directory, or a hub id such as "org/name" for online users). Extra keywords go to the
+    on `model` (a local directory, a bundled model's name, or a hub id such as "org/name" for online users). Extra keywords go to the
     backend's constructor."""
     if base_urls:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         return OpenAIBackend(urls, model or _served_model(urls[0], kw.get("api_key_env", "OPENAI_API_KEY")), **kw)
     if not model:
         raise ValueError("model: give a local model directory (or --base-url URL for a running server)")
+    from sprint.models import resolve_model
+
+    model = resolve_model(model)   # bundled names such as countdown-sprint
     path = Path(model).expanduser()
     if not path.exists() and not _HUB_ID.match(model):
         raise FileNotFoundError(f"model: no model directory at {model}")

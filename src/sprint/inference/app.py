@@ -13,6 +13,7 @@ from pathlib import Path
 from sprint.inference.baselines import (BaselineConfig, solve_self_consistency, solve_sequential,
                                         solve_skeleton_of_thought)
 from sprint.inference.orchestrator import SprintConfig, solve
+from sprint.models import default_settings, question_adapter
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,6 @@ def _load_tokenizer(name: str | None):
 
 def _load_backend(opts: RunOptions):
     """(backend, layout tokenizer): the in-process backend on a local model, or the HTTP backend on --base-url."""
-    if not opts.model and not opts.base_urls:
-        raise ValueError("--model is required: a local model directory (in-process) or, with --base-url, the "
-                         "served model's name (no bundled default model yet)")
     from sprint.backends import BackendError, load_backend
 
     try:
@@ -115,8 +113,17 @@ def run_command(opts: RunOptions) -> int:
         raise ValueError("give either a QUESTION or --input FILE.jsonl (not both)")
     if opts.input and not opts.out:
         raise ValueError("--input needs --out results.jsonl (results are appended there and resumed from)")
+    if not opts.model and not opts.base_urls:
+        from sprint.models import DEFAULT_MODEL
+
+        opts.model = DEFAULT_MODEL   # the bundled Countdown model: works offline on a fresh machine
     method = method_name(opts.method)
-    config = make_config(method, **opts.settings)
+    settings = {**default_settings(opts.model, method), **{k: v for k, v in opts.settings.items() if v is not None}}
+    config = make_config(method, **settings)
+    adapt = question_adapter(opts.model)
+    if opts.question and adapt is not None:
+        # Bundled task models were trained on one phrasing: rewrite the plain-words question into it.
+        opts.question = adapt(opts.question)
     backend, tokenizer = _load_backend(opts)
     if opts.question:
         return asyncio.run(_one(opts, method, config, backend, tokenizer))
@@ -161,6 +168,10 @@ async def _many(opts: RunOptions, method: str, config, backend, tokenizer) -> in
     from sprint.inference.batch import load_items, run_batch
 
     items = load_items(opts.input, opts.question_field, opts.id_field)
+    adapt = question_adapter(opts.model)
+    if adapt is not None:
+        for item in items:
+            item.question = adapt(item.question)
     solve_fn = METHODS[method]
 
     async def one(item):

@@ -1,0 +1,97 @@
+"""`sprint demo`: the bundled Countdown models side by side, offline on the CPU.
+
+The SPRINT model solves a problem while the terminal shows its stages and executors running side by side; then the
+sequential model (same size, same data, same training budget) solves the same problem; a table compares answers,
+sequential tokens and wall-clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from sprint.models import BUNDLED, default_settings, resolve_model
+
+PAIRS = (("countdown-sprint", "sprint"), ("countdown-sequential", "sequential"))
+
+
+@dataclass
+class DemoRow:
+    model: str
+    method: str
+    answer: str | None
+    correct: bool
+    verdict: str
+    sequential_tokens: int
+    total_tokens: int
+    wall_clock_s: float
+
+
+def pick_question(question: str | None, seed: int) -> str:
+    """The question in the models' phrasing: the user's (plain words), or a held-out test problem from `seed`."""
+    from sprint.tasks.countdown.loader import item_from_question, load_countdown
+
+    if question:
+        return item_from_question(question).question
+    return load_countdown("test", 1, seed)[0].question
+
+
+async def _solve_live(model: str, method: str, question: str, console, show: bool):
+    from rich.live import Live
+
+    from sprint.backends import load_backend
+    from sprint.inference.app import METHODS, make_config
+    from sprint.inference.live import LiveView
+
+    backend = load_backend(model, None, device="cpu")
+    config = make_config(method, **default_settings(model, method))
+    view = LiveView(backend.count_tokens, title=f"{model} · {method}")
+    try:
+        if show:
+            with Live(view, console=console, refresh_per_second=8):
+                result = await METHODS[method](question, backend, config, backend.tokenizer, id=model,
+                                               observer=view)
+        else:
+            result = await METHODS[method](question, backend, config, backend.tokenizer, id=model)
+    finally:
+        aclose = getattr(backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return result
+
+
+def run_demo(question: str | None = None, seed: int = 0, *, live: bool = True, console=None) -> list[DemoRow]:
+    """Solve one Countdown problem with both bundled models; print the runs and a comparison; return the rows."""
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from sprint.tasks.countdown.loader import check_countdown, item_from_question
+
+    console = console or Console()
+    for name in BUNDLED:
+        resolve_model(name)  # fail early and clearly if a bundled model is missing
+    q = pick_question(question, seed)
+    item = item_from_question(q)
+    console.print(Panel(q, title="question", border_style="cyan"))
+    rows = []
+    for model, method in PAIRS:
+        result = asyncio.run(_solve_live(model, method, q, console, live))
+        verdict = check_countdown(result.trajectory, item)
+        console.print(Panel(result.trajectory.split("</Question>", 1)[-1].strip()[-2500:],
+                            title=f"{model}: trajectory", border_style="dim"))
+        rows.append(DemoRow(model, method, result.answer, verdict.ok, verdict.reason, result.sequential_tokens,
+                            result.total_tokens, result.wall_clock_s))
+    table = Table(title="SPRINT vs sequential on the same problem (same model size, data and training budget)")
+    table.add_column("model", no_wrap=True)
+    table.add_column("answer", overflow="fold")
+    for col in ("correct", "sequential tokens", "total tokens", "wall-clock (s)"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(r.model, r.answer or "-", "yes" if r.correct else "no", str(r.sequential_tokens),
+                      str(r.total_tokens), f"{r.wall_clock_s:.2f}")
+    console.print(table)
+    for r in rows:
+        if not r.correct:
+            console.print(f"[dim]{r.model}: {r.verdict}[/dim]")
+    return rows

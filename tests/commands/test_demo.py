@@ -1,0 +1,15 @@
+"""`sprint demo` end to end on the bundled models (real models, real parsing, CPU)."""
+
+import pytest
+
+from sprint.cli import main
+
+
+@pytest.mark.integration
+def test_demo_runs_both_bundled_models_offline(capsys):
+    rc = main(["demo", "--no-live", "Using the numbers [12, 3, 40, 8], create an equation that equals 44."])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "countdown-sprint" in out and "countdown-sequential" in out
+    assert "SPRINT vs sequential" in out and "wall-clock" in out
+    assert "<Plan_1>" in out   # the SPRINT model's trajectory is shown

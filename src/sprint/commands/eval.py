@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Evaluate methods on MATH-500, GPQA-diamond or Countdown: accuracy (95% CI), sequential/total tokens, time."
+HELP = "Evaluate methods on MATH-500, GPQA-diamond or Countdown: accuracy (95%% CI), sequential/total tokens, time."
 
 DESCRIPTION = HELP + """
 

@@ -1,20 +1,22 @@
-"""Time per decode step of the in-process transformers backend at batch 1, 2, 4, 8.
+"""Time per decode step of the in-process transformers backend at batch 1, 2, 4, 8 (or any --batches).
 
 For each model and batch size B, B requests with different prompts are submitted together; once all B are past
 their prefill, every forward pass advances each of them by one token. We time those passes (decode-only steps with
 exactly B sequences, measured around `TransformersBackend._step`: the forward pass plus picking the next tokens) and
 report the median and p90 step time and the tokens/s they give (B / step time). EOS is disabled so every request
-runs its full `--new-tokens`.
+runs its full `--new-tokens`. By default the backend's `step_tokens` is set so that all B prompts are prefilled in
+the first step (with the backend's own default at large B, the first requests could finish before the last ones
+were prefilled, and no step would advance all B); `--step-tokens N` sets it explicitly.
 
 Models are random-weight Llamas built locally (nothing downloaded), or any local model directory via --model:
   tiny    hidden 64, 2 layers (the test model; ~0.1M parameters)
   small   hidden 512, 8 layers, 8 heads (4 KV heads), MLP 1408 (~24M parameters)
 
 Modes: `exact` (batch-invariant: fixed-tile linears, per-row attention; the CPU default) and `fast` (the model's
-own linears, one attention call per sequence; the GPU default).
+own linears, a slot KV cache and one batched attention call per layer for all decoding sequences; the GPU default).
 
     python benchmarks/bench_decode.py [--models tiny small] [--batches 1 2 4 8] [--modes exact fast]
-        [--device cpu] [--threads N] [--new-tokens 64] [--out benchmarks/results/decode_cpu.json]
+        [--device cpu] [--threads N] [--new-tokens 64] [--step-tokens N] [--out benchmarks/results/decode_cpu.json]
 """
 
 from __future__ import annotations
@@ -62,7 +64,10 @@ def measure(model_dir: Path, mode: str, batch: int, args) -> dict:
     from sprint.backends import TransformersBackend
 
     backend = TransformersBackend(str(model_dir), device=args.device, exact=(mode == "exact"),
-                                  max_batch=max(args.batches))
+                                  max_batch=max(args.batches), step_tokens=args.step_tokens)
+    if args.step_tokens is None:   # every prompt prefilled in the first step: all B sequences then decode together
+        backend.step_tokens = max(backend.step_tokens, sum(len(backend.encode_prompt(p)) + 1
+                                                           for p in prompts(batch, args.prompt_words)))
     backend.eos_ids = set()   # run every request to --new-tokens
     steps: list[tuple[float, int, int]] = []
     inner = backend._step
@@ -90,7 +95,8 @@ def measure(model_dir: Path, mode: str, batch: int, args) -> dict:
         wall = time.perf_counter() - t0
         decode = sorted(dt for dt, seqs, rows in steps if seqs == batch and rows == batch)
         if not decode:
-            raise RuntimeError(f"no decode-only steps with {batch} sequences were observed")
+            raise RuntimeError(f"no decode-only steps with {batch} sequences were observed (step_tokens "
+                               f"{backend.step_tokens}: raise --step-tokens so all prompts are prefilled in time)")
         median = statistics.median(decode)
         if best is None or median < best["median"]:
             best = {"median": median, "decode": decode, "wall": wall, "results": results}
@@ -112,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prompt-words", type=int, default=24)
+    ap.add_argument("--step-tokens", type=int, default=None,
+                    help="rows per step (default: enough to prefill all prompts of a batch in one step)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per setting; the least disturbed one is kept")
     ap.add_argument("--out", default="benchmarks/results/decode_cpu.json")
     args = ap.parse_args(argv)

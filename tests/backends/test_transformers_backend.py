@@ -206,7 +206,8 @@ def test_count_tokens_and_bad_inputs(make, tmp_path):
 
 
 def test_fast_mode_matches_exact_up_to_rounding(make):
-    """The fast path (model's own linears, one masked attention call per prefill chunk) computes the same model."""
+    """The fast path (model's own linears, slot cache, one batched attention call for the decoding rows, one masked
+    call per prefill chunk) computes the same model."""
     exact_log, fast_log = LogitLog(), LogitLog()
     params = GenerationParams(max_tokens=8)
     calls = [(LONG, params), (PROMPTS[1], params), (LONG + " Then", params)]
@@ -237,3 +238,58 @@ def test_failures_reach_the_caller_instead_of_hanging(make):
 
     with pytest.raises(Exception, match="scheduler stopped"):
         run(closed_mid_run(), timeout=10)
+
+
+def test_fast_batched_equals_one_at_a_time(make):
+    params = GenerationParams(max_tokens=24)
+    alone = [run(make(exact=False).generate(p, params)).text for p in PROMPTS]
+    backend = make(exact=False)
+    batched = run(together(backend, [(p, params) for p in PROMPTS]))
+    assert [c.text for c in batched] == alone
+    assert backend.stats.max_sequences_in_step == 4 and backend.stats.forward_passes < 4 * 24
+
+
+def test_fast_prefix_reuse_and_long_sequences_match_exact(make):
+    """Fast mode: KV copied from a running sequence's slot and from the prefix cache, and sequences that outgrow the
+    slot buffers' first capacity (256 positions), give exact mode's logits up to rounding."""
+    exact_log, fast_log = LogitLog(), LogitLog()
+    fast = make(exact=False, max_batch=3, on_logits=fast_log)
+
+    async def scenario(backend):
+        planner = asyncio.create_task(backend.generate(LONG, GenerationParams(max_tokens=40)))
+        await asyncio.sleep(0.05)   # the planner is decoding: executors copy its prompt KV from its slot
+        ex = await together(backend, [(LONG + " Now", GenerationParams(max_tokens=6)),
+                                      (LONG + " Then", GenerationParams(max_tokens=6))])
+        first = await planner
+        # Next stage: prompt KV from the prefix cache (the planner has finished), then a long generation.
+        nxt = await backend.generate(LONG + first.text + " So", GenerationParams(max_tokens=300 - len(LONG) // 4))
+        return ex, first, nxt
+
+    ex, first, nxt = run(scenario(fast), timeout=120)
+    assert all(c.cached_prompt_tokens >= fast.count_tokens(LONG) - 1 for c in ex)
+    assert nxt.cached_prompt_tokens >= first.prompt_tokens
+    assert nxt.prompt_tokens + nxt.generated_tokens > 256
+    assert fast._slots.idle() and len(fast._active) == 0
+    exact = make(on_logits=exact_log)
+    for prompt, n in [(LONG, 40), (LONG + " Now", 6), (LONG + first.text + " So", nxt.generated_tokens)]:
+        run(exact.generate(prompt, GenerationParams(max_tokens=n)), timeout=120)
+    shared = exact_log.seen.keys() & fast_log.seen.keys()
+    assert len(shared) >= 40 + 6 + 100
+    for key in shared:
+        assert (exact_log.seen[key] - fast_log.seen[key]).abs().max() < 1e-3
+
+
+def test_fast_mode_frees_slots_and_buffers(make):
+    backend = make(exact=False, max_batch=2)
+
+    async def scenario():
+        out = []
+        for p in PROMPTS:   # more requests than slots, one after another and then together
+            out.append(await backend.generate(p, GenerationParams(max_tokens=5)))
+        out += await together(backend, [(p, GenerationParams(max_tokens=5)) for p in PROMPTS])
+        await asyncio.sleep(0.05)   # the scheduler idles
+        return out
+
+    out = run(scenario())
+    assert [c.generated_tokens for c in out] == [5] * 8
+    assert sorted(backend._slots.free) == [0, 1] and backend._slots.keys == {} and backend._slots.values == {}

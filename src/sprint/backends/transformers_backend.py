@@ -29,9 +29,16 @@ last bits, while for a FIXED row count the result of a row does not depend on it
 exact mode (default on CPU): every `nn.Linear` runs on tiles of exactly `tile_rows` rows (zero-padded), attention runs
 per row over that row's own unpadded keys, and everything else (norms, rotary, activations) is row-wise. A token's
 logits then depend only on the tokens before it: not on the batch, the slot, whether it was prefilled or decoded, or
-whether its prefix KV came from the cache. Tests assert bitwise-equal logits. The fast mode (default on GPU) uses
-the model's own linear layers and one attention call per sequence segment: same results up to floating-point noise,
-as with vLLM.
+whether its prefix KV came from the cache. Tests assert bitwise-equal logits.
+
+The fast mode (default on GPU) uses the model's own linear layers and a slot cache instead of per-sequence stores: per
+layer one buffer [slots, kv_heads, capacity, head_dim] (`SlotCache`; capacity doubles when a sequence outgrows it),
+each running sequence owning a slot. A step writes all its rows' keys/values with one indexed store per layer; all
+single-row segments (the decoding sequences) attend in ONE `scaled_dot_product_attention` call per layer over the
+slot buffers with a key-length mask (GQA folded into the query length, so no key copies); only multi-row prefill
+chunks get a call each. Prefix reuse copies the matching rows into the new slot; a finished sequence's rows are
+copied out into the prefix cache and its slot is freed (the buffers themselves are dropped when the backend idles).
+Same results as exact mode up to floating-point noise, as with vLLM.
 
 Text
 ----
@@ -118,7 +125,7 @@ class StepRows:
     Passed to the model as the `sprint_rows` keyword argument, which transformers hands on to the attention function.
     """
 
-    segments: list[tuple[int, int, KVStore, int]]   # (first row, end row, store, position of the first row)
+    segments: list[tuple[int, int, Any, int]]   # (first row, end row, KVStore or SlotSeq, position of the first row)
     exact: bool
 
 
@@ -135,6 +142,8 @@ def rows_attention(module, query, key, value, attention_mask, dropout: float = 0
                                       sliding_window=sliding_window, softcap=softcap, **kwargs)
     if softcap is not None:
         raise NotImplementedError("attention logit softcapping is not supported by the in-process backend")
+    if isinstance(sprint_rows, SlotRows):
+        return slot_attention(module, query, key, value, sprint_rows, scaling, sliding_window)
     layer = module.layer_idx
     gqa = query.shape[1] != key.shape[1]
     out = torch.zeros_like(query)   # [1, heads, rows, head_dim]
@@ -159,6 +168,171 @@ def rows_attention(module, query, key, value, attention_mask, dropout: float = 0
                 query[:, :, start:end], ks[None, :, :hi], vs[None, :, :hi], attn_mask=mask[None, None],
                 scale=scaling, enable_gqa=gqa)
     return out.transpose(1, 2).contiguous(), None
+
+
+# ---------------------------------------------------------------------------------------------- fast mode: slot cache
+@dataclass
+class SlotSeq:
+    """A running sequence's place in the `SlotCache` (fast mode): its slot and how many positions are written."""
+
+    slot: int
+    length: int = 0
+
+
+class SlotCache:
+    """Fast-mode KV of all running sequences: per layer keys and values [slots, kv_heads, capacity, head_dim].
+
+    Buffers are created at the first write of each layer (shape, dtype and device from the model's own keys), grown by
+    doubling the capacity, and zero-filled: masked-out keys get weight 0, and 0 * NaN from uninitialised memory would
+    still poison the output."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.keys: dict[int, Any] = {}
+        self.values: dict[int, Any] = {}
+        self.free = list(range(slots))
+
+    def acquire(self) -> SlotSeq:
+        # The lowest free slot: running sequences stay packed at the front, so the decode attention (over slots
+        # 0 .. highest used) computes few idle slots.
+        slot = min(self.free)
+        self.free.remove(slot)
+        return SlotSeq(slot)
+
+    def release(self, seq: SlotSeq) -> None:
+        if seq.slot not in self.free:
+            self.free.append(seq.slot)
+
+    def idle(self) -> bool:
+        return len(self.free) == self.slots
+
+    def clear(self) -> None:
+        """Drop the buffers (no sequence is running): their memory goes back to the allocator."""
+        self.keys, self.values = {}, {}
+
+    def ensure(self, layer: int, like_k, like_v, needed: int) -> None:
+        """Make `layer`'s buffers hold at least `needed` positions; `like_*` ([.., kv_heads, n, head_dim]) give the
+        shape, dtype and device."""
+        buf = self.keys.get(layer)
+        if buf is not None and buf.shape[2] >= needed:
+            return
+        cap = _capacity(needed)
+        nk = like_k.new_zeros(self.slots, like_k.shape[-3], cap, like_k.shape[-1])
+        nv = like_v.new_zeros(self.slots, like_v.shape[-3], cap, like_v.shape[-1])
+        if buf is not None:
+            old = buf.shape[2]
+            nk[:, :, :old] = buf
+            nv[:, :, :old] = self.values[layer]
+        self.keys[layer], self.values[layer] = nk, nv
+
+    def copy_prefix(self, source: "SlotSeq | KVStore", dest: SlotSeq, n: int) -> None:
+        """Copy the first `n` positions of a running sequence's slot or of a finished sequence's store into `dest`."""
+        if isinstance(source, SlotSeq):
+            for layer, k in self.keys.items():
+                k[dest.slot, :, :n] = k[source.slot, :, :n]
+                self.values[layer][dest.slot, :, :n] = self.values[layer][source.slot, :, :n]
+        else:
+            for layer, k in source.keys.items():
+                self.ensure(layer, k, source.values[layer], n)
+                self.keys[layer][dest.slot, :, :n] = k[:, :n]
+                self.values[layer][dest.slot, :, :n] = source.values[layer][:, :n]
+        dest.length = n
+
+    def export(self, seq: SlotSeq) -> KVStore:
+        """A copy of the sequence's positions as a `KVStore` (for the prefix cache; the slot can then be reused)."""
+        out = KVStore()
+        n = seq.length
+        for layer, k in self.keys.items():
+            out.keys[layer] = k[seq.slot, :, :n].clone()
+            out.values[layer] = self.values[layer][seq.slot, :, :n].clone()
+        out.length = n
+        return out
+
+
+@dataclass
+class SlotRows:
+    """A fast-mode step plan (built once per step, used by every layer): where each row's KV goes, which rows decode
+    in the batched call, and the prefill chunks. Index tensors live on the model's device."""
+
+    cache: SlotCache
+    capacity: int             # positions the buffers must hold after this step
+    write_slot: Any           # [rows] slot of each row
+    write_pos: Any            # [rows] position of each row
+    single_rows: Any          # [B] rows that are a whole segment (decoding sequences)
+    single_slots: Any         # [B] their slots
+    lengths: Any              # [span] keys each slot attends to in the batched call (1 for idle slots: no NaN)
+    span: int                 # slots 0 .. span-1 take part in the batched call
+    max_len: int              # the longest key length among them
+    chunks: list[tuple[int, int, int, int]]   # multi-row segments: (first row, end row, slot, first position)
+    full: bool = False        # every slot in the span decodes and has max_len keys: no mask needed
+    _masks: dict = field(default_factory=dict)
+
+    def single_mask(self, sliding_window: int | None):
+        """[span, 1, 1, max_len]: key k is visible to slot s's query iff k < length[s] (and inside the window);
+        None when that is every key (SDPA is faster without a mask, notably at batch 1)."""
+        if self.full and (not sliding_window or sliding_window >= self.max_len):
+            return None
+        key = ("single", sliding_window)
+        if key not in self._masks:
+            import torch
+
+            kpos = torch.arange(self.max_len, device=self.lengths.device)[None, :]
+            mask = kpos < self.lengths[:, None]
+            if sliding_window:
+                mask &= kpos >= self.lengths[:, None] - sliding_window
+            self._masks[key] = mask[:, None, None, :]
+        return self._masks[key]
+
+    def chunk_mask(self, i: int, sliding_window: int | None):
+        """[1, 1, n, hi]: causal mask of prefill chunk `i` over its sequence's keys 0 .. hi-1."""
+        key = (i, sliding_window)
+        if key not in self._masks:
+            import torch
+
+            start, end, _, pos0 = self.chunks[i]
+            hi = pos0 + end - start
+            dev = self.lengths.device
+            qpos = torch.arange(pos0, hi, device=dev)[:, None]
+            kpos = torch.arange(hi, device=dev)[None, :]
+            mask = kpos <= qpos
+            if sliding_window:
+                mask &= kpos > qpos - sliding_window
+            self._masks[key] = mask[None, None]
+        return self._masks[key]
+
+
+def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_window):
+    """Fast-mode attention (see module doc): one indexed KV write, one batched call for all decoding rows, one call
+    per prefill chunk. Returns [1, rows, heads, head_dim]."""
+    import torch.nn.functional as F
+
+    layer = module.layer_idx
+    cache = rows.cache
+    cache.ensure(layer, key, value, rows.capacity)
+    ks, vs = cache.keys[layer], cache.values[layer]
+    # Advanced indices split by a slice put the indexed dimension first: [rows, kv_heads, head_dim].
+    ks[rows.write_slot, :, rows.write_pos] = key[0].transpose(0, 1)
+    vs[rows.write_slot, :, rows.write_pos] = value[0].transpose(0, 1)
+    heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
+    out = query.new_zeros(query.shape[2], heads, dim)
+    if rows.single_rows.numel():
+        # Scatter the decoding rows' queries to their slots; GQA: the `heads // kv_heads` query heads sharing a KV
+        # head become that head's query rows (the same head order as transformers' repeat_kv), so the call runs
+        # without repeating keys and on kernels that take a boolean mask.
+        q = query.new_zeros(rows.span, heads, dim)
+        q[rows.single_slots] = query[0, :, rows.single_rows].transpose(0, 1)
+        o = F.scaled_dot_product_attention(
+            q.view(rows.span, kv_heads, heads // kv_heads, dim), ks[:rows.span, :, :rows.max_len],
+            vs[:rows.span, :, :rows.max_len], attn_mask=rows.single_mask(sliding_window), scale=scaling)
+        out[rows.single_rows] = o.reshape(rows.span, heads, dim)[rows.single_slots]
+    gqa = heads != kv_heads
+    for i, (start, end, slot, pos0) in enumerate(rows.chunks):
+        hi = pos0 + end - start
+        o = F.scaled_dot_product_attention(
+            query[:, :, start:end], ks[slot:slot + 1, :, :hi], vs[slot:slot + 1, :, :hi],
+            attn_mask=rows.chunk_mask(i, sliding_window), scale=scaling, enable_gqa=gqa)
+        out[start:end] = o[0].transpose(0, 1)
+    return out[None], None
 
 
 def _tiled_linear_forward(tile: int):
@@ -202,7 +376,7 @@ class _Request:
     queue: asyncio.Queue
     submitted: float
     tokens: list[int] = field(default_factory=list)
-    store: KVStore | None = None
+    store: KVStore | SlotSeq | None = None   # SlotSeq in fast mode
     cached: int = 0
     generated: int = 0
     scanner: StopScanner | None = None
@@ -273,13 +447,14 @@ _DONE = object()
 class TransformersBackend:
     """In-process backend: continuous batching, prefix KV reuse, exact stop strings (see module doc).
 
-    `max_batch` sequences run at once (more wait in a queue); a step computes at most `step_tokens` rows; `exact`
-    (default: on CPU) selects the batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for
+    `max_batch` sequences run at once (more wait in a queue); a step computes at most `step_tokens` rows (default:
+    64 in exact mode, max_batch + 512 in fast mode, so a newcomer's prefill is not starved by a full batch of decoding
+    sequences); `exact` (default: on CPU) selects the batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for
     reuse. A `model` object given directly is adapted in place (attention function, and tiled linears when exact).
     """
 
     def __init__(self, model_name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
-                 max_batch: int = 8, step_tokens: int = 64, exact: bool | None = None, tile_rows: int = 8,
+                 max_batch: int = 8, step_tokens: int | None = None, exact: bool | None = None, tile_rows: int = 8,
                  prefix_cache_tokens: int = 65536, add_special_tokens: bool | None = None,
                  trust_remote_code: bool = False, extra_eos_ids=(), on_logits=None, model=None, tokenizer=None):
         import torch
@@ -296,8 +471,11 @@ class TransformersBackend:
         self.name = str(model_name_or_path or getattr(model.config, "_name_or_path", "model"))
         self.device = next(model.parameters()).device
         self.max_batch = max_batch
-        self.step_tokens = max(step_tokens, max_batch + 1)
         self.exact = (self.device.type == "cpu") if exact is None else exact
+        if step_tokens is None:
+            step_tokens = 64 if self.exact else max_batch + 512
+        self.step_tokens = max(step_tokens, max_batch + 1)
+        self._slots = SlotCache(max_batch)   # fast mode's KV (unused in exact mode)
         self.tile_rows = tile_rows
         self.add_special_tokens = add_special_tokens
         self.stats = BackendStats()
@@ -425,6 +603,7 @@ class TransformersBackend:
         if self._loop is not loop or self._task is None or self._task.done():
             # Queues and events belong to one loop; requests of a finished loop cannot be waited on any more.
             self._loop, self._pending, self._active = loop, deque(), []
+            self._slots = SlotCache(self.max_batch)   # slots of a dead loop's requests are never released
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._scheduler(), name="sprint-transformers-scheduler")
         ids = self.encode_prompt(prompt)
@@ -459,13 +638,18 @@ class TransformersBackend:
             if m > best:
                 best, best_store, from_cache = m, st, True
         reuse = min(best, len(req.prompt_ids) - 1)   # the last prompt token is always run: its logits are needed
+        if not self.exact:
+            req.store = self._slots.acquire()
         if reuse > 0 and best_store is not None:
-            req.store = best_store.copy_prefix(reuse)
+            if self.exact:
+                req.store = best_store.copy_prefix(reuse)
+            else:
+                self._slots.copy_prefix(best_store, req.store, reuse)
             req.cached = reuse
             self.stats.reused_prompt_tokens += reuse
             if from_cache:
                 self._cache.touch(best_store)
-        else:
+        elif self.exact:
             req.store = KVStore()
 
     def _plan(self):
@@ -522,6 +706,8 @@ class TransformersBackend:
                 self._attach_prefix(req)
                 self._active.append(req)
             if not self._active:
+                if self._slots.idle():
+                    self._slots.clear()   # nothing runs: give the fast-mode KV buffers back
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -534,6 +720,8 @@ class TransformersBackend:
                 for req in list(self._active):
                     req.queue.put_nowait(err)
                     req.finish = "error"
+                    if isinstance(req.store, SlotSeq):
+                        self._slots.release(req.store)
                 self._active = []
                 continue
             self._advance(rows, owners, sample, tokens)
@@ -544,28 +732,59 @@ class TransformersBackend:
 
         dev = self.device
         keep = torch.tensor([r for _, r in sample], device=dev) if sample else 1
+        plan = rows if self.exact else self._slot_rows(rows, positions)
         with torch.no_grad():
             out = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=torch.tensor([positions],
-                             device=dev), use_cache=False, sprint_rows=rows, logits_to_keep=keep)
+                             device=dev), use_cache=False, sprint_rows=plan, logits_to_keep=keep)
             logits = out.logits[0]
             picks: list[int] = []
             greedy = [i for i, (req, _) in enumerate(sample) if req.params.temperature <= 0]
+            sampled = [i for i, (req, _) in enumerate(sample) if req.params.temperature > 0]
             argmax = logits[greedy].argmax(-1).tolist() if greedy else []
+            # One device-to-host copy for all sampling rows, not one per request.
+            host = dict(zip(sampled, logits[sampled].float().cpu())) if sampled else {}
             g = iter(argmax)
             for i, (req, _) in enumerate(sample):
                 if self.on_logits is not None:
                     self.on_logits(list(req.tokens), logits[i])
-                picks.append(next(g) if req.params.temperature <= 0 else self._sample(logits[i], req))
+                picks.append(next(g) if req.params.temperature <= 0 else self._sample(host[i], req))
         for start, end, store, pos0 in rows.segments:
             store.length = pos0 + end - start
         return picks
+
+    def _slot_rows(self, rows: StepRows, positions: list[int]) -> SlotRows:
+        """The fast-mode plan of a step: index lists built on the host, moved to the device in one copy."""
+        import torch
+
+        write_slot, single_rows, single_slots, chunks = [], [], [], []
+        for start, end, seq, pos0 in rows.segments:
+            write_slot.extend([seq.slot] * (end - start))
+            if end - start == 1:
+                single_rows.append(start)
+                single_slots.append(seq.slot)
+            else:
+                chunks.append((start, end, seq.slot, pos0))
+        span = max(single_slots) + 1 if single_slots else 0
+        lengths = [1] * span
+        for (start, end, seq, pos0) in rows.segments:
+            if end - start == 1:
+                lengths[seq.slot] = pos0 + 1
+        n, b = len(positions), len(single_rows)
+        flat = torch.tensor(write_slot + positions + single_rows + single_slots + lengths,
+                            dtype=torch.long).to(self.device, non_blocking=True)
+        return SlotRows(
+            cache=self._slots, capacity=max(pos0 + end - start for start, end, _, pos0 in rows.segments),
+            write_slot=flat[:n], write_pos=flat[n:2 * n], single_rows=flat[2 * n:2 * n + b],
+            single_slots=flat[2 * n + b:2 * n + 2 * b], lengths=flat[2 * n + 2 * b:], span=span,
+            max_len=max(lengths) if lengths else 0, chunks=chunks,
+            full=span == b and bool(lengths) and min(lengths) == max(lengths))
 
     @staticmethod
     def _sample(logits, req: _Request) -> int:
         import torch
 
         p = req.params
-        probs = torch.softmax(logits.float().cpu() / p.temperature, dim=-1)
+        probs = torch.softmax(logits / p.temperature, dim=-1)   # float32 on the host (see _step)
         if p.top_p < 1.0:
             sorted_p, order = probs.sort(descending=True)
             keep = sorted_p.cumsum(0) - sorted_p < p.top_p   # always keeps the most likely token
@@ -621,7 +840,12 @@ class TransformersBackend:
         req.finish = reason
         if req in self._active:
             self._active.remove(req)
-        if req.store is not None:
+        if isinstance(req.store, SlotSeq):
+            seq, req.store = req.store, None
+            if seq.length and self._cache.max_tokens > 0:
+                self._cache.add(req.tokens, self._slots.export(seq))   # its KV serves later prompts
+            self._slots.release(seq)
+        elif req.store is not None:
             self._cache.add(req.tokens, req.store)   # its KV (prompt and generation) serves later prompts
         if reason == "cancelled":
             return

@@ -12,6 +12,7 @@ from sprint.train.config import load_config
 from sprint.train.data import (
     LengthStats,
     encode_records,
+    prompt_token_ids,
     parse_record,
     read_records,
     split_by_question,
@@ -142,3 +143,52 @@ def test_length_stats_percentiles():
     rows = [{"id": str(n), "input_ids": [0] * n, "completion_tokens": n - 1} for n in range(1, 101)]
     s = LengthStats.from_rows(rows, max_length=90)
     assert (s.min, s.p50, s.p95, s.max, s.n_over) == (1, 50, 95, 100, 10)
+
+
+@pytest.mark.parametrize("template", [None, R1_STYLE_TEMPLATE])
+def test_executor_record_trains_only_the_execution_and_its_closing_tag(tmp_path, template):
+    from transformers import AutoTokenizer
+
+    from sprint.curate.records import executor_records_of
+    from sprint.format import incremental as F
+    from sprint.format import parse
+    from sprint.testing.tiny import build_tiny_tokenizer
+
+    build_tiny_tokenizer(tmp_path, tags_as_tokens=True, chat_template=template)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    full = sprint_records()[1]
+    body = full["messages"][2]["content"]
+    traj = parse(body)
+    records = executor_records_of(full["id"], full["question"], full["answer"], body)
+    views = list(F.executor_views(traj))
+    assert len(records) == len(views) == len(traj.prompts) >= 2
+    rows = encode_records([parse_record(r, r["id"]) for r in records], tok, progress=False)
+    start = layout.generation_start(layout.prompt_prefix(full["question"], "sprint", tok))
+    for rec, view, row in zip(records, views, rows):
+        assert row["role"] == "executor" and rec["id"] == f"{full['id']}#exec-{view.stage}.{view.index}"
+        assert row["prompt"] == start + view.context  # what the orchestrator sends executor i.j
+        assert row["completion"] == view.target and view.target.endswith(T.close_tag(T.execution_name(view.stage,
+                                                                                                      view.index)))
+        ids, mask = row["input_ids"], row["completion_mask"]
+        labelled = [t for t, m in zip(ids, mask) if m]
+        # Loss on exactly: the execution text, its closing tag, EOS; the mask is one contiguous tail.
+        assert labelled == tok(view.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert mask == [0] * row["prompt_tokens"] + [1] * row["completion_tokens"]
+        assert ids[: row["prompt_tokens"]] == prompt_token_ids(tok, start + view.context)
+        assert tok.decode(labelled[:-1]) == view.target
+    # The full record is unchanged: loss on the whole body after the prompt.
+    whole = encode_records([parse_record(full, "full")], tok, progress=False)[0]
+    assert whole["prompt"] == start and "role" not in full
+
+
+def test_completion_start_and_role_validation(records_file):
+    good = json.loads(records_file.read_text().splitlines()[0])
+    n = len(good["messages"][2]["content"])
+    assert parse_record(dict(good, completion_start=5, role="executor"), "x").completion_start == 5
+    for bad in (-1, n, 2.5, "3", True):
+        with pytest.raises(ValueError, match="completion_start"):
+            parse_record(dict(good, completion_start=bad), "x")
+    with pytest.raises(ValueError, match="field 'role'"):
+        parse_record(dict(good, role="critic"), "x")
+    with pytest.raises(ValueError, match="executor record"):
+        parse_record(dict(good, role="executor"), "x")  # no completion_start: it would train on the context

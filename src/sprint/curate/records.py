@@ -73,24 +73,41 @@ def _sprint_body(question: str, steps: Sequence[Step], packing: Packing, final_a
     return body, back
 
 
-def executor_completions(body: str, traj) -> list[tuple[int, int, str, int]]:
-    """(stage, index, assistant text, completion_start) of every executor of the SPRINT record `body` (whose parse is
-    `traj`), each checked against `body`: the context up to the executor's own prompt is the same bytes as `body`
-    up to that prompt's closing tag, it ends with the execution opening inference writes, and the target is
-    exactly the execution text and closing tag that `body` holds there."""
-    from sprint.format import incremental as F
-    from sprint.format import tags as T
+def sequential_completion(trace: str, final_answer: str) -> str:
+    """The sequential assistant text of the same trace, checked to parse back to itself."""
+    from sprint.format import SequentialTrace, parse_sequential, render_sequential_body
 
+    body = render_sequential_body(SequentialTrace(thinking=trace, answer=final_answer))
+    back = parse_sequential(body)
+    if render_sequential_body(back) != body:
+        raise RecordError("rendered sequential text does not round-trip through sprint.format.parse_sequential")
+    return body
+
+
+def executor_records_of(item_id: str, question: str, answer: str | None, body: str, traj=None) -> list[dict]:
+    """The executor records of the SPRINT assistant text `body` (`traj` = its parse, parsed here when None), in
+    stage and prompt order. Each is checked against `body`: its context is the same bytes as `body` up to the
+    executor's own prompt's closing tag, then the execution opening inference writes; its target is exactly the
+    execution text and closing tag that `body` holds after that prompt. Raises `RecordError` otherwise."""
+    from sprint.format import incremental as F
+    from sprint.format import parse
+    from sprint.format import tags as T
+    from sprint.format.layout import messages
+
+    if traj is None:
+        traj = parse(body)
+        if traj.diagnostics:
+            raise RecordError(f"{item_id}: SPRINT text does not parse cleanly: {traj.diagnostics[0]}")
     think = T.open_tag(T.THINK) + "\n"  # what generation_start adds when the prompt prefix has no <think>
     if not body.startswith(think):
-        raise RecordError("a SPRINT record must open with <think>; executor records continue the same text")
-    out = []
+        raise RecordError(f"{item_id}: a SPRINT record must open with <think>; executor records continue it")
     try:
         views = list(F.executor_views(traj))
     except ValueError as e:
-        raise RecordError(str(e)) from None
+        raise RecordError(f"{item_id}: {e}") from None
+    out = []
     for v in views:
-        where = f"executor record {v.stage}.{v.index}"
+        where = f"{item_id}: executor record {v.stage}.{v.index}"
         opening = F.executor_opening(v.stage, v.index)
         head = think + v.context
         if not head.endswith(opening):
@@ -101,19 +118,10 @@ def executor_completions(body: str, traj) -> list[tuple[int, int, str, int]]:
         execution = T.open_tag(T.execution_name(v.stage, v.index)) + "\n" + v.target
         if body.count(execution) != 1 or body.find(execution) < len(plan_part):
             raise RecordError(f"{where}: the target is not the execution the full record holds after the prompt")
-        out.append((v.stage, v.index, head + v.target, len(head)))
+        out.append({"id": executor_record_id(item_id, v.stage, v.index), "format": "sprint", "role": "executor",
+                    "completion_start": len(head), "question": question, "answer": answer,
+                    "messages": messages(question, "sprint", head + v.target)})
     return out
-
-
-def sequential_completion(trace: str, final_answer: str) -> str:
-    """The sequential assistant text of the same trace, checked to parse back to itself."""
-    from sprint.format import SequentialTrace, parse_sequential, render_sequential_body
-
-    body = render_sequential_body(SequentialTrace(thinking=trace, answer=final_answer))
-    back = parse_sequential(body)
-    if render_sequential_body(back) != body:
-        raise RecordError("rendered sequential text does not round-trip through sprint.format.parse_sequential")
-    return body
 
 
 def executor_record_id(item_id: str, stage: int, index: int) -> str:
@@ -135,8 +143,5 @@ def build_records(item_id: str, question: str, answer: str | None, trace: str, s
          "messages": messages(question, "sequential", seq_body)},
     ]
     if executor_records:
-        for stage, index, text, start in executor_completions(sprint_body, traj):
-            records.append({"id": executor_record_id(item_id, stage, index), "format": "sprint", "role": "executor",
-                            "completion_start": start, "question": question, "answer": answer,
-                            "messages": messages(question, "sprint", text)})
+        records += executor_records_of(item_id, question, answer, sprint_body, traj)
     return records

@@ -1,7 +1,11 @@
 """Curated training records -> token sequences with loss on the completion only, plus their length statistics.
 
 A record (one JSONL line, written by `sprint curate` or a task's data generator) is
-`{"id", "format": "sprint"|"sequential", "question", "answer", "messages": [system, user, assistant]}`.
+`{"id", "format": "sprint"|"sequential", "question", "answer", "messages": [system, user, assistant]}`, optionally
+with `"role": "planner"|"executor"` (default planner) and `"completion_start": n` (default 0): the character offset
+in the assistant content where the loss starts. Executor records (`sprint.curate.records`) put the executor's
+inference context before `completion_start`, so that context belongs to the prompt and only the execution and its
+closing tag are learned.
 
 We never let the tokenizer's chat template render the assistant turn: DeepSeek-R1-Distill's template keeps only what
 follows `</think>` in assistant turns, which would erase the whole SPRINT target. Instead the prompt is the text
@@ -27,6 +31,7 @@ from sprint.format import layout
 from sprint.format import tags as T
 
 FORMATS = ("sprint", "sequential")
+ROLES = ("planner", "executor")
 
 
 @dataclass
@@ -39,6 +44,8 @@ class TrainRecord:
     completion: str  # the assistant message content (rendered SPRINT body or sequential body)
     answer: str = ""
     source: str = ""  # "file:line", for error messages
+    completion_start: int = 0  # offset in `completion` where the loss starts (executor records)
+    role: str = "planner"
 
 
 def _record_error(where: str, msg: str) -> ValueError:
@@ -72,9 +79,19 @@ def parse_record(obj: dict, where: str) -> TrainRecord:
     if system != layout.system_prompt(fmt):
         raise _record_error(where, f"messages[0]: the system prompt differs from sprint.format.layout's {fmt!r} "
                                    "prompt, which inference uses; re-render the record with layout.messages()")
+    role = obj.get("role", "planner")
+    if role not in ROLES:
+        raise _record_error(where, f"field 'role' must be one of {list(ROLES)}, got {role!r}")
+    start = obj.get("completion_start", 0)
+    if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < len(assistant):
+        raise _record_error(where, f"field 'completion_start' must be an integer in [0, {len(assistant)}) (the "
+                                   f"assistant content has {len(assistant)} characters), got {start!r}")
+    if role == "executor" and (fmt != "sprint" or start == 0):
+        raise _record_error(where, "an executor record must have format 'sprint' and a completion_start > 0 (its "
+                                   "context is not trained on)")
     answer = obj.get("answer")
     return TrainRecord(id=str(rid if rid is not None else where), format=fmt, question=question, completion=assistant,
-                       answer="" if answer is None else str(answer), source=where)
+                       answer="" if answer is None else str(answer), source=where, completion_start=start, role=role)
 
 
 def read_records(path: str | Path, fmt: str | None = None, *, source_name: str | None = None) -> list[TrainRecord]:
@@ -129,11 +146,22 @@ def build_texts(record: TrainRecord, tokenizer) -> tuple[str, str]:
     Inference starts every run from `layout.generation_start(prefix)` (the prefix plus a `<think>` opener unless the
     chat template already wrote one), so when the completion opens with `<think>` that opener belongs to the prompt:
     the token boundary is then where inference puts it.
+    With `record.completion_start` > 0 the assistant content up to that offset (what is left of it after the
+    `<think>` opener moved to the prompt) is appended to the prompt: for an executor record that makes the prompt
+    the exact string the orchestrator sends the executor.
     """
     prefix = layout.prompt_prefix(record.question, record.format, tokenizer)
     think = T.open_tag(T.THINK)
     prompt = layout.generation_start(prefix) if record.completion.startswith(think) else prefix
-    return prompt, layout.completion_text(prompt, record.completion)
+    completion = layout.completion_text(prompt, record.completion)
+    if record.completion_start:
+        # completion_text only ever drops a leading opener, so the offset moves by what it dropped.
+        cut = record.completion_start - (len(record.completion) - len(completion))
+        if cut < 0:
+            raise ValueError(f"{record.source}: completion_start={record.completion_start} falls inside the "
+                             "<think> opener the prompt already holds")
+        prompt, completion = prompt + completion[:cut], completion[cut:]
+    return prompt, completion
 
 
 def encode_records(records: Sequence[TrainRecord], tokenizer, *, progress: bool = True,
@@ -148,7 +176,7 @@ def encode_records(records: Sequence[TrainRecord], tokenizer, *, progress: bool 
         prompt, completion = build_texts(rec, tokenizer)
         p_ids = prompt_token_ids(tokenizer, prompt)
         c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append({"id": rec.id, "format": rec.format, "prompt": prompt, "completion": completion,
+        rows.append({"id": rec.id, "format": rec.format, "role": rec.role, "prompt": prompt, "completion": completion,
                      "input_ids": p_ids + c_ids, "completion_mask": [0] * len(p_ids) + [1] * len(c_ids),
                      "prompt_tokens": len(p_ids), "completion_tokens": len(c_ids)})
     return rows

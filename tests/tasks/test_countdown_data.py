@@ -45,17 +45,28 @@ def test_data_command_is_reproducible_and_complete(tmp_path, capsys):
 
     problems = _read(a / "train.jsonl")
     assert len(problems) == 40 and problems[0]["id"] == "countdown-train-3-000000"
-    sprint, seq = _read(a / "sprint_train.jsonl"), _read(a / "sequential_train.jsonl")
+    all_sprint, seq = _read(a / "sprint_train.jsonl"), _read(a / "sequential_train.jsonl")
+    sprint = [r for r in all_sprint if r.get("role", "planner") == "planner"]
+    executors = [r for r in all_sprint if r.get("role") == "executor"]
     assert [r["id"] for r in sprint] == [r["id"] for r in seq] and len(sprint) > 30
     for r in sprint:
         assert set(r) >= {"id", "format", "question", "answer", "messages"}
         parse(r["messages"][-1]["content"], strict=True)
+    # Each SPRINT record is followed by one executor record per prompt of its trajectory.
+    expected = [f"{r['id']}#exec-{p.id}" for r in sprint for p in parse(r["messages"][-1]["content"]).prompts]
+    assert [r["id"] for r in executors] == expected
+    assert all(r["messages"][-1]["content"].endswith("</execution_" + r["id"].split("#exec-")[1] + ">")
+               for r in executors)
     for r in seq:
         assert parse_sequential(r["messages"][-1]["content"]).answer.startswith("\\boxed{")
 
     stats = json.loads((a / "stats.json").read_text())
     train = stats["splits"]["train"]
     assert train["problems"] == 40 and train["kept"] == len(sprint)
+    assert train["records"] == {"sprint": len(sprint), "sprint_executor": len(executors), "sequential": len(seq)}
+    assert train["record_tokens"]["sprint_executor"]["n"] == len(executors)
+    loss, whole = train["sprint_executor_loss_tokens"], train["record_tokens"]["sprint_executor"]
+    assert loss["n"] == len(executors) and 0 < loss["mean"] < whole["mean"] and loss["max"] < whole["max"]
     assert train["kept"] + sum(train["dropped"].values()) == 40
     assert 0 < train["ratio"]["all"]["ratio_of_means"] < 1.5
     base = stats["test_search_baseline"]

@@ -70,7 +70,11 @@ def test_records_parse_back_strictly_and_match_the_search():
         t = build_traces(p, TraceConfig(width=6, max_branches=16))
         if t.reason:
             continue
-        sprint_rec, seq_rec = build_records(f"x{i}", t)
+        sprint_rec, seq_rec, *exec_recs = build_records(f"x{i}", t)
+        assert [r["id"] for r in exec_recs] == [f"x{i}#exec-{p_.id}" for p_ in parse(
+            sprint_rec["messages"][-1]["content"]).prompts]
+        assert all(r["role"] == "executor" and r["numbers"] == list(p.numbers) for r in exec_recs)
+        assert len(build_records(f"x{i}", t, executor_records=False)) == 2
         assert sprint_rec["format"] == "sprint" and seq_rec["format"] == "sequential"
         assert sprint_rec["question"] == p.question == sprint_rec["messages"][1]["content"]
         body = sprint_rec["messages"][-1]["content"]

@@ -45,7 +45,8 @@ def _data(args) -> int:
     train = stats["splits"]["train"]
     ratio = train["ratio"]
     print(f"wrote {args.out}: {train['kept']} of {train['problems']} training problems kept "
-          f"(dropped: {train['dropped'] or 'none'}); sequential tokens: sequential "
+          f"(dropped: {train['dropped'] or 'none'}; {train['records']['sprint_executor']} executor records besides "
+          f"the SPRINT ones); sequential tokens: sequential "
           f"{train['sequential_tokens']['sequential'].get('mean')}, SPRINT {train['sequential_tokens']['sprint'].get('mean')} "
           f"(ratio of means {ratio.get('all', {}).get('ratio_of_means')}, longest third "
           f"{ratio.get('longest_third', {}).get('ratio_of_means')}); {time.perf_counter() - start:.1f} s")

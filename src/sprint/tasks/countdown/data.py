@@ -3,14 +3,16 @@
 `build_countdown_data(config, out_dir)` writes, reproducibly from the config's seed (same config, same bytes):
 
     train.jsonl, val.jsonl, test.jsonl        problems: id, question, numbers, target, solution (a known one)
-    sprint_train.jsonl, sequential_train.jsonl   training records (curation's record shape), same problems, same ids
+    sprint_train.jsonl, sequential_train.jsonl   training records (curation's record shape), same problems, same ids;
+                                               after each SPRINT record, its executor records (one per prompt, id
+                                               "<id>#exec-i.j", see `sprint.curate.records`)
     sprint_val.jsonl, sequential_val.jsonl       the same for the validation problems
     tokenizer/                                 the Countdown tokenizer (Hugging Face format)
     stats.json                                 counts, drops by reason, token statistics, the SPRINT / sequential
                                                ratio, and the search-alone baseline on the test problems
 
 A problem is dropped from the records (both formats, so the two models see the same problems) when the search finds
-no solution within its branch budget, when curation's filters reject the packing, or when either record is longer
+no solution within its branch budget, when curation's filters reject the packing, or when any of its records is longer
 than the context. Test problems get no records: they are for evaluation only.
 """
 
@@ -181,9 +183,15 @@ def record_lengths(records: Sequence[dict], tokenizer, counter) -> list[int]:
     return [n + 1 for n in counter(texts)]
 
 
+def loss_lengths(records: Sequence[dict], counter) -> list[int]:
+    """Tokens of each record that carry loss: the assistant text from `completion_start` on, and EOS (the
+    completion is tokenized on its own in training, so this count is exact for executor records too)."""
+    return [n + 1 for n in counter([r["messages"][-1]["content"][r.get("completion_start", 0):] for r in records])]
+
+
 def build_split_records(split: str, problems: Sequence[Problem], cfg: CountdownDataConfig, tokenizer, counter,
                         progress: bool = True) -> tuple[list[dict], list[dict], dict]:
-    """Records of one split (SPRINT and sequential, same problems) and its statistics.
+    """Records of one split (SPRINT with its executor records, and sequential; same problems) and its statistics.
 
     Streams: each problem's search is turned into records and numbers right away and then dropped, so memory holds
     only the records (and the garbage collector has little to walk through).
@@ -193,23 +201,34 @@ def build_split_records(split: str, problems: Sequence[Problem], cfg: CountdownD
     seq_recs: list[dict] = []
     metrics: list[dict] = []
     lengths: list[tuple[int, int]] = []
+    exec_lengths: list[int] = []
+    exec_loss: list[int] = []
+    n_exec = 0
     for i, p in enumerate(_progress(problems, len(problems), f"traces {split}", progress)):
         t = build_traces(p, cfg.trace)
         if t.reason is not None:
             drops[t.reason.split(":")[0]] += 1
             continue
-        pair = build_records(problem_id(split, cfg.seed, i), t)
-        n_sprint, n_seq = record_lengths(pair, tokenizer, counter)
-        if max(n_sprint, n_seq) > cfg.trace.context:
+        sprint_rec, seq_rec, *exec_recs = build_records(problem_id(split, cfg.seed, i), t)
+        n_sprint, n_seq, *n_execs = record_lengths([sprint_rec, seq_rec, *exec_recs], tokenizer, counter)
+        if max([n_sprint, n_seq, *n_execs]) > cfg.trace.context:
             drops["too_long"] += 1
             continue
-        sprint_recs.append(pair[0])
-        seq_recs.append(pair[1])
+        sprint_recs += [sprint_rec, *exec_recs]
+        seq_recs.append(seq_rec)
+        n_exec += len(exec_recs)
         lengths.append((n_sprint, n_seq))
+        exec_lengths += n_execs
+        exec_loss += loss_lengths(exec_recs, counter)
         metrics.append(trace_metrics(t, counter))
     stats = {
-        "problems": len(problems), "kept": len(sprint_recs), "dropped": dict(sorted(drops.items())),
-        "record_tokens": {"sprint": _summary([a for a, _ in lengths]), "sequential": _summary([b for _, b in lengths])},
+        "problems": len(problems), "kept": len(seq_recs), "dropped": dict(sorted(drops.items())),
+        "records": {"sprint": len(seq_recs), "sprint_executor": n_exec, "sequential": len(seq_recs)},
+        "record_tokens": {"sprint": _summary([a for a, _ in lengths]), "sequential": _summary([b for _, b in lengths]),
+                          "sprint_executor": _summary(exec_lengths)},
+        "sprint_executor_loss_tokens": _summary(exec_loss),
+        "training_tokens": {"sprint": sum(a for a, _ in lengths) + sum(exec_lengths),
+                            "sequential": sum(b for _, b in lengths)},
         "sequential_tokens": {"sequential": _summary([m["sequential"] for m in metrics]),
                               "sprint": _summary([m["sprint_sequential"] for m in metrics])},
         "sprint_total_tokens": _summary([m["sprint_total"] for m in metrics]),

@@ -106,16 +106,18 @@ def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     return out
 
 
-def build_records(item_id: str, traces: ProblemTraces) -> tuple[dict, dict]:
-    """The SPRINT and sequential training records of one usable problem (curation's renderer and checks)."""
+def build_records(item_id: str, traces: ProblemTraces, *, executor_records: bool = True) -> list[dict]:
+    """The training records of one usable problem (curation's renderer and checks): [SPRINT, sequential, then one
+    executor record per prompt of the SPRINT trace (unless `executor_records` is False)], all carrying the
+    problem's numbers and target."""
     from sprint.curate.records import build_records as curate_records
 
     if traces.reason is not None or traces.packing is None:
         raise ValueError(f"{item_id}: traces are not usable ({traces.reason})")
     p = traces.problem
-    sprint_rec, seq_rec = curate_records(item_id, p.question, traces.search.solution, traces.sequential_thinking,
-                                         traces.steps, traces.packing, traces.final_answer)
-    for rec in (sprint_rec, seq_rec):
+    records = curate_records(item_id, p.question, traces.search.solution, traces.sequential_thinking, traces.steps,
+                             traces.packing, traces.final_answer, executor_records=executor_records)
+    for rec in records:
         rec["numbers"] = list(p.numbers)
         rec["target"] = p.target
-    return sprint_rec, seq_rec
+    return records

@@ -109,7 +109,7 @@ def test_countdown_preset_trains_both_formats_alike():
     seq.training.output_dir = sprint.training.output_dir
     assert sprint.model == seq.model and sprint.training == seq.training
     arch = sprint.model.architecture
-    assert arch["model_type"] == "llama" and 256 <= arch["hidden_size"] <= 384 and 4 <= arch["num_hidden_layers"] <= 6
+    assert arch["model_type"] == "llama" and 256 <= arch["hidden_size"] <= 384 and 4 <= arch["num_hidden_layers"] <= 8
     assert sprint.data.max_length == 2048 and sprint.training.max_tokens_budget > 0
 
 

@@ -447,14 +447,15 @@ _DONE = object()
 class TransformersBackend:
     """In-process backend: continuous batching, prefix KV reuse, exact stop strings (see module doc).
 
-    `max_batch` sequences run at once (more wait in a queue); a step computes at most `step_tokens` rows (default:
+    `max_batch` sequences run at once (more wait in a queue; default 128 on a GPU, 8 on the CPU); a step computes at most `step_tokens` rows (default:
     64 in exact mode, max_batch + 512 in fast mode, so a newcomer's prefill is not starved by a full batch of decoding
     sequences); `exact` (default: on CPU) selects the batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for
     reuse. A `model` object given directly is adapted in place (attention function, and tiled linears when exact).
     """
 
     def __init__(self, model_name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
-                 max_batch: int = 8, step_tokens: int | None = None, exact: bool | None = None, tile_rows: int = 8,
+                 max_batch: int | None = None, step_tokens: int | None = None, exact: bool | None = None,
+                 tile_rows: int = 8,
                  prefix_cache_tokens: int = 65536, add_special_tokens: bool | None = None,
                  trust_remote_code: bool = False, extra_eos_ids=(), on_logits=None, model=None, tokenizer=None):
         import torch
@@ -465,11 +466,14 @@ class TransformersBackend:
             model, tokenizer = self._load(model_name_or_path, device, dtype, trust_remote_code, tokenizer)
         elif tokenizer is None:
             raise ValueError("tokenizer: required when a model object is given")
-        if max_batch < 1:
-            raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
         self.model, self.tokenizer = model, tokenizer
         self.name = str(model_name_or_path or getattr(model.config, "_name_or_path", "model"))
         self.device = next(model.parameters()).device
+        if max_batch is None:
+            # A GPU step costs about the same for 1 or 128 sequences; a CPU step grows with the batch.
+            max_batch = 128 if self.device.type == "cuda" else 8
+        if max_batch < 1:
+            raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
         self.max_batch = max_batch
         self.exact = (self.device.type == "cpu") if exact is None else exact
         if step_tokens is None:

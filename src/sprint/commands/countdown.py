@@ -26,6 +26,10 @@ def register(subparsers) -> None:
     d.add_argument("--seed", type=int, help="override the config's seed")
     for split in ("train", "val", "test"):
         d.add_argument(f"--{split}", type=int, metavar="N", help=f"override the number of {split} problems")
+    d.add_argument("--order", choices=("heuristic", "canonical"),
+                   help="override trace.order: first moves closest-result-first (heuristic) or in list order "
+                        "(canonical: pairs in order, operations + - * /)")
+    d.add_argument("--width", type=int, metavar="W", help="override trace.width (prompts per SPRINT stage)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_data)
     p.set_defaults(func=lambda args: p.print_help() or 0)
@@ -39,7 +43,8 @@ def _data(args) -> int:
 
     cfg = load_data_config(args.config)
     overrides = {k: getattr(args, k) for k in ("seed", "train", "val", "test") if getattr(args, k) is not None}
-    cfg = dataclasses.replace(cfg, **overrides)
+    trace = {k: getattr(args, k) for k in ("order", "width") if getattr(args, k) is not None}
+    cfg = dataclasses.replace(cfg, **overrides, trace=dataclasses.replace(cfg.trace, **trace))
     start = time.perf_counter()
     stats = build_countdown_data(cfg, args.out, progress=not args.no_progress)
     train = stats["splits"]["train"]

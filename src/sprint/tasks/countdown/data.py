@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from sprint.tasks.countdown.problems import DEFAULT_DIFFICULTY, Problem, check_difficulty, generate
-from sprint.tasks.countdown.search import search
+from sprint.tasks.countdown.search import DEFAULT_ORDER, search
 from sprint.tasks.countdown.traces import ProblemTraces, TraceConfig, answer_text, build_records, build_traces
 
 #: Budgets (sequential tokens) at which the search-alone baseline is reported, besides the data's own means.
@@ -134,12 +134,12 @@ def trace_metrics(t: ProblemTraces, counter) -> dict:
             "max_branch_tokens": max(counter([b.execution for b in t.search.branches]))}
 
 
-def search_costs(problems: Sequence[Problem], counter, max_value: int) -> list[float]:
-    """For each problem, the sequential tokens the search alone needs to reach its answer (no branch limit):
-    the token count of the sequential trace up to and including the answer (inf when it finds none)."""
+def search_costs(problems: Sequence[Problem], counter, max_value: int, order: str = DEFAULT_ORDER) -> list[float]:
+    """For each problem, the sequential tokens the search alone (first moves in `order`) needs to reach its answer
+    (no branch limit): the token count of the sequential trace up to and including the answer (inf when none)."""
     costs: list[float] = []
     for p in problems:
-        s = search(p, max_branches=10**6, max_value=max_value)
+        s = search(p, max_branches=10**6, max_value=max_value, order=order)
         costs.append(sum(counter([s.sequential_text(), answer_text(s.solution)])) if s.solution else math.inf)
     return costs
 
@@ -265,7 +265,7 @@ def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progr
         _write_jsonl(out / f"sprint_{split}.jsonl", sprint_recs)
         _write_jsonl(out / f"sequential_{split}.jsonl", seq_recs)
         stats["splits"][split] = split_stats
-    costs = search_costs(problems["test"], counter, cfg.trace.max_value)
+    costs = search_costs(problems["test"], counter, cfg.trace.max_value, cfg.trace.order)
     base = search_baseline(costs)
     train = stats["splits"]["train"]["sequential_tokens"]
     for name in ("sequential", "sprint"):

@@ -1,9 +1,17 @@
-"""The one search behind both trace formats: a depth-first search over first moves in heuristic order.
+"""The one search behind both trace formats: a depth-first search over first moves in a fixed order.
 
 The search, for a problem with numbers sorted largest first:
 
-1. **Moves.** List the legal first moves (pairs in order, operations `+ - * /`), best first by the heuristic:
-   distance of the move's result to the target, ties in list order. Only the best `max_branches` are kept.
+1. **Moves.** List the legal first moves (pairs in order, operations `+ - * /`) in one of two orders (`ORDERS`):
+   * `heuristic` (the default; the bundled data and models use it): best first by the distance of the move's
+     result to the target, ties in list order;
+   * `canonical`: the list order itself, i.e. numbers as the state lists them (largest first), pairs (i, j) with
+     i < j in order (a b, a c, a d, b c, b d, c d), operations `+ - * /`, skipping the illegal ones (pruning rules
+     below), and skipping a move whose resulting state (as values) equals an earlier move's (exploring it would
+     write the same branch again). A model can write this list without arithmetic lookahead: the heuristic order
+     needs every candidate result computed and sorted before the first "Explore" line, which small models cannot
+     do (they repeat the likeliest move).
+   Only the first `max_branches` are kept.
 2. **Branches.** Explore the moves in that order. Exploring a move means: for each legal second move on the three
    remaining numbers (pairs in order, operations `+ - * /`, a pair equal to an earlier pair skipped), write the pair
    that remains and every legal result of combining it; stop at the first result equal to the target. A branch that
@@ -17,7 +25,7 @@ Text (compact and regular so a small model can learn it; numbers in a state are 
 trace, problem [17, 18, 51, 1] -> 16):
 
     Reach 16 from [51 18 17 1]            <- intro: the state and the target
-    Explore 17-1=16                       <- a branch: the first move (best first by the heuristic)
+    Explore 17-1=16                       <- a branch: the first move (here: best first by the heuristic)
     [51 18 16]                            <- the state it leaves
     51+18=69 [69 16] 85 53                <- a second move, the pair it leaves, the pair's results (+ - * /)
     51-18=33 [33 16] 49 17 528
@@ -32,7 +40,8 @@ trace, problem [17, 18, 51, 1] -> 16):
     Solution (51-18)-(17*1)               <- the whole expression (operands of inner moves parenthesised)
 
 There is no list of moves up front: every such line would sit on the critical path of both formats, and the
-"Explore" lines (the SPRINT prompts) already are that list, best first.
+"Explore" lines (the SPRINT prompts) already are that list, in search order. Inside a branch the order is
+canonical for both orders (second moves and results in list order, no ranking), so only the first moves differ.
 
 A branch is one `Step` of the curation module: its prompt is the "Explore" line, its execution the lines under it
 (starting with the state).
@@ -48,6 +57,15 @@ from typing import Sequence
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
 
 DEFAULT_MAX_BRANCHES = 16
+#: Orders of the first moves (see the module docstring); the first is the default.
+ORDERS = ("heuristic", "canonical")
+DEFAULT_ORDER = ORDERS[0]
+
+
+def check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise ValueError(f"trace.order must be one of {', '.join(ORDERS)}, got {order!r}")
+    return order
 
 
 @dataclass(frozen=True)
@@ -171,7 +189,8 @@ def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: in
 
 @dataclass
 class Search:
-    """The whole search of one problem: intro lines, the ranked first moves, and the branches explored."""
+    """The whole search of one problem: intro lines, the first moves in search order (`ranked`, whichever the
+    order), and the branches explored."""
 
     problem: Problem
     intro: str
@@ -179,6 +198,7 @@ class Search:
     branches: list[Branch]
     max_branches: int
     max_value: int
+    order: str = DEFAULT_ORDER
 
     @property
     def solved_at(self) -> int | None:
@@ -210,18 +230,33 @@ class Search:
         return "\n".join(parts)
 
 
+def first_moves(start: Sequence[tuple[int, str]], target: int, max_value: int,
+                order: str = DEFAULT_ORDER) -> list[tuple[Move, list[tuple[int, str]]]]:
+    """Every first move on a state sorted largest first, with the state it leaves, in the search order `order`."""
+    check_order(order)
+    first = moves(start, max_value)
+    if order == "heuristic":
+        # Closest result to the target first; `sorted` is stable, so ties keep canonical order.
+        return sorted(first, key=lambda ms: abs(ms[0].result - target))
+    out, seen = [], set()
+    for m, st in first:
+        values = tuple(v for v, _ in st)  # states are sorted, so equal multisets give equal tuples
+        if values not in seen:
+            seen.add(values)
+            out.append((m, st))
+    return out
+
+
 def search(problem: Problem, max_branches: int = DEFAULT_MAX_BRANCHES,
-           max_value: int = DEFAULT_MAX_VALUE) -> Search:
-    """Run the depth-first search on a problem (stopping at the first solution)."""
+           max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER) -> Search:
+    """Run the depth-first search on a problem (stopping at the first solution), first moves in `order`."""
     if len(problem.numbers) != 4:
         raise ValueError(f"the search traces are defined for 4 numbers, got {list(problem.numbers)}")
     start = sort_state([(n, str(n)) for n in problem.numbers])
     target = problem.target
-    first = moves(start, max_value)
-    # Heuristic: closest result to the target first; `sorted` is stable, so ties keep canonical order.
-    ranked = sorted(first, key=lambda ms: abs(ms[0].result - target))[:max_branches]
+    ranked = first_moves(start, target, max_value, order)[:max_branches]
     intro = f"Reach {target} from {state_text(start)}"
-    s = Search(problem, intro, ranked, [], max_branches, max_value)
+    s = Search(problem, intro, ranked, [], max_branches, max_value, order)
     for k in range(1, len(ranked) + 1):
         if s.branch(k).solved:
             break

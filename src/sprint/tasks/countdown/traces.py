@@ -9,7 +9,7 @@ The steps of a search (see `sprint.tasks.countdown.search`):
   and its plan opens with the "Based on execution_i.j:" line that names it).
 
 They go through the curation module exactly as LLM-curated traces do: `sprint.curate.packing.pack` with the width
-cap W (branches fill stages W at a time, in heuristic order), its ratio and stage-count filters, and
+cap W (branches fill stages W at a time, in search order: `trace.order`, heuristic or canonical), its ratio and stage-count filters, and
 `sprint.curate.records.build_records` (render, parse back, chat messages). A planner cannot know which branch of a
 stage will succeed, so the SPRINT trace explores every branch of the stage that holds the first solution (W of them,
 or fewer when the moves run out); the sequential trace is the DFS text in order up to the first solution.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from sprint.curate.packing import DEFAULT_MAX_STAGES, DEFAULT_MIN_RATIO, Packing, Step, pack
 from sprint.tasks.countdown.expr import check_answer
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
-from sprint.tasks.countdown.search import DEFAULT_MAX_BRANCHES, Search, search
+from sprint.tasks.countdown.search import DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, Search, check_order, search
 
 DEFAULT_WIDTH = 4
 
@@ -39,6 +39,8 @@ class TraceConfig:
     max_stages: int = DEFAULT_MAX_STAGES
     #: Records longer than this many tokens (question prefix + completion) are dropped from training data.
     context: int = 2048
+    #: Order of the first moves: "heuristic" (closest result first) or "canonical" (list order; see the search).
+    order: str = DEFAULT_ORDER
 
     def __post_init__(self):
         if self.width is not None and self.width < 1:
@@ -47,6 +49,7 @@ class TraceConfig:
             raise ValueError(f"trace.max_branches must be >= 1, got {self.max_branches}")
         if self.max_value < 100:
             raise ValueError(f"trace.max_value must be >= 100 (targets go up to 100), got {self.max_value}")
+        check_order(self.order)
 
 
 @dataclass
@@ -90,7 +93,7 @@ def sprint_steps(s: Search, width: int | None) -> tuple[list[Step], dict[int, li
 
 def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     """Search a problem and pack its steps; `reason` is set when the search or the filters reject it."""
-    s = search(problem, cfg.max_branches, cfg.max_value)
+    s = search(problem, cfg.max_branches, cfg.max_value, cfg.order)
     out = ProblemTraces(problem, s)
     if s.solved_at is None:
         out.reason = f"unsolved: no solution in the first {cfg.max_branches} branches"

@@ -113,7 +113,8 @@ def run_command(opts: RunOptions) -> int:
         raise ValueError("give either a QUESTION or --input FILE.jsonl (not both)")
     if opts.input and not opts.out:
         raise ValueError("--input needs --out results.jsonl (results are appended there and resumed from)")
-    if not opts.model and not opts.base_urls:
+    defaulted = not opts.model and not opts.base_urls
+    if defaulted:
         from sprint.models import DEFAULT_MODEL
 
         opts.model = DEFAULT_MODEL   # the bundled Countdown model: works offline on a fresh machine
@@ -123,7 +124,14 @@ def run_command(opts: RunOptions) -> int:
     adapt = question_adapter(opts.model)
     if opts.question and adapt is not None:
         # Bundled task models were trained on one phrasing: rewrite the plain-words question into it.
-        opts.question = adapt(opts.question)
+        try:
+            opts.question = adapt(opts.question)
+        except ValueError as e:
+            if defaulted:
+                raise ValueError(f"no --model given, and the bundled default model ({opts.model}) only answers "
+                                 f"Countdown questions ({e}); give --model PATH (or --base-url URL) for other "
+                                 "questions") from None
+            raise
     backend, tokenizer = _load_backend(opts)
     if opts.question:
         return asyncio.run(_one(opts, method, config, backend, tokenizer))

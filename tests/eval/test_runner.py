@@ -252,3 +252,13 @@ def test_resume_after_the_process_is_killed(tmp_path):
     ids = [r["id"] for r in ResultLog(out / RESULTS).read()]
     assert len(ids) == len(set(ids)) == 12
     assert resumed == run(ExactTask(12), tmp_path / "clean", scripted_solver())
+
+
+def test_resume_adds_the_missing_newline_before_appending(tmp_path):
+    from sprint.eval.runner import ResultLog, resume_records
+
+    log = ResultLog(tmp_path / "results.jsonl")
+    log.path.write_text('{"id": "a", "correct": true}\n{"id": "b", "correct": false}', encoding="utf-8")
+    assert [r["id"] for r in resume_records(log)] == ["a", "b"]
+    log.append({"id": "c", "correct": True})
+    assert [r["id"] for r in log.read()] == ["a", "b", "c"]

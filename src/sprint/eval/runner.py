@@ -107,7 +107,7 @@ class ResultLog:
         return self._read()[0]
 
     def _read(self) -> tuple[list[dict], bool]:
-        """(records, clean): `clean` is False when the file ends in a cut-off line."""
+        """(records, clean): `clean` is False when the file ends in a cut-off line or lacks its last newline."""
         if not self.path.exists():
             return [], True
         lines = self.path.read_bytes().split(b"\n")
@@ -124,7 +124,9 @@ class ResultLog:
             if not isinstance(rec, dict) or "id" not in rec:
                 raise ValueError(f"{self.path}: line {lineno} is not a result record (no 'id')")
             out.append(rec)
-        return out, True
+        # A whole last record without its newline is kept, but the file must be rewritten before appending,
+        # or the next record would land on the same line.
+        return out, not lines[-1].strip()
 
     def rewrite(self, records: list[dict]) -> None:
         """Replace the file with exactly `records` (atomically: a crash leaves the old or the new file)."""

@@ -262,3 +262,18 @@ def test_resume_adds_the_missing_newline_before_appending(tmp_path):
     assert [r["id"] for r in resume_records(log)] == ["a", "b"]
     log.append({"id": "c", "correct": True})
     assert [r["id"] for r in log.read()] == ["a", "b", "c"]
+
+
+def test_bundled_models_get_their_limits_unless_overridden():
+    from sprint.eval.runner import EvalConfig, solver_configs
+
+    cfg = EvalConfig(task="countdown", methods=["sprint"], out="unused")
+    sp, _ = solver_configs(cfg, "sprint", "countdown-sprint")
+    assert sp.max_exec_tokens == 384 and sp.max_plan_tokens == 384
+    _, bl = solver_configs(cfg, "sequential", "countdown-sequential")
+    assert bl.max_tokens == 2000
+    sp, _ = solver_configs(cfg, "sprint", "/some/model")
+    assert sp.max_exec_tokens == 8000
+    cfg = EvalConfig(task="countdown", methods=["sprint"], out="unused", overrides={"sprint.max_exec_tokens": "100"})
+    sp, _ = solver_configs(cfg, "sprint", "countdown-sprint")
+    assert sp.max_exec_tokens == 100

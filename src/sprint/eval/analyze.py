@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from sprint.eval.grading import extract_answer, grade
-from sprint.eval.tasks import _read_jsonl, model_output
+from sprint.eval.tasks import read_jsonl, model_output
 from sprint.format import parse, parse_sequential, sequential_metrics, trajectory_metrics
 from sprint.format.metrics import TokenCounter, load_token_counter
 
@@ -143,7 +143,7 @@ def read_items(path: str | Path, id_field: str = "unique_id", text_field: str | 
         return [SourceItem(file_key(f), f.name, f.read_text(encoding="utf-8")) for f in files]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    rows = _read_jsonl(path)
+    rows = read_jsonl(path)
     if not rows:
         raise ValueError(f"{path}: no records")
     name = text_field or _detect_field(rows[0], f"{path}: line 1")
@@ -165,7 +165,7 @@ def read_items(path: str | Path, id_field: str = "unique_id", text_field: str | 
 def load_gold(path: str | Path, id_field: str = "unique_id", answer_field: str = "answer") -> dict[str, tuple[str, str]]:
     """Gold answers by match key: {key: (original id, answer)}."""
     out: dict[str, tuple[str, str]] = {}
-    for lineno, row in enumerate(_read_jsonl(Path(path)), start=1):
+    for lineno, row in enumerate(read_jsonl(Path(path)), start=1):
         for name in (id_field, answer_field):
             if row.get(name) is None:
                 raise ValueError(f"{path}: record {lineno} has no field {name!r}")

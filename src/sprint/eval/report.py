@@ -189,9 +189,9 @@ def trajectory_method(path: Path, label: str | None) -> str:
 def gold_levels(path: Path, id_field: str = "unique_id") -> dict[str, int]:
     """MATH difficulty levels of the gold records, by match key (empty when the file has no `level`)."""
     from sprint.eval.analyze import match_key
-    from sprint.eval.tasks import _read_jsonl
+    from sprint.eval.tasks import read_jsonl
 
-    return {match_key(str(row[id_field])): level for row in _read_jsonl(path)
+    return {match_key(str(row[id_field])): level for row in read_jsonl(path)
             if id_field in row and (level := _level(row.get("level"))) is not None}
 
 

@@ -497,15 +497,18 @@ def _typed(value: str, annotation: str, where: str) -> Any:
     return v
 
 
-def solver_configs(cfg: EvalConfig, method: str):
-    """The SprintConfig and BaselineConfig of a sub-run: shared decoding flags first, then `--set` overrides."""
+def solver_configs(cfg: EvalConfig, method: str, model: str | None = None):
+    """The SprintConfig and BaselineConfig of a sub-run: a bundled model's limits (its context is short), then the
+    shared decoding flags, then `--set` overrides."""
     from dataclasses import fields
 
     from sprint.inference.baselines import BaselineConfig
     from sprint.inference.orchestrator import SprintConfig
+    from sprint.models import default_settings
 
-    sp: dict[str, Any] = {"seed": cfg.seed}
-    bl: dict[str, Any] = {"seed": cfg.seed}
+    bundled = default_settings(model, method)
+    sp: dict[str, Any] = {"seed": cfg.seed, **(bundled if method == "sprint" else {})}
+    bl: dict[str, Any] = {"seed": cfg.seed, **(bundled if method != "sprint" else {})}
     temperature = cfg.temperature
     if temperature is None and method == "sc":
         temperature = SC_DEFAULT_TEMPERATURE
@@ -627,7 +630,7 @@ async def evaluate(cfg: EvalConfig, make_backend: Callable[..., Any] = default_b
     single = len(specs) == 1
     summaries = []
     for spec in specs:
-        sprint_cfg, baseline_cfg = solver_configs(cfg, spec.method)
+        sprint_cfg, baseline_cfg = solver_configs(cfg, spec.method, spec.model)
         backend = make_backend(spec.model, spec.base_urls, cfg.tokenizer)
         try:
             tokenizer = layout_tokenizer(cfg.tokenizer or (spec.model if spec.base_urls else None), backend)

@@ -88,7 +88,7 @@ def model_output(text: str) -> str:
     return text[k + len(closer):] if k >= 0 else text
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -123,7 +123,7 @@ class Math500Task:
     def _rows(self) -> list[dict]:
         path = Path(self.source)
         if path.exists():
-            return _read_jsonl(path)
+            return read_jsonl(path)
         if self.source.endswith((".jsonl", ".json")):
             raise FileNotFoundError(f"MATH-500 file not found: {self.source}")
         from datasets import load_dataset  # online path: hub name
@@ -219,7 +219,7 @@ class GPQATask:
         path = Path(self.source)
         if path.exists():
             if path.suffix == ".jsonl":
-                return _read_jsonl(path)
+                return read_jsonl(path)
             with open(path, newline="", encoding="utf-8") as f:
                 return list(csv.DictReader(f))
         if self.source.endswith((".csv", ".jsonl")):
@@ -285,7 +285,7 @@ class CountdownTask:
             return [TaskItem(it.id, it.question, it.solution or "",
                              {"numbers": list(it.numbers), "target": it.target, "split": it.split}) for it in got]
         items = []
-        for k, row in enumerate(_read_jsonl(Path(self.source)), start=1):
+        for k, row in enumerate(read_jsonl(Path(self.source)), start=1):
             where = f"{self.source}: item {k}"
             numbers = [int(x) for x in _field(row, "numbers", where)]
             target = int(_field(row, "target", where))

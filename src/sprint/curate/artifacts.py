@@ -56,16 +56,20 @@ def _text_or_none(v: str | None) -> str | None:
     return None if v in ("", "None") else v
 
 
-def parse_component_markdown(text: str, *, source: str = "<text>") -> list[dict]:
-    """The sections of a paper step-extraction answer: [{"id", "description", "prompt", "plan_lines", ...}]."""
+def _sections(text: str, source: str) -> list[tuple[int, str]]:
+    """(component number, body) of every '### Component N' section of a paper artifact, in order."""
     heads = list(_SECTION_RE.finditer(text))
     if not heads:
         raise ArtifactError(f"{source}: no '### Component N' sections")
+    ends = [h.start() for h in heads[1:]] + [len(text)]
+    return [(int(h.group(1)), text[h.end():end]) for h, end in zip(heads, ends)]
+
+
+def parse_component_markdown(text: str, *, source: str = "<text>") -> list[dict]:
+    """The sections of a paper step-extraction answer: [{"id", "description", "prompt", "plan_lines", ...}]."""
     out = []
-    for k, h in enumerate(heads):
-        body = text[h.end(): heads[k + 1].start() if k + 1 < len(heads) else len(text)]
+    for sid, body in _sections(text, source):
         fields = {m.group(1).lower(): m.group(2) for m in _BULLET_RE.finditer(body)}
-        sid = int(h.group(1))
         for need in ("plan", "execution"):
             if need not in fields:
                 raise ArtifactError(f"{source}: component {sid} has no '{need.capitalize()}' bullet")
@@ -79,14 +83,10 @@ def parse_component_markdown(text: str, *, source: str = "<text>") -> list[dict]
 
 def parse_component_inline(text: str, *, source: str = "<text>") -> list[dict]:
     """The sections of a paper inline file: [{"id", "description", "plan", "prompt", "execution"}] (texts)."""
-    heads = list(_SECTION_RE.finditer(text))
-    if not heads:
-        raise ArtifactError(f"{source}: no '### Component N' sections")
     out = []
-    for k, h in enumerate(heads):
-        body = text[h.end(): heads[k + 1].start() if k + 1 < len(heads) else len(text)]
+    for sid, body in _sections(text, source):
         blocks = {m.group(1).lower(): m.group(2) for m in _BLOCK_RE.finditer(body)}
-        out.append({"id": int(h.group(1)), "description": (blocks.get("description") or "").strip(),
+        out.append({"id": sid, "description": (blocks.get("description") or "").strip(),
                     "plan": _text_or_none(blocks.get("plan")), "prompt": _text_or_none(blocks.get("prompt")),
                     "execution": _text_or_none(blocks.get("execution"))})
     return out

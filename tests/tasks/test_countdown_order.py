@@ -96,9 +96,9 @@ def test_order_errors_name_the_field():
         search(Problem((1, 2, 3, 4), 10), order="random")
 
 
-def test_shipped_config_keeps_the_heuristic_order():
-    assert load_data_config(REPO / "configs" / "countdown-data.yaml").trace.order == "heuristic"
-    assert TraceConfig().order == "heuristic"
+def test_shipped_config_uses_the_canonical_order():
+    assert load_data_config(REPO / "configs" / "countdown-data.yaml").trace.order == "canonical"
+    assert TraceConfig().order == "canonical"
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -107,7 +107,7 @@ def _files(d: Path) -> dict[str, bytes]:
 
 def test_data_command_with_canonical_order_is_reproducible(tmp_path, capsys):
     small = "seed: 2\ntrain: 30\nval: 6\ntest: 8\ntrace:\n  width: 4\n  max_branches: 12\n"
-    (tmp_path / "h.yaml").write_text(small)
+    (tmp_path / "h.yaml").write_text(small + "  order: heuristic\n")
     (tmp_path / "c.yaml").write_text(small + "  order: canonical\n")
     run = lambda cfg, out, *extra: main(["countdown", "data", "--config", str(tmp_path / cfg), "--out",
                                          str(tmp_path / out), "--no-progress", *extra])

@@ -20,17 +20,44 @@ def test_special_tokens_and_no_chat_template(countdown_tokenizer):
     assert len(tok) < 4000
 
 
-def test_tags_numbers_and_words_are_single_tokens(countdown_tokenizer):
+def test_tags_digits_and_words_are_single_tokens(countdown_tokenizer):
     tok = countdown_tokenizer
     for tag in format_special_tokens():
         assert len(_ids(tok, tag)) == 1, tag
-    for n in (0, 7, 99, 100, 999, 1000):
-        assert len(_ids(tok, str(n))) == 1 and len(_ids(tok, f" {n}")) == 1
+    for n in (0, 7, 99, 100, 999, 1000, 12345):
+        assert len(_ids(tok, str(n))) == len(str(n)) and len(_ids(tok, f" {n}")) == len(str(n))
+    assert tok.convert_ids_to_tokens(_ids(tok, " 185")) == ["Ġ1", "8", "5"]  # the space stays on the first digit
     for w in ("Explore", " Solution", " Dead", " end", "Using", " equation"):
         assert len(_ids(tok, w)) == 1, w
-    assert len(_ids(tok, "12345")) == 2  # above max_value: falls back to smaller pieces
     line = "96+89=185 [185 25] 210 160"
-    assert len(_ids(tok, line)) == 11
+    assert len(_ids(tok, line)) == 22
+
+
+def test_whole_numbers_mode(tmp_path):
+    from transformers import AutoTokenizer
+
+    from sprint.tasks.countdown.tokenizer import build_countdown_tokenizer, pretoken_pattern
+
+    build_countdown_tokenizer(tmp_path, numbers="whole")
+    tok = AutoTokenizer.from_pretrained(tmp_path)  # the mode survives saving: it is in the pre-tokenizer
+    for n in (0, 7, 99, 100, 999, 1000):
+        assert len(_ids(tok, str(n))) == 1 and len(_ids(tok, f" {n}")) == 1
+    assert len(_ids(tok, "12345")) == 2  # above max_value: falls back to smaller pieces
+    assert len(_ids(tok, "96+89=185 [185 25] 210 160")) == 11
+    assert "\\d+" in pretoken_pattern(tok)
+    texts = ["96+89=185 [185 25] 210 160\nExplore 7*8=56", "<Plan_1> 12345"]
+    assert CountdownTokenCounter(tok)(texts) == [len(_ids(tok, t)) for t in texts]
+
+
+def test_unknown_number_mode_is_named():
+    import pytest
+
+    from sprint.tasks.countdown.tokenizer import build_countdown_tokenizer
+
+    with pytest.raises(ValueError, match="numbers must be one of digits, whole"):
+        build_countdown_tokenizer(None, numbers="bytes")
+    with pytest.raises(ValueError, match="numbers"):
+        TraceConfig(numbers="roman")
 
 
 def test_decoding_is_lossless(countdown_tokenizer):

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_search_text_of_a_known_problem():
-    s = search(Problem((17, 18, 51, 1), 16))
+    s = search(Problem((17, 18, 51, 1), 16), order="heuristic")
     assert s.solved_at == 3
     text = s.sequential_text()
     assert text.splitlines()[:4] == ["Reach 16 from [51 18 17 1]", "Explore 17-1=16", "[51 18 16]",
@@ -29,7 +29,7 @@ def test_search_text_of_a_known_problem():
 
 def test_heuristic_order_and_branch_bound():
     p = generate("train", 1, 3)[0]
-    s = search(p, max_branches=5)
+    s = search(p, max_branches=5, order="heuristic")
     dist = [abs(m.result - p.target) for m, _ in s.ranked]
     assert dist == sorted(dist) and len(s.ranked) <= 5
     assert len(s.branches) <= 5

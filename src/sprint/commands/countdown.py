@@ -30,6 +30,9 @@ def register(subparsers) -> None:
                    help="override trace.order: first moves closest-result-first (heuristic) or in list order "
                         "(canonical: pairs in order, operations + - * /)")
     d.add_argument("--width", type=int, metavar="W", help="override trace.width (prompts per SPRINT stage)")
+    d.add_argument("--numbers", choices=("digits", "whole"),
+                   help="override trace.numbers: the tokenizer splits numbers into digits or keeps them whole")
+    d.add_argument("--context", type=int, metavar="TOKENS", help="override trace.context (longer records are dropped)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_data)
     p.set_defaults(func=lambda args: p.print_help() or 0)
@@ -43,7 +46,7 @@ def _data(args) -> int:
 
     cfg = load_data_config(args.config)
     overrides = {k: getattr(args, k) for k in ("seed", "train", "val", "test") if getattr(args, k) is not None}
-    trace = {k: getattr(args, k) for k in ("order", "width") if getattr(args, k) is not None}
+    trace = {k: getattr(args, k) for k in ("order", "width", "numbers", "context") if getattr(args, k) is not None}
     cfg = dataclasses.replace(cfg, **overrides, trace=dataclasses.replace(cfg.trace, **trace))
     start = time.perf_counter()
     stats = build_countdown_data(cfg, args.out, progress=not args.no_progress)

@@ -250,7 +250,8 @@ def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progr
     width = cfg.trace.width or cfg.trace.max_branches
     max_stage = max(12, math.ceil(cfg.trace.max_branches / width) + 1)
     tokenizer = build_countdown_tokenizer(out / "tokenizer", max_value=cfg.trace.max_value, max_stage=max_stage,
-                                          max_prompt=max(8, width), context=cfg.trace.context)
+                                          max_prompt=max(8, width), context=cfg.trace.context,
+                                          numbers=cfg.trace.numbers)
     counter = CountdownTokenCounter(tokenizer)
     stats: dict[str, Any] = {"config": cfg.to_dict(), "tokenizer_vocab": len(tokenizer), "splits": {}}
     problems = {}

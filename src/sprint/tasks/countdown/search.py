@@ -3,14 +3,13 @@
 The search, for a problem with numbers sorted largest first:
 
 1. **Moves.** List the legal first moves (pairs in order, operations `+ - * /`) in one of two orders (`ORDERS`):
-   * `heuristic` (the default; the bundled data and models use it): best first by the distance of the move's
-     result to the target, ties in list order;
-   * `canonical`: the list order itself, i.e. numbers as the state lists them (largest first), pairs (i, j) with
+   * `canonical` (the default; the bundled data and models use it): the list order itself, i.e. numbers as the state lists them (largest first), pairs (i, j) with
      i < j in order (a b, a c, a d, b c, b d, c d), operations `+ - * /`, skipping the illegal ones (pruning rules
      below), and skipping a move whose resulting state (as values) equals an earlier move's (exploring it would
      write the same branch again). A model can write this list without arithmetic lookahead: the heuristic order
      needs every candidate result computed and sorted before the first "Explore" line, which small models cannot
      do (they repeat the likeliest move).
+   * `heuristic`: best first by the distance of the move's result to the target, ties in list order.
    Only the first `max_branches` are kept.
 2. **Branches.** Explore the moves in that order. Exploring a move means: for each legal second move on the three
    remaining numbers (pairs in order, operations `+ - * /`, a pair equal to an earlier pair skipped), write the pair
@@ -25,7 +24,7 @@ Text (compact and regular so a small model can learn it; numbers in a state are 
 trace, problem [17, 18, 51, 1] -> 16):
 
     Reach 16 from [51 18 17 1]            <- intro: the state and the target
-    Explore 17-1=16                       <- a branch: the first move (here: best first by the heuristic)
+    Explore 17-1=16                       <- a branch: the first move (in this example: best first by the heuristic)
     [51 18 16]                            <- the state it leaves
     51+18=69 [69 16] 85 53                <- a second move, the pair it leaves, the pair's results (+ - * /)
     51-18=33 [33 16] 49 17 528
@@ -58,7 +57,7 @@ from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
 
 DEFAULT_MAX_BRANCHES = 16
 #: Orders of the first moves (see the module docstring); the first is the default.
-ORDERS = ("heuristic", "canonical")
+ORDERS = ("canonical", "heuristic")
 DEFAULT_ORDER = ORDERS[0]
 
 

@@ -41,6 +41,8 @@ class TraceConfig:
     context: int = 2048
     #: Order of the first moves: "heuristic" (closest result first) or "canonical" (list order; see the search).
     order: str = DEFAULT_ORDER
+    #: How the tokenizer splits numbers: "digits" (one token per digit) or "whole" (one token per number).
+    numbers: str = "digits"
 
     def __post_init__(self):
         if self.width is not None and self.width < 1:
@@ -50,6 +52,9 @@ class TraceConfig:
         if self.max_value < 100:
             raise ValueError(f"trace.max_value must be >= 100 (targets go up to 100), got {self.max_value}")
         check_order(self.order)
+        from sprint.tasks.countdown.tokenizer import check_numbers
+
+        check_numbers(self.numbers)
 
 
 @dataclass

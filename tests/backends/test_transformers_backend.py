@@ -293,3 +293,38 @@ def test_fast_mode_frees_slots_and_buffers(make):
     out = run(scenario())
     assert [c.generated_tokens for c in out] == [5] * 8
     assert sorted(backend._slots.free) == [0, 1] and backend._slots.keys == {} and backend._slots.values == {}
+
+
+def test_fast_decode_step_work_does_not_grow_with_the_context(make):
+    """Per decode step the fast mode touches the context only inside the attention call: no KV buffer is reallocated
+    (the prompt's capacity holds the whole generation here), the batched call at batch 1 reads exactly the sequence's
+    keys with no mask, and detokenizing decodes a few tokens, never the growing text. Counted, not timed."""
+    from sprint.backends import transformers_backend as tb
+
+    backend = make(exact=False, max_batch=2)
+    backend.eos_ids = set()
+    prompt = LONG * 2   # ~320 tokens: capacity 512 from the prefill on, enough for 40 more
+    plans, decoded, allocs = [], [], []
+    slot_rows, decode, ensure = backend._slot_rows, backend.tokenizer.decode, tb.SlotCache.ensure
+
+    def counting_ensure(self, layer, like_k, like_v, needed):
+        before = self.keys.get(layer)
+        ensure(self, layer, like_k, like_v, needed)
+        if self.keys.get(layer) is not before:
+            allocs.append(len(plans))   # the step that allocated
+
+    backend._slot_rows = lambda rows, positions: plans.append(slot_rows(rows, positions)) or plans[-1]
+    backend.tokenizer.decode = lambda ids, **kw: decoded.append(len(ids)) or decode(ids, **kw)
+    tb.SlotCache.ensure = counting_ensure
+    try:
+        out = run(backend.generate(prompt, GenerationParams(max_tokens=40)))
+    finally:
+        tb.SlotCache.ensure = ensure
+    assert out.generated_tokens == 40 and out.prompt_tokens + 40 < 512
+    decode_steps = [i for i, p in enumerate(plans, 1) if not p.chunks]
+    assert len(decode_steps) == 39
+    assert allocs and not set(allocs) & set(decode_steps)   # buffers made by the prefill, never by a decode step
+    for i in decode_steps:
+        p = plans[i - 1]
+        assert p.span == 1 and p.full and p.single_mask(None) is None and p.max_len == p.capacity
+    assert max(decoded) <= 8   # the last prompt tokens plus the new ones, never the growing text

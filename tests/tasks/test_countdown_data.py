@@ -97,3 +97,41 @@ def test_config_errors(tmp_path, capsys):
     assert main(["countdown", "data", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "difficulty" in capsys.readouterr().err
     assert main(["countdown", "data", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_executor_views_cap_keeps_the_solving_branch(tmp_path):
+    from sprint.tasks.countdown.data import CountdownDataConfig, build_countdown_data
+    from sprint.tasks.countdown.traces import TraceConfig
+
+    def build(views, out):
+        cfg = CountdownDataConfig(seed=4, train=40, val=4, test=4,
+                                  trace=TraceConfig(width=4, executor_views=views, context=4096))
+        build_countdown_data(cfg, tmp_path / out, progress=False)
+        return [json.loads(line) for line in (tmp_path / out / "sprint_train.jsonl").read_text().splitlines()]
+
+    full, capped = build(None, "all"), build(1, "one")
+    assert [r["id"] for r in full if r.get("role") != "executor"] == [r["id"] for r in capped
+                                                                      if r.get("role") != "executor"]
+    execs = [r for r in capped if r.get("role") == "executor"]
+    per_stage = {}
+    for r in execs:
+        key = r["id"].rsplit(".", 1)[0]
+        per_stage[key] = per_stage.get(key, 0) + 1
+    assert set(per_stage.values()) == {1}
+    full_ids = {r["id"] for r in full}
+    assert all(r["id"] in full_ids for r in execs)   # a subset of the same records, same bytes
+    # Every stage with a branch that found a solution keeps such a branch (several branches of a stage may).
+    solves = lambda r: "Solution " in r["messages"][-1]["content"][r["completion_start"]:]
+    stages = {r["id"].rsplit(".", 1)[0] for r in full if r.get("role") == "executor" and solves(r)}
+    assert stages and stages == {r["id"].rsplit(".", 1)[0] for r in execs if solves(r)}
+
+
+def test_workers_give_the_same_bytes(tmp_path):
+    from sprint.tasks.countdown.data import CountdownDataConfig, build_countdown_data
+    from sprint.tasks.countdown.traces import TraceConfig
+
+    cfg = CountdownDataConfig(seed=5, train=60, val=6, test=6, trace=TraceConfig(width=4, executor_views=2))
+    build_countdown_data(cfg, tmp_path / "one", progress=False)
+    build_countdown_data(cfg, tmp_path / "two", progress=False, workers=2)
+    for name in ("sprint_train.jsonl", "sequential_train.jsonl", "stats.json", "sprint_val.jsonl"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name

@@ -23,7 +23,7 @@ def test_search_text_of_a_known_problem():
     assert text.splitlines()[:4] == ["Reach 16 from [51 18 17 1]", "Explore 17-1=16", "[51 18 16]",
                                      "51+18=69 [69 16] 85 53"]
     assert text.count("Dead end") == 2 and text.count("Explore") == 3
-    assert text.endswith("51-18=33 [33 17] 50 16\nSolution (51-18)-(17*1)")
+    assert text.endswith("51-18=33 [33 17] 50 16\n33-17=16\nSolution (51-18)-(17*1)")
     assert check_answer(s.solution, (17, 18, 51, 1), 16).ok
 
 

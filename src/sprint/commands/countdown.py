@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     d.add_argument("--numbers", choices=("digits", "whole"),
                    help="override trace.numbers: the tokenizer splits numbers into digits or keeps them whole")
     d.add_argument("--context", type=int, metavar="TOKENS", help="override trace.context (longer records are dropped)")
+    d.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes that build the traces (same output for any N; default: %(default)s)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_data)
     p.set_defaults(func=lambda args: p.print_help() or 0)
@@ -49,7 +51,9 @@ def _data(args) -> int:
     trace = {k: getattr(args, k) for k in ("order", "width", "numbers", "context") if getattr(args, k) is not None}
     cfg = dataclasses.replace(cfg, **overrides, trace=dataclasses.replace(cfg.trace, **trace))
     start = time.perf_counter()
-    stats = build_countdown_data(cfg, args.out, progress=not args.no_progress)
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be >= 1, got {args.workers}")
+    stats = build_countdown_data(cfg, args.out, progress=not args.no_progress, workers=args.workers)
     train = stats["splits"]["train"]
     ratio = train["ratio"]
     print(f"wrote {args.out}: {train['kept']} of {train['problems']} training problems kept "

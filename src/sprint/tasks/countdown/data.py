@@ -189,12 +189,64 @@ def loss_lengths(records: Sequence[dict], counter) -> list[int]:
     return [n + 1 for n in counter([r["messages"][-1]["content"][r.get("completion_start", 0):] for r in records])]
 
 
+def select_executor_records(exec_recs: Sequence[dict], per_stage: int | None, solution_marker: str) -> list[dict]:
+    """At most `per_stage` executor records per stage (all when None): the one whose execution holds the solution
+    first, then the others in the order of a hash of their id (deterministic, independent of the run)."""
+    import hashlib
+
+    if per_stage is None:
+        return list(exec_recs)
+    by_stage: dict[str, list[dict]] = {}
+    for rec in exec_recs:
+        by_stage.setdefault(rec["id"].rsplit("#exec-", 1)[1].split(".")[0], []).append(rec)
+    keep: set[str] = set()
+    for recs in by_stage.values():
+        ranked = sorted(recs, key=lambda r: (solution_marker not in r["messages"][-1]["content"][r["completion_start"]:],
+                                             hashlib.sha256(r["id"].encode()).hexdigest()))
+        keep.update(r["id"] for r in ranked[:per_stage])
+    return [r for r in exec_recs if r["id"] in keep]   # stage and prompt order, as written
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    from transformers import AutoTokenizer
+
+    from sprint.tasks.countdown.tokenizer import CountdownTokenCounter
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    _WORKER.update(tokenizer=tok, counter=CountdownTokenCounter(tok))
+
+
+def _problem_outputs(args) -> tuple:
+    """Everything one problem contributes (run in a worker process or inline): ("drop", reason) or
+    ("keep", sprint record, sequential record, executor records, lengths..., metrics)."""
+    pid, p, trace_cfg, tokenizer, counter = args
+    if tokenizer is None:
+        tokenizer, counter = _WORKER["tokenizer"], _WORKER["counter"]
+    t = build_traces(p, trace_cfg)
+    if t.reason is not None:
+        return ("drop", t.reason.split(":")[0])
+    sprint_rec, seq_rec, *exec_recs = build_records(pid, t)
+    n_sprint, n_seq, *n_execs = record_lengths([sprint_rec, seq_rec, *exec_recs], tokenizer, counter)
+    if max([n_sprint, n_seq, *n_execs]) > trace_cfg.context:
+        return ("drop", "too_long")
+    kept = select_executor_records(exec_recs, trace_cfg.executor_views, "Solution ")
+    ids = {r["id"] for r in kept}
+    n_kept = [n for r, n in zip(exec_recs, n_execs) if r["id"] in ids]
+    return ("keep", sprint_rec, seq_rec, kept, n_sprint, n_seq, n_kept, loss_lengths(kept, counter),
+            trace_metrics(t, counter))
+
+
 def build_split_records(split: str, problems: Sequence[Problem], cfg: CountdownDataConfig, tokenizer, counter,
-                        progress: bool = True) -> tuple[list[dict], list[dict], dict]:
+                        progress: bool = True, workers: int = 1, tokenizer_dir: str | Path | None = None,
+                        ) -> tuple[list[dict], list[dict], dict]:
     """Records of one split (SPRINT with its executor records, and sequential; same problems) and its statistics.
 
     Streams: each problem's search is turned into records and numbers right away and then dropped, so memory holds
-    only the records (and the garbage collector has little to walk through).
+    only the records. With `workers` > 1 the problems are spread over that many processes (each loads the
+    tokenizer from `tokenizer_dir`); results come back in problem order, so the output is the same bytes.
     """
     drops: Counter[str] = Counter()
     sprint_recs: list[dict] = []
@@ -204,23 +256,34 @@ def build_split_records(split: str, problems: Sequence[Problem], cfg: CountdownD
     exec_lengths: list[int] = []
     exec_loss: list[int] = []
     n_exec = 0
-    for i, p in enumerate(_progress(problems, len(problems), f"traces {split}", progress)):
-        t = build_traces(p, cfg.trace)
-        if t.reason is not None:
-            drops[t.reason.split(":")[0]] += 1
-            continue
-        sprint_rec, seq_rec, *exec_recs = build_records(problem_id(split, cfg.seed, i), t)
-        n_sprint, n_seq, *n_execs = record_lengths([sprint_rec, seq_rec, *exec_recs], tokenizer, counter)
-        if max([n_sprint, n_seq, *n_execs]) > cfg.trace.context:
-            drops["too_long"] += 1
-            continue
-        sprint_recs += [sprint_rec, *exec_recs]
-        seq_recs.append(seq_rec)
-        n_exec += len(exec_recs)
-        lengths.append((n_sprint, n_seq))
-        exec_lengths += n_execs
-        exec_loss += loss_lengths(exec_recs, counter)
-        metrics.append(trace_metrics(t, counter))
+    pool = None
+    if workers > 1:
+        import multiprocessing as mp
+
+        if tokenizer_dir is None:
+            raise ValueError("workers > 1 needs tokenizer_dir (each worker loads the tokenizer from it)")
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(str(tokenizer_dir),))
+        jobs = ((problem_id(split, cfg.seed, i), p, cfg.trace, None, None) for i, p in enumerate(problems))
+        outputs = pool.imap(_problem_outputs, jobs, chunksize=64)
+    else:
+        outputs = (_problem_outputs((problem_id(split, cfg.seed, i), p, cfg.trace, tokenizer, counter))
+                   for i, p in enumerate(problems))
+    try:
+        for out in _progress(outputs, len(problems), f"traces {split}", progress):
+            if out[0] == "drop":
+                drops[out[1]] += 1
+                continue
+            _, sprint_rec, seq_rec, exec_recs, n_sprint, n_seq, n_execs, n_loss, m = out
+            sprint_recs += [sprint_rec, *exec_recs]
+            seq_recs.append(seq_rec)
+            n_exec += len(exec_recs)
+            lengths.append((n_sprint, n_seq))
+            exec_lengths += n_execs
+            exec_loss += n_loss
+            metrics.append(m)
+    finally:
+        if pool is not None:
+            pool.terminate()
     stats = {
         "problems": len(problems), "kept": len(seq_recs), "dropped": dict(sorted(drops.items())),
         "records": {"sprint": len(seq_recs), "sprint_executor": n_exec, "sequential": len(seq_recs)},
@@ -240,8 +303,10 @@ def build_split_records(split: str, problems: Sequence[Problem], cfg: CountdownD
     return sprint_recs, seq_recs, stats
 
 
-def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progress: bool = True) -> dict:
-    """Build the whole data set into `out_dir` (see the module docstring) and return the stats written."""
+def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progress: bool = True,
+                         workers: int = 1) -> dict:
+    """Build the whole data set into `out_dir` (see the module docstring) and return the stats written.
+    `workers` processes build the records (same output for any number)."""
     from sprint.tasks.countdown.tokenizer import CountdownTokenCounter, build_countdown_tokenizer
 
     out = Path(out_dir)
@@ -262,7 +327,7 @@ def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progr
                      (problem_record(problem_id(split, cfg.seed, i), p) for i, p in enumerate(problems[split])))
     for split in ("train", "val"):
         sprint_recs, seq_recs, split_stats = build_split_records(split, problems[split], cfg, tokenizer, counter,
-                                                                 progress)
+                                                                 progress, workers, out / "tokenizer")
         _write_jsonl(out / f"sprint_{split}.jsonl", sprint_recs)
         _write_jsonl(out / f"sequential_{split}.jsonl", seq_recs)
         stats["splits"][split] = split_stats

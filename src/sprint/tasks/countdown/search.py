@@ -36,6 +36,7 @@ trace, problem [17, 18, 51, 1] -> 16):
     [51 18 17]
     51+18=69 [69 17] 86 52
     51-18=33 [33 17] 50 16                <- results in operation order, up to the target
+    33-17=16                              <- the hit as one operation
     Solution (51-18)-(17*1)               <- the whole expression (operands of inner moves parenthesised)
 
 There is no list of moves up front: every such line would sit on the critical path of both formats, and the
@@ -177,6 +178,10 @@ def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: in
                     break
             lines.append(f"{a}{op}{b}={r} [{x} {y}]" + (" " + " ".join(leaf) if leaf else ""))
             if found is not None:
+                # The hit written out as one operation: the stop is then checked against a line that ends in the
+                # target, and the Solution line's last operation is on the line above it, not implied by the
+                # position of a result in the list.
+                lines.append(f"{x}{found}{y}={target}")
                 inner = f"({state[i][1]}{op}{state[j][1]})"
                 ex, ey = (inner, other[1]) if r >= other[0] else (other[1], inner)
                 br.solution = f"{ex}{found}{ey}"

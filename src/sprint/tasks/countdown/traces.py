@@ -43,6 +43,11 @@ class TraceConfig:
     order: str = DEFAULT_ORDER
     #: How the tokenizer splits numbers: "digits" (one token per digit) or "whole" (one token per number).
     numbers: str = "digits"
+    #: Executor records kept per stage (None: one per prompt). The SPRINT record already trains every execution;
+    #: the executor records re-teach them in the executor's own view at the cost of repeating the context, so a
+    #: cap buys more distinct problems for the same token budget. The branch that found the solution always keeps
+    #: its record (the only one that ends in a Solution line); the others are picked by a hash of the record id.
+    executor_views: int | None = None
 
     def __post_init__(self):
         if self.width is not None and self.width < 1:
@@ -55,6 +60,8 @@ class TraceConfig:
         from sprint.tasks.countdown.tokenizer import check_numbers
 
         check_numbers(self.numbers)
+        if self.executor_views is not None and self.executor_views < 1:
+            raise ValueError(f"trace.executor_views must be >= 1 or null, got {self.executor_views}")
 
 
 @dataclass

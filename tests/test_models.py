@@ -45,5 +45,10 @@ def test_question_adapter_rewrites_plain_words_for_countdown_models_only():
 def test_default_settings_only_for_the_method_the_model_was_trained_for():
     assert default_settings("countdown-sprint", "sprint")["max_exec_tokens"] > 0
     assert default_settings("countdown-sprint", "sequential") == {}
-    assert default_settings("countdown-sequential", "sequential")["max_tokens"] <= 2048
+    import json
+
+    from sprint.models import bundled
+
+    context = json.loads((bundled("countdown-sequential").path / "config.json").read_text())["max_position_embeddings"]
+    assert default_settings("countdown-sequential", "sequential")["max_tokens"] <= context
     assert default_settings(None, "sprint") == {}

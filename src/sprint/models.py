@@ -31,8 +31,8 @@ class BundledModel:
 
 BUNDLED: dict[str, BundledModel] = {
     "countdown-sprint": BundledModel("countdown-sprint", "sprint", "countdown",
-                                     (("max_plan_tokens", 384), ("max_exec_tokens", 384), ("max_answer_tokens", 64))),
-    "countdown-sequential": BundledModel("countdown-sequential", "sequential", "countdown", (("max_tokens", 2000),)),
+                                     (("max_plan_tokens", 384), ("max_exec_tokens", 512), ("max_answer_tokens", 96))),
+    "countdown-sequential": BundledModel("countdown-sequential", "sequential", "countdown", (("max_tokens", 4000),)),
 }
 #: What `sprint run` uses when no model is given.
 DEFAULT_MODEL = "countdown-sprint"

@@ -31,7 +31,7 @@ def test_dry_run_on_the_countdown_preset(setup, capsys):
                f"data.train={records}", "data.eval=null", f"model.tokenizer={tok}", "data.format=sequential"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "train: 2 samples" in out and "longer than max_length=2048" in out and "optimizer steps" in out
+    assert "train: 2 samples" in out and "longer than max_length=4096" in out and "optimizer steps" in out
 
 
 def test_bad_override_is_one_clear_line(setup, capsys):

@@ -110,7 +110,7 @@ def test_countdown_preset_trains_both_formats_alike():
     assert sprint.model == seq.model and sprint.training == seq.training
     arch = sprint.model.architecture
     assert arch["model_type"] == "llama" and 256 <= arch["hidden_size"] <= 384 and 4 <= arch["num_hidden_layers"] <= 8
-    assert sprint.data.max_length == 2048 and sprint.training.max_tokens_budget > 0
+    assert sprint.data.max_length == 4096 and sprint.training.max_tokens_budget > 0
 
 
 def test_format_placeholder_needs_a_format():

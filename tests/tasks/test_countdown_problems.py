@@ -106,3 +106,21 @@ def test_bad_problems_are_rejected():
         generate("dev", 1, 0)
     with pytest.raises(ValueError, match="difficulty"):
         generate("train", 1, 0, difficulty="easy")
+
+
+def test_training_targets_above_the_range_never_touch_the_test_targets():
+    import pytest
+
+    from sprint.tasks.countdown.expr import check_answer
+    from sprint.tasks.countdown.problems import HELDOUT_TARGETS, split_of
+
+    assert generate("train", 50, 3) == generate("train", 50, 3, train_target_max=100)   # the default is the range
+    wide = generate("train", 400, 3, train_target_max=300)
+    assert any(p.target > 100 for p in wide) and max(p.target for p in wide) <= 300
+    assert not {p.target for p in wide} & HELDOUT_TARGETS
+    assert all(split_of(p, 300) == "train" and check_answer(p.construction, p.numbers, p.target).ok for p in wide)
+    val = generate("val", 100, 3, train_target_max=300)
+    assert not {p.key for p in val} & {p.key for p in wide}
+    assert generate("test", 30, 3) == generate("test", 30, 3, train_target_max=300)   # test is unchanged
+    with pytest.raises(ValueError, match="train_target_max"):
+        generate("train", 1, 0, train_target_max=50)

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from sprint.tasks.countdown.problems import DEFAULT_DIFFICULTY, Problem, check_difficulty, generate
+from sprint.tasks.countdown.problems import (DEFAULT_DIFFICULTY, Problem, check_difficulty, check_train_target_max,
+                                             generate)
 from sprint.tasks.countdown.search import DEFAULT_ORDER, search
 from sprint.tasks.countdown.traces import ProblemTraces, TraceConfig, answer_text, build_records, build_traces
 
@@ -43,10 +44,13 @@ class CountdownDataConfig:
     val: int = 1000
     test: int = 1000
     difficulty: str = DEFAULT_DIFFICULTY
+    #: Training and validation targets go up to this (100: the task's range; see `problems.split_of`).
+    train_target_max: int = 100
     trace: TraceConfig = field(default_factory=TraceConfig)
 
     def __post_init__(self):
         check_difficulty(self.difficulty)
+        check_train_target_max(self.train_target_max)
         for name in ("train", "val", "test"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -322,7 +326,8 @@ def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progr
     problems = {}
     for split in ("train", "val", "test"):
         n = getattr(cfg, split)
-        problems[split] = generate(split, n, cfg.seed, cfg.trace.max_value, cfg.difficulty)
+        problems[split] = generate(split, n, cfg.seed, cfg.trace.max_value, cfg.difficulty,
+                                   cfg.train_target_max if split != "test" else 100)
         _write_jsonl(out / f"{split}.jsonl",
                      (problem_record(problem_id(split, cfg.seed, i), p) for i, p in enumerate(problems[split])))
     for split in ("train", "val"):

@@ -120,11 +120,23 @@ def check_difficulty(difficulty: str) -> str:
     return difficulty
 
 
-def split_of(problem: Problem) -> Split | None:
-    """Which split a problem belongs to by the rules above (None when its target is outside the range)."""
+def check_train_target_max(train_target_max: int) -> int:
+    if not TARGET_RANGE[1] <= train_target_max <= DEFAULT_MAX_VALUE:
+        raise ValueError(f"train_target_max must be in {TARGET_RANGE[1]}..{DEFAULT_MAX_VALUE}, got {train_target_max}")
+    return train_target_max
+
+
+def split_of(problem: Problem, train_target_max: int = TARGET_RANGE[1]) -> Split | None:
+    """Which split a problem belongs to by the rules above (None when its target is outside the range).
+
+    `train_target_max` above 100 lets training and validation problems also take the targets 101..that value
+    (never a test target: those are all in 10..100). Why: the test targets are never a training target, so the
+    model must learn to notice "this result is the target" for any value; more distinct targets in training make a
+    rule for specific values harder to get away with.
+    """
     if problem.target in HELDOUT_TARGETS:
         return "test"
-    if problem.target not in TRAIN_TARGETS:
+    if problem.target not in TRAIN_TARGETS and not TARGET_RANGE[1] < problem.target <= train_target_max:
         return None
     return "val" if bucket(problem) < VAL_PERCENT else "train"
 
@@ -186,14 +198,16 @@ def _stream(split: str, seed: int) -> random.Random:
 
 
 def iter_problems(split: Split, seed: int, max_value: int = DEFAULT_MAX_VALUE,
-                  difficulty: str = DEFAULT_DIFFICULTY) -> Iterator[Problem]:
-    """An endless, seeded stream of distinct problems of one split."""
+                  difficulty: str = DEFAULT_DIFFICULTY, train_target_max: int = TARGET_RANGE[1]) -> Iterator[Problem]:
+    """An endless, seeded stream of distinct problems of one split (`train_target_max`: see `split_of`)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     check_difficulty(difficulty)
+    check_train_target_max(train_target_max)
     rng = _stream(split, seed)
     seen: set[str] = set()
-    targets = HELDOUT_TARGETS if split == "test" else TRAIN_TARGETS
+    targets = HELDOUT_TARGETS if split == "test" else \
+        TRAIN_TARGETS | frozenset(range(TARGET_RANGE[1] + 1, train_target_max + 1))
     while True:
         got = _draw(rng, max_value)
         # Cheap tests first: most draws miss the target range.
@@ -203,18 +217,18 @@ def iter_problems(split: Split, seed: int, max_value: int = DEFAULT_MAX_VALUE,
         if difficulty == "multiplicative" and has_additive_solution(numbers, target):
             continue
         p = Problem(numbers, target, _expression(numbers, history))
-        if split_of(p) != split or p.key in seen:
+        if split_of(p, train_target_max) != split or p.key in seen:
             continue
         seen.add(p.key)
         yield p
 
 
 def generate(split: Split, n: int, seed: int, max_value: int = DEFAULT_MAX_VALUE,
-             difficulty: str = DEFAULT_DIFFICULTY) -> list[Problem]:
+             difficulty: str = DEFAULT_DIFFICULTY, train_target_max: int = TARGET_RANGE[1]) -> list[Problem]:
     """`n` distinct problems of `split` (the same list for the same arguments, on every machine)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    it = iter_problems(split, seed, max_value, difficulty)
+    it = iter_problems(split, seed, max_value, difficulty, train_target_max)
     return [next(it) for _ in range(n)]
 
 

@@ -73,6 +73,7 @@ def test_loss_goes_down_on_real_sprint_records_and_best_checkpoint_is_saved(reco
     assert losses[-1] < losses[0]
     assert m["best_model_checkpoint"] and m["best_eval_loss"] == pytest.approx(m["final_eval"]["eval_loss"], rel=1e-4)
     assert m["global_step"] == 8 and m["num_input_tokens_seen"] > 0 and m["steady_tokens_per_second"] > 0
+    assert set(m["setup_seconds"]) == {"data_s", "trainer_s"} and min(m["setup_seconds"].values()) >= 0
     assert json.loads((out / METRICS_FILE).read_text())["global_step"] == 8
     assert load_config(out / CONFIG_FILE) == cfg  # the resolved config reloads to the same run
     assert (out / "checkpoints").is_dir()

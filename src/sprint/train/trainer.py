@@ -261,13 +261,19 @@ class ThroughputCallback(TrainerCallback):
 
 
 def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None = None, progress: bool = True,
-                  callbacks: list | None = None):
-    """Tokenizer, data, SFTConfig, model and SFTTrainer, in the order DeepSpeed needs. Returns (trainer, data)."""
+                  callbacks: list | None = None, timings: dict | None = None):
+    """Tokenizer, data, SFTConfig, model and SFTTrainer, in the order DeepSpeed needs. Returns (trainer, data).
+    `timings`, when given, receives the seconds each setup phase took (on a rented GPU, setup is paid for too)."""
+    import time
+
     from trl import SFTTrainer
 
+    start = time.perf_counter()
+    timings = {} if timings is None else timings
     check_files(cfg)
     tokenizer = tokenizer or load_tokenizer(cfg)
     data = data or prepare_data(cfg, tokenizer, progress=progress and is_main_process())
+    timings["data_s"] = round(time.perf_counter() - start, 2)
     args = build_sft_config(cfg, data, progress=progress)
     model = build_model(cfg, tokenizer)
     cbs = list(callbacks or [])
@@ -275,6 +281,7 @@ def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None
         cbs.append(TokenBudgetCallback(cfg.training.max_tokens_budget))
     trainer = SFTTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                          processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=cbs)
+    timings["trainer_s"] = round(time.perf_counter() - start - timings["data_s"], 2)
     return trainer, data
 
 
@@ -300,10 +307,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     """Run one training and save the final model, its tokenizer, the resolved config and the metrics."""
     out = Path(cfg.training.output_dir)
     throughput = ThroughputCallback()
-    trainer, data = build_trainer(cfg, progress=progress, callbacks=[throughput])
+    setup: dict = {}
+    trainer, data = build_trainer(cfg, progress=progress, callbacks=[throughput], timings=setup)
     main = trainer.is_world_process_zero()
     if main:
         log(data.report())
+        log(f"setup: data {setup['data_s']:.1f} s (read + tokenize), trainer {setup['trainer_s']:.1f} s "
+            "(model + SFTTrainer, which prepares the datasets)")
     result = trainer.train(resume_from_checkpoint=cfg.training.resume_from_checkpoint)
     tokens_seen = trainer.state.num_input_tokens_seen
     runtime = result.metrics.get("train_runtime") or 0.0
@@ -311,7 +321,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
                "train_tokens_per_second": tokens_seen / runtime if runtime else None, **throughput.summary(),
                "best_model_checkpoint": trainer.state.best_model_checkpoint,
                "best_eval_loss": trainer.state.best_metric, "plan": plan_steps(cfg, data),
-               "data": _data_metrics(data), "device": _device_name()}
+               "data": _data_metrics(data), "device": _device_name(), "setup_seconds": setup}
     if data.eval is not None:
         metrics["final_eval"] = trainer.evaluate()
     _save_final(cfg, trainer, out)

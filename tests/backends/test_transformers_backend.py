@@ -307,9 +307,9 @@ def test_fast_decode_step_work_does_not_grow_with_the_context(make):
     plans, decoded, allocs = [], [], []
     slot_rows, decode, ensure = backend._slot_rows, backend.tokenizer.decode, tb.SlotCache.ensure
 
-    def counting_ensure(self, layer, like_k, like_v, needed):
+    def counting_ensure(self, layer, like_k, like_v, needed, slots=1):
         before = self.keys.get(layer)
-        ensure(self, layer, like_k, like_v, needed)
+        ensure(self, layer, like_k, like_v, needed, slots)
         if self.keys.get(layer) is not before:
             allocs.append(len(plans))   # the step that allocated
 
@@ -328,3 +328,36 @@ def test_fast_decode_step_work_does_not_grow_with_the_context(make):
         p = plans[i - 1]
         assert p.span == 1 and p.full and p.single_mask(None) is None and p.max_len == p.capacity
     assert max(decoded) <= 8   # the last prompt tokens plus the new ones, never the growing text
+
+
+def test_fast_mode_buffers_hold_only_the_slots_in_use(make):
+    """The KV buffers grow in slot rows as sequences arrive (not max_batch rows up front): a run with few sequences
+    does not zero-fill memory for all the slots it could have; outputs are the same as with the rows given up front."""
+    from sprint.backends import transformers_backend as tb
+
+    backend = make(exact=False, max_batch=64)
+    prompts = [f"{LONG} {i}" for i in range(3)]
+
+    async def scenario():
+        return await asyncio.gather(*(backend.generate(p, GenerationParams(max_tokens=6)) for p in prompts))
+
+    rows_seen = []
+    ensure = tb.SlotCache.ensure
+
+    def spy(self, layer, like_k, like_v, needed, slots=1):
+        ensure(self, layer, like_k, like_v, needed, slots)
+        rows_seen.append(self.keys[layer].shape[0])
+
+    tb.SlotCache.ensure = spy
+    try:
+        out = run(scenario())
+    finally:
+        tb.SlotCache.ensure = ensure
+    assert rows_seen and max(rows_seen) == 8   # 3 sequences: one block of 8 rows, not 64
+    wide = make(exact=False, max_batch=64)
+    tb.SlotCache.ensure = lambda self, layer, k, v, needed, slots=1: ensure(self, layer, k, v, needed, 64)
+    try:
+        ref = run(together(wide, [(p, GenerationParams(max_tokens=6)) for p in prompts]))
+    finally:
+        tb.SlotCache.ensure = ensure
+    assert [c.text for c in out] == [c.text for c in ref]

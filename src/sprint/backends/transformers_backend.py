@@ -77,6 +77,15 @@ def _capacity(n: int) -> int:
     return cap
 
 
+def _slot_rows(n: int) -> int:
+    """Slot rows the fast-mode buffers get for `n` slots in use: the next power of two (at least 8), so they grow
+    a few times per run, not at every new sequence."""
+    rows = 8
+    while rows < n:
+        rows *= 2
+    return rows
+
+
 class KVStore:
     """Keys and values of one sequence, per layer: tensors [kv_heads, capacity, head_dim], grown by doubling."""
 
@@ -180,11 +189,13 @@ class SlotSeq:
 
 
 class SlotCache:
-    """Fast-mode KV of all running sequences: per layer keys and values [slots, kv_heads, capacity, head_dim].
+    """Fast-mode KV of all running sequences: per layer keys and values [rows, kv_heads, capacity, head_dim].
 
     Buffers are created at the first write of each layer (shape, dtype and device from the model's own keys), grown by
-    doubling the capacity, and zero-filled: masked-out keys get weight 0, and 0 * NaN from uninitialised memory would
-    still poison the output."""
+    doubling the capacity and the number of slot rows (up to `slots`), and zero-filled: masked-out keys get weight 0,
+    and 0 * NaN from uninitialised memory would still poison the output. Why the rows grow too: allocating all
+    `slots` (128 on a GPU) at a long prompt's capacity zero-fills gigabytes and made a staged run (few sequences,
+    long contexts) 2.8x slower on a CPU; a run only pays for the slots it uses."""
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
@@ -210,30 +221,33 @@ class SlotCache:
         """Drop the buffers (no sequence is running): their memory goes back to the allocator."""
         self.keys, self.values = {}, {}
 
-    def ensure(self, layer: int, like_k, like_v, needed: int) -> None:
-        """Make `layer`'s buffers hold at least `needed` positions; `like_*` ([.., kv_heads, n, head_dim]) give the
-        shape, dtype and device."""
+    def ensure(self, layer: int, like_k, like_v, needed: int, slots: int = 1) -> None:
+        """Make `layer`'s buffers hold at least `needed` positions for slots 0 .. `slots`-1; `like_*`
+        ([.., kv_heads, n, head_dim]) give the shape, dtype and device."""
         buf = self.keys.get(layer)
-        if buf is not None and buf.shape[2] >= needed:
+        if buf is not None and buf.shape[2] >= needed and buf.shape[0] >= slots:
             return
-        cap = _capacity(needed)
-        nk = like_k.new_zeros(self.slots, like_k.shape[-3], cap, like_k.shape[-1])
-        nv = like_v.new_zeros(self.slots, like_v.shape[-3], cap, like_v.shape[-1])
+        cap = max(_capacity(needed), buf.shape[2] if buf is not None else 0)
+        rows = min(self.slots, max(_slot_rows(slots), buf.shape[0] if buf is not None else 0))
+        nk = like_k.new_zeros(rows, like_k.shape[-3], cap, like_k.shape[-1])
+        nv = like_v.new_zeros(rows, like_v.shape[-3], cap, like_v.shape[-1])
         if buf is not None:
-            old = buf.shape[2]
-            nk[:, :, :old] = buf
-            nv[:, :, :old] = self.values[layer]
+            n_rows, old = buf.shape[0], buf.shape[2]
+            nk[:n_rows, :, :old] = buf
+            nv[:n_rows, :, :old] = self.values[layer]
         self.keys[layer], self.values[layer] = nk, nv
 
     def copy_prefix(self, source: "SlotSeq | KVStore", dest: SlotSeq, n: int) -> None:
         """Copy the first `n` positions of a running sequence's slot or of a finished sequence's store into `dest`."""
         if isinstance(source, SlotSeq):
-            for layer, k in self.keys.items():
+            for layer in list(self.keys):
+                self.ensure(layer, self.keys[layer], self.values[layer], n, dest.slot + 1)   # dest may be a new row
+                k = self.keys[layer]
                 k[dest.slot, :, :n] = k[source.slot, :, :n]
                 self.values[layer][dest.slot, :, :n] = self.values[layer][source.slot, :, :n]
         else:
             for layer, k in source.keys.items():
-                self.ensure(layer, k, source.values[layer], n)
+                self.ensure(layer, k, source.values[layer], n, dest.slot + 1)
                 self.keys[layer][dest.slot, :, :n] = k[:, :n]
                 self.values[layer][dest.slot, :, :n] = source.values[layer][:, :n]
         dest.length = n
@@ -256,6 +270,7 @@ class SlotRows:
 
     cache: SlotCache
     capacity: int             # positions the buffers must hold after this step
+    slots: int                # slot rows the buffers must have (highest slot in this step + 1)
     write_slot: Any           # [rows] slot of each row
     write_pos: Any            # [rows] position of each row
     single_rows: Any          # [B] rows that are a whole segment (decoding sequences)
@@ -308,7 +323,7 @@ def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_w
 
     layer = module.layer_idx
     cache = rows.cache
-    cache.ensure(layer, key, value, rows.capacity)
+    cache.ensure(layer, key, value, rows.capacity, rows.slots)
     ks, vs = cache.keys[layer], cache.values[layer]
     # Advanced indices split by a slice put the indexed dimension first: [rows, kv_heads, head_dim].
     ks[rows.write_slot, :, rows.write_pos] = key[0].transpose(0, 1)
@@ -778,6 +793,7 @@ class TransformersBackend:
                             dtype=torch.long).to(self.device, non_blocking=True)
         return SlotRows(
             cache=self._slots, capacity=max(pos0 + end - start for start, end, _, pos0 in rows.segments),
+            slots=max(seq.slot for _, _, seq, _ in rows.segments) + 1,
             write_slot=flat[:n], write_pos=flat[n:2 * n], single_rows=flat[2 * n:2 * n + b],
             single_slots=flat[2 * n + b:2 * n + 2 * b], lengths=flat[2 * n + 2 * b:], span=span,
             max_len=max(lengths) if lengths else 0, chunks=chunks,

@@ -69,21 +69,13 @@ ATTENTION_NAME = "sprint_rows"
 
 
 # ---------------------------------------------------------------------------------------------- KV storage
-def _capacity(n: int) -> int:
-    # A function of the length only, so a sequence's buffers have the same strides whatever its history.
-    cap = 256
+def _capacity(n: int, least: int = 256) -> int:
+    """`least` doubled until it holds `n`: buffers grow a few times per run, not at every new position or slot.
+    A function of `n` only, so a sequence's buffers have the same strides whatever its history."""
+    cap = least
     while cap < n:
         cap *= 2
     return cap
-
-
-def _slot_rows(n: int) -> int:
-    """Slot rows the fast-mode buffers get for `n` slots in use: the next power of two (at least 8), so they grow
-    a few times per run, not at every new sequence."""
-    rows = 8
-    while rows < n:
-        rows *= 2
-    return rows
 
 
 class KVStore:
@@ -228,7 +220,7 @@ class SlotCache:
         if buf is not None and buf.shape[2] >= needed and buf.shape[0] >= slots:
             return
         cap = max(_capacity(needed), buf.shape[2] if buf is not None else 0)
-        rows = min(self.slots, max(_slot_rows(slots), buf.shape[0] if buf is not None else 0))
+        rows = min(self.slots, max(_capacity(slots, least=8), buf.shape[0] if buf is not None else 0))
         nk = like_k.new_zeros(rows, like_k.shape[-3], cap, like_k.shape[-1])
         nv = like_v.new_zeros(rows, like_v.shape[-3], cap, like_v.shape[-1])
         if buf is not None:

@@ -6,8 +6,8 @@ Why digits by default: with whole numbers as tokens a small model has to memoris
 a million facts (every `a+b`, `a-b`, `a*b` up to 1000) and gets the rarer ones wrong; with digits it can learn the
 carrying procedure, at about 1.6x the tokens per trace.
 
-How: the text is split into pieces (a run of digits, a run of letters, or one other character, each with at most
-one leading space; runs of newlines), mapped to byte-level characters (so no input is ever unknown), and segmented
+How: the text is split into pieces (one digit, or with `whole` a run of digits; a run of letters; or one other
+character; each with at most one leading space; runs of newlines), mapped to byte-level characters (so no input is ever unknown), and segmented
 by a Unigram model whose pieces all have the same score, which makes Viterbi pick the fewest pieces. The vocabulary
 is written out, not learned, so the tokenizer is the same for every data set and needs no training corpus. The
 format's tags are added tokens (matched before splitting) and `<|bos|>`, `<|eos|>`, `<|pad|>` are special tokens.
@@ -31,7 +31,6 @@ PRETOKEN_PATTERNS = {
     "digits": r" ?\d| ?[A-Za-z]+| ?[^\sA-Za-z\d]|\n+| +|\s",
     "whole": r" ?\d+| ?[A-Za-z]+| ?[^\sA-Za-z\d]|\n+| +|\s",
 }
-PRETOKEN_PATTERN = PRETOKEN_PATTERNS["whole"]  # the first tokenizers' pattern (kept for their readers)
 
 
 def check_numbers(numbers: str) -> str:

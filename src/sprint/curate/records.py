@@ -124,8 +124,20 @@ def executor_records_of(item_id: str, question: str, answer: str | None, body: s
     return out
 
 
+EXECUTOR_ID_MARK = "#exec-"
+
+
 def executor_record_id(item_id: str, stage: int, index: int) -> str:
-    return f"{item_id}#exec-{stage}.{index}"
+    return f"{item_id}{EXECUTOR_ID_MARK}{stage}.{index}"
+
+
+def parse_executor_record_id(record_id: str) -> tuple[str, int, int]:
+    """(item id, stage, prompt index) of an id made by `executor_record_id`."""
+    item_id, mark, name = record_id.rpartition(EXECUTOR_ID_MARK)
+    stage, _, index = name.partition(".")
+    if not mark or not stage.isdigit() or not index.isdigit():
+        raise ValueError(f"id {record_id!r}: not an executor record id (<item>{EXECUTOR_ID_MARK}<stage>.<index>)")
+    return item_id, int(stage), int(index)
 
 
 def build_records(item_id: str, question: str, answer: str | None, trace: str, steps: Sequence[Step],

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from sprint.tasks.countdown.problems import (DEFAULT_DIFFICULTY, Problem, check_difficulty, check_train_target_max,
                                              generate)
-from sprint.tasks.countdown.search import DEFAULT_ORDER, search
+from sprint.tasks.countdown.search import DEFAULT_ORDER, SOLUTION_PREFIX, search
 from sprint.tasks.countdown.traces import ProblemTraces, TraceConfig, answer_text, build_records, build_traces
 
 #: Budgets (sequential tokens) at which the search-alone baseline is reported, besides the data's own means.
@@ -193,19 +193,21 @@ def loss_lengths(records: Sequence[dict], counter) -> list[int]:
     return [n + 1 for n in counter([r["messages"][-1]["content"][r.get("completion_start", 0):] for r in records])]
 
 
-def select_executor_records(exec_recs: Sequence[dict], per_stage: int | None, solution_marker: str) -> list[dict]:
+def select_executor_records(exec_recs: Sequence[dict], per_stage: int | None) -> list[dict]:
     """At most `per_stage` executor records per stage (all when None): the one whose execution holds the solution
     first, then the others in the order of a hash of their id (deterministic, independent of the run)."""
     import hashlib
 
+    from sprint.curate.records import parse_executor_record_id
+
     if per_stage is None:
         return list(exec_recs)
-    by_stage: dict[str, list[dict]] = {}
+    by_stage: dict[int, list[dict]] = {}
     for rec in exec_recs:
-        by_stage.setdefault(rec["id"].rsplit("#exec-", 1)[1].split(".")[0], []).append(rec)
+        by_stage.setdefault(parse_executor_record_id(rec["id"])[1], []).append(rec)
     keep: set[str] = set()
     for recs in by_stage.values():
-        ranked = sorted(recs, key=lambda r: (solution_marker not in r["messages"][-1]["content"][r["completion_start"]:],
+        ranked = sorted(recs, key=lambda r: (SOLUTION_PREFIX not in r["messages"][-1]["content"][r["completion_start"]:],
                                              hashlib.sha256(r["id"].encode()).hexdigest()))
         keep.update(r["id"] for r in ranked[:per_stage])
     return [r for r in exec_recs if r["id"] in keep]   # stage and prompt order, as written
@@ -236,7 +238,7 @@ def _problem_outputs(args) -> tuple:
     n_sprint, n_seq, *n_execs = record_lengths([sprint_rec, seq_rec, *exec_recs], tokenizer, counter)
     if max([n_sprint, n_seq, *n_execs]) > trace_cfg.context:
         return ("drop", "too_long")
-    kept = select_executor_records(exec_recs, trace_cfg.executor_views, "Solution ")
+    kept = select_executor_records(exec_recs, trace_cfg.executor_views)
     ids = {r["id"] for r in kept}
     n_kept = [n for r, n in zip(exec_recs, n_execs) if r["id"] in ids]
     return ("keep", sprint_rec, seq_rec, kept, n_sprint, n_seq, n_kept, loss_lengths(kept, counter),

@@ -27,6 +27,7 @@ never changes the test problems.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import random
@@ -64,6 +65,13 @@ def _heldout_targets(seed: int = TARGET_SPLIT_SEED) -> frozenset[int]:
 HELDOUT_TARGETS: frozenset[int] = _heldout_targets()
 ALL_TARGETS: tuple[int, ...] = tuple(range(TARGET_RANGE[0], TARGET_RANGE[1] + 1))
 TRAIN_TARGETS: frozenset[int] = frozenset(t for t in ALL_TARGETS if t not in HELDOUT_TARGETS)
+
+
+@functools.lru_cache(maxsize=None)
+def train_targets(train_target_max: int = TARGET_RANGE[1]) -> frozenset[int]:
+    """The targets training and validation problems may have: `TRAIN_TARGETS`, plus 101..`train_target_max` (see
+    `split_of`)."""
+    return TRAIN_TARGETS | frozenset(range(TARGET_RANGE[1] + 1, train_target_max + 1))
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,7 @@ def split_of(problem: Problem, train_target_max: int = TARGET_RANGE[1]) -> Split
     """
     if problem.target in HELDOUT_TARGETS:
         return "test"
-    if problem.target not in TRAIN_TARGETS and not TARGET_RANGE[1] < problem.target <= train_target_max:
+    if problem.target not in train_targets(train_target_max):
         return None
     return "val" if bucket(problem) < VAL_PERCENT else "train"
 
@@ -206,8 +214,7 @@ def iter_problems(split: Split, seed: int, max_value: int = DEFAULT_MAX_VALUE,
     check_train_target_max(train_target_max)
     rng = _stream(split, seed)
     seen: set[str] = set()
-    targets = HELDOUT_TARGETS if split == "test" else \
-        TRAIN_TARGETS | frozenset(range(TARGET_RANGE[1] + 1, train_target_max + 1))
+    targets = HELDOUT_TARGETS if split == "test" else train_targets(train_target_max)
     while True:
         got = _draw(rng, max_value)
         # Cheap tests first: most draws miss the target range.

@@ -57,6 +57,8 @@ from typing import Sequence
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
 
 DEFAULT_MAX_BRANCHES = 16
+#: Opens the line that states a branch's solution (and ends the search).
+SOLUTION_PREFIX = "Solution "
 #: Orders of the first moves (see the module docstring); the first is the default.
 ORDERS = ("canonical", "heuristic")
 DEFAULT_ORDER = ORDERS[0]
@@ -185,7 +187,7 @@ def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: in
                 inner = f"({state[i][1]}{op}{state[j][1]})"
                 ex, ey = (inner, other[1]) if r >= other[0] else (other[1], inner)
                 br.solution = f"{ex}{found}{ey}"
-                lines.append(f"Solution {br.solution}")
+                lines.append(SOLUTION_PREFIX + br.solution)
                 return br
     lines.append("Dead end")
     return br

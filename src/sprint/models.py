@@ -21,7 +21,7 @@ class BundledModel:
     name: str
     method: str
     task: str
-    #: Limits that fit the model's 2048-token context (used where the user set none).
+    #: Limits that fit the model's 4096-token context (used where the user set none).
     settings: tuple[tuple[str, int], ...] = ()
 
     @property

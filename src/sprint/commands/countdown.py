@@ -1,10 +1,13 @@
-"""`sprint countdown data`: build the Countdown data set (calls `sprint.tasks.countdown.data.build_countdown_data`)."""
+"""`sprint countdown data`: build the Countdown data set (calls `sprint.tasks.countdown.data.build_countdown_data`);
+`sprint countdown baseline`: what the search alone solves within token budgets (calls
+`sprint.tasks.countdown.baseline.run_baseline`)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Countdown task: build problems, SPRINT and sequential training traces, and the tokenizer (data)."
+HELP = ("Countdown task: build problems, SPRINT and sequential training traces, and the tokenizer (data); the "
+        "search-alone baseline within token budgets (baseline).")
 
 DATA_DESCRIPTION = """Build the Countdown data set from a config file, reproducibly (same config, same bytes).
 
@@ -37,7 +40,88 @@ def register(subparsers) -> None:
                    help="processes that build the traces (same output for any N; default: %(default)s)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_data)
+    _register_baseline(sub)
     p.set_defaults(func=lambda args: p.print_help() or 0)
+
+
+BASELINE_DESCRIPTION = """What the depth-first search of the training data solves on its own within a budget of
+sequential tokens: for each problem, the search's sequential trace (rendered exactly as the training data renders it)
+is counted with the models' tokenizer up to and including its Solution line; the search solves the problem within
+budget B iff that count is <= B (a problem it cannot solve within --max-branches first moves is never solved).
+
+Problems: the held-out test problems `sprint eval --task countdown --n N --seed S` uses (same ids and numbers), or
+--data FILE.jsonl (numbers, target, optional id: the format of test.jsonl; with --n, the seeded sample eval takes).
+
+Budgets: --budget N (repeatable) for flat budgets, and/or --budget-from RESULTS.jsonl (an eval run's results file or
+run folder, repeatable): each problem gets the sequential tokens that run spent on it (matched by id; every problem
+must be there), and the run's mean is reported as a flat budget too, next to the run's own accuracy.
+
+Prints one row per budget (n, solved, accuracy with a 95% Wilson interval) and the token distribution of the full
+search; --summary-json writes the same as JSON."""
+
+
+def _budget(text: str) -> float:
+    try:
+        b = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budget must be a number of tokens, got {text!r}") from None
+    if not b >= 0 or b == float("inf"):
+        raise argparse.ArgumentTypeError(f"--budget must be a finite number >= 0, got {text!r}")
+    return int(b) if b.is_integer() else b
+
+
+def _register_baseline(sub) -> None:
+    from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE
+    from sprint.tasks.countdown.search import DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, ORDERS
+
+    b = sub.add_parser("baseline", help="what the search alone solves within token budgets (vs a model's run)",
+                       description=BASELINE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--data", metavar="FILE.jsonl", help="problems file (default: generated held-out test problems)")
+    b.add_argument("--n", type=int, metavar="N",
+                   help="number of problems (default: 1000 generated; with --data: all of the file)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the generated problems, as sprint eval's "
+                                                       "(default: %(default)s)")
+    b.add_argument("--tokenizer", metavar="PATH",
+                   help="tokenizer directory or bundled model name (default: the countdown-sprint model's)")
+    b.add_argument("--order", choices=ORDERS, default=DEFAULT_ORDER,
+                   help="first-move order of the search (default: %(default)s, the data's)")
+    b.add_argument("--max-branches", type=int, default=DEFAULT_MAX_BRANCHES, metavar="N",
+                   help="first moves the search may explore (default: %(default)s, the data's)")
+    b.add_argument("--max-value", type=int, default=DEFAULT_MAX_VALUE, metavar="N",
+                   help="larger intermediate values are pruned (default: %(default)s, the data's)")
+    b.add_argument("--budget", type=_budget, action="append", default=[], metavar="TOKENS",
+                   help="a flat budget of sequential tokens (repeatable)")
+    b.add_argument("--budget-from", action="append", default=[], metavar="RESULTS.jsonl",
+                   help="per-problem budgets from a sprint eval run's results file or folder (repeatable)")
+    b.add_argument("--with-answer", action="store_true",
+                   help="also count the \\boxed{} answer the sequential traces write after the thinking (as sprint "
+                        "eval counts a model's sequential tokens)")
+    b.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON here")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=_baseline)
+
+
+def _baseline(args) -> int:
+    import json
+    from pathlib import Path
+
+    from sprint.tasks.countdown.baseline import format_table, run_baseline
+
+    if not args.budget and not args.budget_from:
+        raise ValueError("no budget: give --budget N and/or --budget-from RESULTS.jsonl")
+    if args.max_branches < 1:
+        raise ValueError(f"--max-branches must be >= 1, got {args.max_branches}")
+    summary = run_baseline(data=args.data, n=args.n, seed=args.seed, tokenizer=args.tokenizer, order=args.order,
+                           max_branches=args.max_branches, max_value=args.max_value, budgets=args.budget,
+                           budget_from=args.budget_from, with_answer=args.with_answer,
+                           progress=not args.no_progress)
+    print(format_table(summary), end="")
+    if args.summary_json:
+        path = Path(args.summary_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        print(f"summary in {path}")
+    return 0
 
 
 def _data(args) -> int:

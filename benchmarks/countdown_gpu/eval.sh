@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Evaluate the bundled Countdown pair on a GPU with the in-process backend, one phase per call (a rented GPU limits
+# each command's time; every phase resumes where an earlier call stopped). Summaries and results land under $OUT.
+#   bash benchmarks/countdown_gpu/eval.sh check      # GPU tests + staged-solve timing of the bundled SPRINT model
+#   bash benchmarks/countdown_gpu/eval.sh accuracy   # N (1000) held-out problems, both models, C (64) in flight
+#   bash benchmarks/countdown_gpu/eval.sh latency    # M (50) of the same problems, both models, one at a time
+# Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1.
+set -u
+phase=${1:?usage: eval.sh check|accuracy|latency}
+N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
+OUT=${OUT:-runs/eval_out}; mkdir -p "$OUT" runs
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
+pair="--model countdown-sprint --method sprint --model countdown-sequential --method sequential"
+case $phase in
+  check)
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests/backends/test_transformers_backend_gpu.py 2>&1 | tail -3
+    python3 benchmarks/bench_staged_solve.py --device cuda --max-batch 128 --n 3 2>&1 | tail -12 ;;
+  accuracy|latency)
+    if [ "$phase" = accuracy ]; then n=$N; c=$C; else n=$M; c=1; fi
+    run=runs/eval_gpu_${phase}_n${n}_s${SEED}
+    timeout "$LIMIT" python3 -m sprint.cli eval --task countdown --n "$n" --seed "$SEED" --concurrency "$c" $pair \
+      --out "$run" --summary-json "$OUT/${phase}_summary.json" --no-progress 2>&1 | tail -15
+    echo "exit $? (124: time limit reached; call again to resume)"
+    cp "$run/summary.md" "$OUT/${phase}_summary.md" 2>/dev/null
+    for d in "$run"/*/; do
+      [ -f "$d/results.jsonl" ] && gzip -c "$d/results.jsonl" > "$OUT/${phase}_$(basename "$d")_results.jsonl.gz"
+      [ -f "$d/settings.json" ] && cp "$d/settings.json" "$OUT/${phase}_$(basename "$d")_settings.json"
+    done
+    wc -l "$run"/*/results.jsonl ;;
+  *) echo "unknown phase $phase" >&2; exit 2 ;;
+esac

@@ -118,3 +118,34 @@ def test_config_errors_name_the_field():
         TraceConfig(width=0)
     with pytest.raises(ValueError, match="max_branches"):
         TraceConfig(max_branches=0)
+
+
+def test_outcome_lines_open_every_later_stage():
+    """`trace.outcomes`: stage k+1's plan opens with one word per stage-k execution, up to the first Solution; the
+    "Based on" line still names the execution that word stands for; records still parse back cleanly."""
+    from sprint.tasks.countdown.traces import outcome_line
+
+    assert outcome_line([False, False, True, False, True]) == "Dead Dead Solution"
+    assert outcome_line([False, False]) == "Dead Dead"
+    p = Problem((96, 93, 54, 7), 117)
+    plain = build_traces(p, TraceConfig(width=6, order="canonical"))
+    t = build_traces(p, TraceConfig(width=6, order="canonical", outcomes=True))
+    assert plain.openers == {} and t.search.solved_at == 8 and t.packing.num_stages == 3
+    assert t.openers == {2: "Dead Dead Dead Dead Dead Dead", 3: "Dead Solution"}
+    sprint_rec = build_records("x", t)[0]
+    traj = parse(sprint_rec["messages"][2]["content"])
+    assert not traj.diagnostics
+    assert len(traj.stages) == 3
+    body = sprint_rec["messages"][2]["content"]
+    assert "<Plan_2>\nDead Dead Dead Dead Dead Dead\n\n<prompt_2.1>" in body
+    assert "<Plan_3>\nDead Solution\n\nBased on execution_2.2:\n</Plan_3>" in body
+    # Without outcomes the rendering is unchanged (the released-data layout).
+    assert "Dead Dead" not in build_records("x", plain)[0]["messages"][2]["content"]
+
+
+def test_openers_must_name_existing_stages():
+    from sprint.curate.packing import to_trajectory
+
+    t = build_traces(Problem((96, 93, 54, 7), 117), TraceConfig(width=6, order="canonical"))
+    with pytest.raises(ValueError, match="openers: stage 4 does not exist"):
+        to_trajectory("Q", t.steps, t.packing, "A", openers={4: "Dead"})

@@ -226,7 +226,8 @@ def fold_short_executions(steps: Sequence[Step], threshold: int = 3, *,
 
 
 def to_trajectory(question: str | None, steps: Sequence[Step], packing: Packing, final_answer: str | None, *,
-                  think: bool = True, comments: bool = True) -> Trajectory:
+                  think: bool = True, comments: bool = True,
+                  openers: Mapping[int, str] | None = None) -> Trajectory:
     """Build the SPRINT trajectory of a packing.
 
     A stage's plan is its steps' plan texts in trace order. Between two steps of a stage that are not neighbours in
@@ -235,7 +236,13 @@ def to_trajectory(question: str | None, steps: Sequence[Step], packing: Packing,
     stage, as the released data does). Executed steps add their prompt to the plan; their executions are numbered
     in that order. With `comments`, a plan-only step's comment follows its plan and an executed step's comment
     follows its execution (the released code loses comments; `comments=False` reproduces that).
+    `openers` maps a stage number to a line the planner writes first in that stage's plan (a task's own reading of
+    the previous stage's executions, e.g. Countdown's outcome line); the released data has none.
     """
+    openers = openers or {}
+    bad = sorted(k for k in openers if not 1 <= k <= packing.num_stages)
+    if bad:
+        raise ValueError(f"openers: stage {bad[0]} does not exist (the packing has {packing.num_stages} stages)")
     pos = {s.id: k for k, s in enumerate(steps)}
     by_id = {s.id: s for s in steps}
     names: dict[int, tuple[int, int]] = {}
@@ -244,7 +251,7 @@ def to_trajectory(question: str | None, steps: Sequence[Step], packing: Packing,
         members = packing.steps_in(stage_no, steps)
         parts: list[PlanPart] = []
         executions: list[Execution] = []
-        buf = ""
+        buf = openers[stage_no].strip() + "\n" if openers.get(stage_no, "").strip() else ""
         prev_refs: list[tuple[int, int]] | None = None
         prev: Step | None = None
         for s in members:

@@ -24,7 +24,7 @@ absent).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from sprint.curate.packing import Packing, Step, to_trajectory
 
@@ -57,11 +57,12 @@ def sprint_completion(question: str, steps: Sequence[Step], packing: Packing, fi
 
 
 def _sprint_body(question: str, steps: Sequence[Step], packing: Packing, final_answer: str, *,
-                 comments: bool = True):
+                 comments: bool = True, openers: Mapping[int, str] | None = None):
     """(assistant text, the trajectory parsed back from it), checked to round-trip."""
     from sprint.format import parse, render_body
 
-    body = render_body(to_trajectory(question, steps, packing, final_answer, think=True, comments=comments))
+    body = render_body(to_trajectory(question, steps, packing, final_answer, think=True, comments=comments,
+                                     openers=openers))
     back = parse(body)
     if back.diagnostics:
         raise RecordError(f"rendered SPRINT text does not parse cleanly: {back.diagnostics[0]}")
@@ -142,11 +143,12 @@ def parse_executor_record_id(record_id: str) -> tuple[str, int, int]:
 
 def build_records(item_id: str, question: str, answer: str | None, trace: str, steps: Sequence[Step],
                   packing: Packing, final_answer: str, *, comments: bool = True,
-                  executor_records: bool = True) -> list[dict]:
-    """[SPRINT record, sequential record, executor records (when `executor_records`) in stage and prompt order]."""
+                  executor_records: bool = True, openers: Mapping[int, str] | None = None) -> list[dict]:
+    """[SPRINT record, sequential record, executor records (when `executor_records`) in stage and prompt order];
+    `openers`: see `sprint.curate.packing.to_trajectory`."""
     from sprint.format.layout import messages
 
-    sprint_body, traj = _sprint_body(question, steps, packing, final_answer, comments=comments)
+    sprint_body, traj = _sprint_body(question, steps, packing, final_answer, comments=comments, openers=openers)
     seq_body = sequential_completion(trace, final_answer)
     records = [
         {"id": item_id, "format": "sprint", "question": question, "answer": answer,

@@ -131,7 +131,8 @@ def trace_metrics(t: ProblemTraces, counter) -> dict:
     from sprint.curate.packing import to_trajectory
     from sprint.format import SequentialTrace, sequential_metrics, trajectory_metrics
 
-    m = trajectory_metrics(to_trajectory(t.problem.question, t.steps, t.packing, t.final_answer), counter)
+    m = trajectory_metrics(to_trajectory(t.problem.question, t.steps, t.packing, t.final_answer, openers=t.openers),
+                           counter)
     s = sequential_metrics(SequentialTrace(t.sequential_thinking, t.final_answer), counter)
     return {"sprint_sequential": m.sequential_tokens, "sprint_total": m.total_tokens,
             "sequential": s.sequential_tokens, "stages": m.stages, "solved_at": t.search.solved_at,

@@ -59,6 +59,8 @@ from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
 DEFAULT_MAX_BRANCHES = 16
 #: Opens the line that states a branch's solution (and ends the search).
 SOLUTION_PREFIX = "Solution "
+#: The line that closes a branch without a solution.
+DEAD_END = "Dead end"
 #: Orders of the first moves (see the module docstring); the first is the default.
 ORDERS = ("canonical", "heuristic")
 DEFAULT_ORDER = ORDERS[0]
@@ -189,7 +191,7 @@ def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: in
                 br.solution = f"{ex}{found}{ey}"
                 lines.append(SOLUTION_PREFIX + br.solution)
                 return br
-    lines.append("Dead end")
+    lines.append(DEAD_END)
     return br
 
 

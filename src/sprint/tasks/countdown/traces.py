@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from sprint.curate.packing import DEFAULT_MAX_STAGES, DEFAULT_MIN_RATIO, Packing, Step, pack
 from sprint.tasks.countdown.expr import check_answer
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
-from sprint.tasks.countdown.search import DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, Search, check_order, search
+from sprint.tasks.countdown.search import (DEAD_END, DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, SOLUTION_PREFIX, Search,
+                                          check_order, search)
 
 DEFAULT_WIDTH = 4
 
@@ -48,6 +49,8 @@ class TraceConfig:
     #: cap buys more distinct problems for the same token budget. The branch that found the solution always keeps
     #: its record (the only one that ends in a Solution line); the others are picked by a hash of the record id.
     executor_views: int | None = None
+    #: The planner opens each later stage with the outcome line of the previous stage's executions (`outcome_line`).
+    outcomes: bool = False
 
     def __post_init__(self):
         if self.width is not None and self.width < 1:
@@ -75,6 +78,7 @@ class ProblemTraces:
     packing: Packing | None = None
     final_answer: str | None = None
     reason: str | None = None
+    openers: dict[int, str] = field(default_factory=dict)  # stage -> outcome line (`trace.outcomes`)
 
     @property
     def sequential_thinking(self) -> str:
@@ -103,6 +107,38 @@ def sprint_steps(s: Search, width: int | None) -> tuple[list[Step], dict[int, li
     return steps, parents
 
 
+def outcome_line(found: list[bool]) -> str:
+    """What the planner writes first after a stage's executions: one word per execution in order, "Dead" for a
+    dead end, up to and including the first "Solution" (the one the answer will be based on).
+
+    Why: without it the planner's only reading of the executions is its next token (another stage's prompts or
+    "Based on execution_i.j:"), one decision over every execution at once; a small model learned to answer after
+    any stage and to name the wrong execution (the bundled pair of 2026-11-26, with perfect executions given). The
+    line turns that into one supervised check per execution, each against one execution, and the "Based on" index
+    becomes the position of the word "Solution". It costs one token per execution on the critical path.
+    """
+    words = []
+    for ok in found:
+        words.append(SOLUTION_WORD if ok else DEAD_WORD)
+        if ok:
+            break
+    return " ".join(words)
+
+
+#: The outcome line's words: the first word of the line that closes a branch.
+DEAD_WORD = DEAD_END.split()[0]
+SOLUTION_WORD = SOLUTION_PREFIX.strip()
+
+
+def stage_openers(s: Search, steps: list[Step], packing: Packing) -> dict[int, str]:
+    """Stage k+1's outcome line for every stage k that has executions (branch i is step i+1, see `sprint_steps`)."""
+    found: dict[int, list[bool]] = {}
+    for st in steps:
+        if st.has_execution:
+            found.setdefault(packing.stages[st.id], []).append(s.branch(st.id - 1).solved)
+    return {k + 1: outcome_line(v) for k, v in found.items() if k + 1 <= packing.num_stages}
+
+
 def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     """Search a problem and pack its steps; `reason` is set when the search or the filters reject it."""
     s = search(problem, cfg.max_branches, cfg.max_value, cfg.order)
@@ -118,6 +154,8 @@ def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     out.packing = pack(out.steps, out.parents, width=cfg.width, min_ratio=cfg.min_ratio, max_stages=cfg.max_stages)
     if not out.packing.kept:
         out.reason = out.packing.reason
+    elif cfg.outcomes:
+        out.openers = stage_openers(s, out.steps, out.packing)
     return out
 
 
@@ -131,7 +169,8 @@ def build_records(item_id: str, traces: ProblemTraces, *, executor_records: bool
         raise ValueError(f"{item_id}: traces are not usable ({traces.reason})")
     p = traces.problem
     records = curate_records(item_id, p.question, traces.search.solution, traces.sequential_thinking, traces.steps,
-                             traces.packing, traces.final_answer, executor_records=executor_records)
+                             traces.packing, traces.final_answer, executor_records=executor_records,
+                             openers=traces.openers)
     for rec in records:
         rec["numbers"] = list(p.numbers)
         rec["target"] = p.target

@@ -75,6 +75,10 @@ def test_cross_field_validation():
         load_config(None, ["data.train=x", "model.architecture.model_type=llama"])
     with pytest.raises(ValueError, match="max_tokens_budget and training.max_steps"):
         load_config(None, REQUIRED + ["training.max_steps=5", "training.max_tokens_budget=100"])
+    with pytest.raises(ValueError, match="data.num_proc"):
+        load_config(None, REQUIRED + ["data.num_proc=0"])
+    assert load_config(None, REQUIRED + ["data.num_proc=4"]).data.num_proc == 4
+    assert load_config(None, REQUIRED).data.num_proc is None  # automatic
 
 
 def test_paper_presets_carry_the_paper_settings():

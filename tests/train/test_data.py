@@ -9,8 +9,12 @@ from curated_records import sprint_records
 
 from sprint.format import layout, tags as T
 from sprint.train.config import load_config
+from sprint.train import data as data_module
 from sprint.train.data import (
     LengthStats,
+    auto_num_proc,
+    build_dataset,
+    encode_columns,
     encode_records,
     prompt_token_ids,
     parse_record,
@@ -192,3 +196,107 @@ def test_completion_start_and_role_validation(records_file):
         parse_record(dict(good, role="critic"), "x")
     with pytest.raises(ValueError, match="executor record"):
         parse_record(dict(good, role="executor"), "x")  # no completion_start: it would train on the context
+
+
+# ---------------------------------------------------------------------------------------------- columnar path
+def _many_records(n_copies: int = 3):
+    """The reference SPRINT records, their executor records and the sequential ones, several times over."""
+    from curated_records import sequential_records
+
+    from sprint.curate.records import executor_records_of
+
+    full = sprint_records()
+    objs = list(full)
+    for r in full:
+        objs += executor_records_of(r["id"], r["question"], r["answer"], r["messages"][2]["content"])
+    objs = [dict(o, id=f"{o['id']}@{k}") for k in range(n_copies) for o in objs]
+    seq = [dict(o, id=f"{o['id']}@{k}") for k in range(n_copies) for o in sequential_records()]
+    return [parse_record(o, o["id"]) for o in objs], [parse_record(o, o["id"]) for o in seq]
+
+
+@pytest.mark.parametrize("template", [None, R1_STYLE_TEMPLATE])
+def test_columns_serial_and_pool_give_the_rows_of_encode_records(tmp_path, monkeypatch, template):
+    from transformers import AutoTokenizer
+
+    from sprint.testing.tiny import build_tiny_tokenizer
+
+    build_tiny_tokenizer(tmp_path, tags_as_tokens=True, chat_template=template)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    sprint_recs, seq_recs = _many_records()
+    monkeypatch.setattr(data_module, "ENCODE_CHUNK", 5)  # several chunks, so several pool tasks (forked: inherited)
+    for records in (sprint_recs, seq_recs):
+        rows = encode_records(records, tok, progress=False)
+        serial = encode_columns(records, tok, num_proc=1, progress=False)
+        pooled = encode_columns(records, tok, num_proc=3, progress=False)
+        assert len(serial) == len(pooled) == len(rows) > 5
+        for cols in (serial, pooled):
+            assert cols.ids.dtype.name == "int32"
+            for i, row in enumerate(rows):
+                assert cols.row(i) == {k: row[k] for k in ("id", "role", "input_ids", "completion_mask",
+                                                           "prompt_tokens", "completion_tokens")}
+        assert LengthStats.from_columns(serial, 2000) == LengthStats.from_rows(rows, 2000)
+
+
+def test_dataset_columns_match_the_rows(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records, _ = _many_records(1)
+    rows = encode_records(records, tok, progress=False)
+    max_length = sorted(len(r["input_ids"]) for r in rows)[len(rows) // 2]
+    ds = build_dataset(encode_columns(records, tok, progress=False), max_length)
+    assert set(ds.column_names) == {"id", "role", "input_ids", "labels", "length", "prompt_tokens",
+                                    "completion_tokens"}  # no texts, no mask: the labels carry it
+    assert len(ds) == len(rows)
+    for got, row in zip(ds, rows):
+        assert got["id"] == row["id"] and got["input_ids"] == row["input_ids"]
+        assert got["labels"] == [t if m else -100 for t, m in zip(row["input_ids"], row["completion_mask"])]
+        assert got["length"] == min(len(row["input_ids"]), max_length)  # what the trainer sees once truncated
+        assert (got["prompt_tokens"], got["completion_tokens"]) == (row["prompt_tokens"], row["completion_tokens"])
+
+
+def test_list_column_chunks_stay_under_the_arrow_limit():
+    import numpy as np
+
+    lengths = np.array([3, 1, 4, 1, 5, 9, 2, 6])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    values = np.arange(offsets[-1], dtype=np.int32)
+    col = data_module._list_column(values, offsets, limit=10)
+    assert col.num_chunks > 1 and all(len(c.values) <= 10 for c in col.chunks)
+    assert col.to_pylist() == [values[a:b].tolist() for a, b in zip(offsets, offsets[1:])]
+    assert data_module._list_column(values, offsets).num_chunks == 1
+
+
+def test_overflow_drop_keeps_the_other_rows_whole(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records, _ = _many_records(1)
+    rows = encode_records(records, tok, progress=False)
+    cols = encode_columns(records, tok, progress=False)
+    max_length = sorted(len(r["input_ids"]) for r in rows)[len(rows) // 2]
+    kept, dropped = data_module._apply_overflow(cols, max_length, "drop", "train")
+    assert dropped == [r["id"] for r in rows if len(r["input_ids"]) > max_length]
+    expected = [r for r in rows if len(r["input_ids"]) <= max_length]
+    assert [kept.row(i)["input_ids"] for i in range(len(kept))] == [r["input_ids"] for r in expected]
+    assert kept.prompt_tokens.tolist() == [r["prompt_tokens"] for r in expected]
+    with pytest.raises(ValueError, match="exceed"):
+        data_module._apply_overflow(cols, max_length, "error", "train")
+    assert data_module._apply_overflow(cols, max_length, "truncate", "train") == (cols, [])
+
+
+def test_auto_num_proc(monkeypatch):
+    import os
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert auto_num_proc(500_000) == 16
+    assert auto_num_proc(500_000, 3) == 3  # data.num_proc wins
+    assert auto_num_proc(1_000) == 1  # too few records for a pool to pay off
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # eight ranks on this machine tokenize at the same time
+    assert auto_num_proc(500_000) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert auto_num_proc(500_000) == 4
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert auto_num_proc(500_000) == 1  # 2 CPUs: the tokenizer's own threads do as well

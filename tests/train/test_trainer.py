@@ -33,6 +33,12 @@ def test_only_completion_tokens_carry_loss(records_file, tiny_model_dir, tmp_pat
     trainer, data = build_trainer(cfg, progress=False)
     batch = next(iter(trainer.get_train_dataloader()))
     rows = {tuple(r["input_ids"]): r for r in data.train}
+    # The dataset holds no texts; encode_records gives them, with the same ids.
+    from sprint.train.data import encode_records, read_records
+
+    texts = {r["id"]: r for r in encode_records(read_records(records_file, "sequential"), trainer.processing_class,
+                                                progress=False)}
+    assert all(list(texts[r["id"]]["input_ids"]) == r["input_ids"] for r in data.train)
     assert batch["input_ids"].shape[0] == 2
     lengths = set()
     for ids, labels, attn in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
@@ -47,7 +53,8 @@ def test_only_completion_tokens_carry_loss(records_file, tiny_model_dir, tmp_pat
         assert labels[n:] == [-100] * (len(ids) - n)          # padding: no loss
         assert labels[n - 1] == trainer.processing_class.eos_token_id
         decoded = trainer.processing_class.decode(labels[p:n - 1])
-        assert decoded == row["completion"] and row["prompt"].endswith(T.open_tag(T.THINK) + "\n")
+        text = texts[row["id"]]
+        assert decoded == text["completion"] and text["prompt"].endswith(T.open_tag(T.THINK) + "\n")
     assert len(lengths) == 2  # two records of different lengths, so padding was exercised
 
 
@@ -58,7 +65,9 @@ def test_loss_goes_down_on_real_sprint_records_and_best_checkpoint_is_saved(reco
     cfg = _cfg(records_file, tiny_model_dir, tmp_path, "data.format=sprint", "data.max_length=2000",
                f"data.eval={records_file}", "training.max_steps=8", "training.eval_steps=4",
                "training.learning_rate=2e-2", "training.warmup_ratio=0.1")
-    result = train(cfg, progress=False, log=lambda s: None)
+    logged: list[str] = []
+    result = train(cfg, progress=False, log=logged.append)
+    assert any(line.startswith("setup: data ") and "tokenize " in line for line in logged)
     out = result.output_dir
     tok = AutoTokenizer.from_pretrained(out)
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -73,7 +82,8 @@ def test_loss_goes_down_on_real_sprint_records_and_best_checkpoint_is_saved(reco
     assert losses[-1] < losses[0]
     assert m["best_model_checkpoint"] and m["best_eval_loss"] == pytest.approx(m["final_eval"]["eval_loss"], rel=1e-4)
     assert m["global_step"] == 8 and m["num_input_tokens_seen"] > 0 and m["steady_tokens_per_second"] > 0
-    assert set(m["setup_seconds"]) == {"data_s", "trainer_s"} and min(m["setup_seconds"].values()) >= 0
+    assert set(m["setup_seconds"]) == {"read_s", "tokenize_s", "dataset_s", "data_s", "trainer_s"}
+    assert min(m["setup_seconds"].values()) >= 0
     assert json.loads((out / METRICS_FILE).read_text())["global_step"] == 8
     assert load_config(out / CONFIG_FILE) == cfg  # the resolved config reloads to the same run
     assert (out / "checkpoints").is_dir()
@@ -143,3 +153,50 @@ def test_paper_preset_reaches_the_trainer_unchanged(records_file, tiny_model_dir
     assert args.completion_only_loss is True and args.max_length == 10000 and args.gradient_checkpointing
     assert args.output_dir == str(tmp_path / "out" / "checkpoints")
     assert plan_steps(cfg, data)["max_steps"] == 10  # 2 samples x 5 epochs at global batch 1
+
+
+def test_tokenized_data_skips_trls_preparation_and_the_sampler_reads_the_length_column(records_file, tiny_model_dir,
+                                                                                       tmp_path, monkeypatch):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from sprint.train.trainer import plan_steps
+
+    cfg = _cfg(records_file, tiny_model_dir, tmp_path, "data.format=sprint", "data.max_length=2000",
+               f"data.eval={records_file}", "training.per_device_train_batch_size=2",
+               "training.sft.train_sampling_strategy=group_by_length")
+    trainer, data = build_trainer(cfg, progress=False)
+    # Every sample fits max_length: TRL's maps would change nothing, so they are skipped and our labels are used.
+    assert trainer.args.dataset_kwargs == {"skip_prepare_dataset": True}
+    assert trainer.train_dataset is data.train
+    lengths = [len(ids) for ids in data.train["input_ids"]]
+    eval_lengths = [len(ids) for ids in data.eval["input_ids"]]
+    assert data.lengths("train") == lengths
+    assert plan_steps(cfg, data)["tokens_per_epoch"] == sum(lengths)
+
+    def no_row_reads(*a, **k):
+        raise AssertionError("the sampler read the rows for their lengths")
+
+    monkeypatch.setattr(type(data.train), "__iter__", no_row_reads)  # LengthGroupedSampler's fallback iterates rows
+    sampler = trainer._get_train_sampler(trainer._remove_unused_columns(trainer.train_dataset))
+    assert isinstance(sampler, LengthGroupedSampler) and sampler.lengths == lengths
+    eval_sampler = trainer._get_eval_sampler(trainer._remove_unused_columns(trainer.eval_dataset))
+    assert eval_sampler.lengths == eval_lengths
+    monkeypatch.undo()
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert set(batch) == {"input_ids", "labels", "attention_mask"}  # the length column stops at the collator
+
+
+def test_truncation_falls_back_to_trls_preparation(records_file, tiny_model_dir, tmp_path):
+    cfg = _cfg(records_file, tiny_model_dir, tmp_path, "data.format=sprint", "data.max_length=1000",
+               "data.on_overflow=truncate", "data.num_proc=2", "training.per_device_train_batch_size=2",
+               "training.sft.train_sampling_strategy=group_by_length")
+    trainer, data = build_trainer(cfg, progress=False)
+    assert not (trainer.args.dataset_kwargs or {}).get("skip_prepare_dataset")
+    assert data.num_proc == 2  # tokenized by a pool of 2
+    ds = trainer.train_dataset
+    assert max(data.lengths("train")) > 0 and len(ds) == len(data.train)
+    for before, after in zip(data.train, ds):
+        assert after["input_ids"] == before["input_ids"][:1000] and after["labels"] == before["labels"][:1000]
+        assert after["length"] == len(after["input_ids"])  # the length column already counted the truncation
+    sampler = trainer._get_train_sampler(trainer._remove_unused_columns(ds))
+    assert sampler.lengths == [len(ids) for ids in ds["input_ids"]]

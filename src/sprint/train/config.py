@@ -46,6 +46,8 @@ class DataSection:
     max_length: int = 4096  # tokens, prompt + completion + eos
     on_overflow: Literal["drop", "truncate", "error"] = "drop"  # what to do with longer samples
     max_samples: int | None = None  # cap on training records (after filtering), for quick runs
+    num_proc: int | None = None  # processes that tokenize; None: one per CPU when there are many records and
+    #                              more than 2 CPUs (divided among the ranks of this machine), else 1
 
 
 @dataclass
@@ -140,6 +142,8 @@ class TrainConfig:
             raise ValueError(f"data.eval_fraction: must be in [0, 1), got {d.eval_fraction}")
         if d.max_length <= 0:
             raise ValueError(f"data.max_length: must be positive, got {d.max_length}")
+        if d.num_proc is not None and d.num_proc < 1:
+            raise ValueError(f"data.num_proc: must be at least 1 (or null: automatic), got {d.num_proc}")
         if not 0.0 <= t.warmup_ratio < 1.0:
             raise ValueError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
         if t.max_tokens_budget is not None and t.max_tokens_budget <= 0:

@@ -140,8 +140,9 @@ def plan_steps(cfg: TrainConfig, data: PreparedData, n_processes: int | None = N
     global_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps * n_processes
     n = len(data.train)
     steps_per_epoch = max(1, math.ceil(n / global_batch))
-    lengths = [min(len(ids), cfg.data.max_length) for ids in data.train["input_ids"]]
-    tokens_per_epoch = sum(lengths)
+    # From the `length` column, one Arrow read: `data.train["input_ids"]` would turn every token of the data set into
+    # a Python int (2 s for 67k samples, and gigabytes at 500k).
+    tokens_per_epoch = sum(min(k, cfg.data.max_length) for k in data.lengths("train"))
     plan = {"global_batch_size": global_batch, "steps_per_epoch": steps_per_epoch,
             "tokens_per_epoch": tokens_per_epoch}
     if t.max_tokens_budget is not None:
@@ -212,6 +213,15 @@ def build_sft_config(cfg: TrainConfig, data: PreparedData, *, progress: bool = T
         if key not in known:
             raise ValueError(f"training.sft.{key}: not an SFTConfig argument")
     kwargs.update(t.sft)
+    # TRL's preparation of an already tokenized dataset is three single-process `map`s over every token (labels from
+    # the completion mask, truncation, a filter for fully masked samples): 46-67 s for 67k samples (48M tokens) on a
+    # 2-CPU machine, more than tokenizing. sprint.train.data already wrote the labels; when no sample is longer than
+    # max_length the truncation and the filter change nothing (every sample has its EOS label), so the preparation is
+    # skipped. Otherwise (data.on_overflow=truncate with longer samples, packing, shuffle_dataset) TRL prepares the
+    # data, without the label map (19 s there; training.sft.dataset_num_proc=2 did not shorten it on 2 CPUs).
+    if "dataset_kwargs" not in t.sft and data.fits(cfg.data.max_length) and not kwargs.get("packing") \
+            and not kwargs.get("shuffle_dataset"):
+        kwargs["dataset_kwargs"] = {"skip_prepare_dataset": True}
     return SFTConfig(**kwargs)
 
 
@@ -260,27 +270,63 @@ class ThroughputCallback(TrainerCallback):
                 "steady_steps_measured": steps, "steady_tokens_measured": tokens}
 
 
+def _sft_trainer_class():
+    """SFTTrainer whose length-grouped samplers take the dataset's `length` column.
+
+    transformers' Trainer drops every column the model does not take before it builds the sampler, so a `length`
+    column never reaches it, and LengthGroupedSampler then reads every sample's input_ids (4-5 s for 67k samples).
+    Even a kept column would come as a lazy datasets Column, indexed one row at a time by the sampler at every epoch.
+    Here the column is kept (the collator ignores it) and handed to the sampler as a list read in one Arrow call.
+    """
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    from trl import SFTTrainer
+
+    from sprint.train.data import column_values
+
+    class SprintSFTTrainer(SFTTrainer):
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            name = self.args.length_column_name
+            if self._signature_columns is not None and name not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, name]
+
+        def _with_listed_lengths(self, sampler, dataset):
+            if isinstance(sampler, LengthGroupedSampler) and not isinstance(sampler.lengths, list):
+                sampler.lengths = column_values(dataset, self.args.length_column_name)
+            return sampler
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            return self._with_listed_lengths(super()._get_train_sampler(train_dataset), dataset)
+
+        def _get_eval_sampler(self, eval_dataset):
+            return self._with_listed_lengths(super()._get_eval_sampler(eval_dataset), eval_dataset)
+
+    return SprintSFTTrainer
+
+
 def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None = None, progress: bool = True,
                   callbacks: list | None = None, timings: dict | None = None):
     """Tokenizer, data, SFTConfig, model and SFTTrainer, in the order DeepSpeed needs. Returns (trainer, data).
-    `timings`, when given, receives the seconds each setup phase took (on a rented GPU, setup is paid for too)."""
+    `timings`, when given, receives the seconds each setup phase took (on a rented GPU, setup is paid for too):
+    data_s (with its parts read_s, tokenize_s, dataset_s when the data is prepared here) and trainer_s."""
     import time
-
-    from trl import SFTTrainer
 
     start = time.perf_counter()
     timings = {} if timings is None else timings
     check_files(cfg)
     tokenizer = tokenizer or load_tokenizer(cfg)
-    data = data or prepare_data(cfg, tokenizer, progress=progress and is_main_process())
+    if data is None:
+        data = prepare_data(cfg, tokenizer, progress=progress and is_main_process())
+        timings.update(data.timings)
     timings["data_s"] = round(time.perf_counter() - start, 2)
     args = build_sft_config(cfg, data, progress=progress)
     model = build_model(cfg, tokenizer)
     cbs = list(callbacks or [])
     if cfg.training.max_tokens_budget is not None:
         cbs.append(TokenBudgetCallback(cfg.training.max_tokens_budget))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                         processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=cbs)
+    trainer = _sft_trainer_class()(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                                   processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=cbs)
     timings["trainer_s"] = round(time.perf_counter() - start - timings["data_s"], 2)
     return trainer, data
 
@@ -312,8 +358,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     main = trainer.is_world_process_zero()
     if main:
         log(data.report())
-        log(f"setup: data {setup['data_s']:.1f} s (read + tokenize), trainer {setup['trainer_s']:.1f} s "
-            "(model + SFTTrainer, which prepares the datasets)")
+        procs = f" on {data.num_proc} processes" if data.num_proc > 1 else ""
+        parts = ", ".join(f"{k[:-2]} {setup[k]:.1f} s" + (procs if k == "tokenize_s" else "")
+                          for k in ("read_s", "tokenize_s", "dataset_s") if k in setup)
+        log(f"setup: data {setup['data_s']:.1f} s" + (f" ({parts})" if parts else "")
+            + f", trainer {setup['trainer_s']:.1f} s (model + SFTTrainer)")
     result = trainer.train(resume_from_checkpoint=cfg.training.resume_from_checkpoint)
     tokens_seen = trainer.state.num_input_tokens_seen
     runtime = result.metrics.get("train_runtime") or 0.0

@@ -1,0 +1,81 @@
+"""The Countdown SPRINT planner's later plans under teacher forcing: given perfect executions, does it continue or
+answer when it should, and does it name the execution that found the solution?
+
+For each validation record (a SPRINT planner record from `sprint countdown data`), the model gets the record's text up
+to the opening of every plan after the first (`<Plan_k>` with k >= 2) and writes that plan greedily (in-process
+backend, CPU); the plan is compared with the record's.
+
+    python benchmarks/countdown_planner_probe.py --model countdown-sprint --data runs/countdown/data/sprint_val.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import re
+
+from sprint.backends.base import GenerationParams
+from sprint.backends.transformers_backend import TransformersBackend
+from sprint.format import layout
+from sprint.format import tags as T
+from sprint.models import resolve_model
+
+
+def cases(path: str, limit: int) -> list[tuple[str, int, str, str]]:
+    """(record id, plan number, prompt text up to the plan's opening, the record's plan) for plans 2, 3, ..."""
+    out = []
+    opener = re.compile(re.escape(T.open_tag(T.plan_name(0))).replace("0", r"(\d+)") + "\n")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec.get("role", "planner") != "planner":
+                continue
+            question, body = rec["messages"][1]["content"], rec["messages"][2]["content"]
+            start = layout.generation_start(layout.prompt_prefix(question, "sprint"))
+            body = layout.completion_text(start, body)
+            for m in opener.finditer(body):
+                k = int(m.group(1))
+                if k >= 2:
+                    end = body.index(T.close_tag(T.plan_name(k)), m.end())
+                    out.append((rec["id"], k, start + body[:m.end()], body[m.end():end].strip()))
+            if len(out) >= limit:
+                return out
+    return out
+
+
+def based_on(plan: str) -> str | None:
+    """The plan's "Based on execution_i.j:" line (None: the plan goes on with prompts)."""
+    return next((ln for ln in plan.splitlines() if ln.startswith(T.BASED_ON_PREFIX)), None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="countdown-sprint")
+    ap.add_argument("--data", default="runs/countdown/data/sprint_val.jsonl")
+    ap.add_argument("--n", type=int, default=60, help="plans to probe (at least)")
+    args = ap.parse_args()
+    backend = TransformersBackend(resolve_model(args.model), device="cpu", max_batch=16)
+    todo = cases(args.data, args.n)
+    params = GenerationParams(max_tokens=200, stop=[T.close_tag(T.plan_name(0))[:-2]])  # "</Plan_" of any stage
+
+    async def run():
+        return await asyncio.gather(*(backend.generate(c[2], params) for c in todo))
+
+    outs = asyncio.run(run())
+    counts = collections.Counter()
+    for (rid, k, _, ref), out in zip(todo, outs):
+        got = out.text.strip()
+        should, did = based_on(ref), based_on(got)
+        counts[("should answer" if should else "should continue", "answered" if did else "continued")] += 1
+        if should and did:
+            counts["named the right execution" if should == did else "named another execution"] += 1
+        counts["plan exactly as the record"] += got == ref
+    print(json.dumps({"model": args.model, "plans": len(todo), **{" / ".join(k) if isinstance(k, tuple) else k: v
+                                                                  for k, v in sorted(counts.items(), key=str)}},
+                     indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,8 @@ request generates `--new-tokens`.
 
     python benchmarks/bench_long_prompt.py [--model runs/m2/sprint] [--lengths 30 1100 3000] [--modes fast exact]
         [--threads 1] [--new-tokens 64] [--profile fast:3000]
+
+For a per-op breakdown of decode steps on a GPU (sync counts, attention kernels), see benchmarks/profile_decode.py.
 """
 
 from __future__ import annotations
@@ -73,14 +75,11 @@ def profile(backend, prompt: str, prefix: str, new_tokens: int) -> None:
     import torch
     from torch.profiler import ProfilerActivity
 
-    import sprint.backends.transformers_backend as tb
-
-    async def inline(fn, *a):
-        return fn(*a)
+    from profile_decode import Inline   # benchmarks/profile_decode.py: runs forward passes in the calling thread
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if backend.device.type == "cuda" else [])
-    saved = tb.asyncio.to_thread
-    tb.asyncio.to_thread = inline
+    saved = backend._executor
+    backend._executor = Inline()
     try:
         with torch.profiler.profile(activities=acts, record_shapes=True) as prof:
             measure(backend, prompt, prefix, new_tokens)
@@ -89,12 +88,21 @@ def profile(backend, prompt: str, prefix: str, new_tokens: int) -> None:
         measure(backend, prompt, prefix, new_tokens)
         cp.disable()
     finally:
-        tb.asyncio.to_thread = saved
+        backend._executor = saved
     table = prof.key_averages(group_by_input_shape=True)
     print(table.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
     if backend.device.type == "cuda":
         print(table.table(sort_by="self_device_time_total", row_limit=20, max_name_column_width=60))
     pstats.Stats(cp).sort_stats("tottime").print_stats(30)
+
+
+def model_path(name: str) -> str:
+    """A model directory, or a bundled model's name (e.g. countdown-sprint)."""
+    if Path(name).is_dir():
+        return name
+    from sprint.models import resolve_model
+
+    return str(resolve_model(name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rows = []
     for mode in args.modes:
-        backend = TransformersBackend(args.model, device=args.device, exact=(mode == "exact"),
+        backend = TransformersBackend(model_path(args.model), device=args.device, exact=(mode == "exact"),
                                       max_batch=args.max_batch)
         backend.eos_ids = set()
         text_ids = long_text(backend.tokenizer, max(args.lengths), Path(args.data))

@@ -66,3 +66,58 @@ def test_bundled_countdown_model_gives_the_same_greedy_plan_on_cuda():
     cpu = _generate_all(TransformersBackend(path, device="cpu"), [prompt], 48)[0]
     gpu = _generate_all(TransformersBackend(path, device="cuda"), [prompt], 48)[0]
     assert cpu.text.strip() and gpu.text == cpu.text
+
+
+class Inline:
+    """An executor that runs the backend's forward passes in the calling thread (so torch.profiler sees them)."""
+
+    def submit(self, fn, *args, **kwargs):
+        from concurrent.futures import Future
+
+        fut = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+            fut.set_exception(e)
+        return fut
+
+
+def test_cuda_decode_step_synchronises_once_whatever_the_context(noisy_llama_dir):
+    """One host<->device synchronisation per decode step (the `.tolist()` of the picked tokens), after a short
+    prompt as after a 1,000-token one: counted by CUDA's sync debug mode around each forward pass."""
+    import warnings
+
+    backend = TransformersBackend(str(noisy_llama_dir), device="cuda", dtype="bfloat16")
+    backend.eos_ids = set()
+    counts, inner = [], backend._step
+
+    def step(rows, ids, positions, sample):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                return inner(rows, ids, positions, sample)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+                if len(ids) == 1 == len(rows.segments):
+                    counts.append((max(positions), [f"{w.filename}:{w.lineno}" for w in caught
+                                                    if "synchroniz" in str(w.message)]))
+
+    backend._step = step
+    for prompt in (PROMPTS[0], PROMPTS[2] * 6):
+        _generate_all(backend, [prompt], 12)
+    assert max(pos for pos, _ in counts) > 900 and min(pos for pos, _ in counts) < 40
+    assert all(len(sites) == 1 for _, sites in counts), counts
+
+
+def test_cuda_fast_mode_keeps_attention_off_cudnn(noisy_llama_dir):
+    """cuDNN attention builds a plan per distinct shape and every decode step has one key more: the fast path's
+    attention runs on flash / memory-efficient kernels instead (bf16, where cuDNN would be eligible)."""
+    backend = TransformersBackend(str(noisy_llama_dir), device="cuda", dtype="bfloat16")
+    backend._executor = Inline()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        _generate_all(backend, PROMPTS, 8)
+    names = {e.key for e in prof.key_averages()}
+    assert not [n for n in names if "cudnn_attention" in n]
+    assert [n for n in names if "flash_attention" in n or "efficient_attention" in n]
+    assert torch.backends.cuda.cudnn_sdp_enabled()   # restored after each forward pass

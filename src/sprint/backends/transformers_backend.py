@@ -40,6 +40,16 @@ chunks get a call each. Prefix reuse copies the matching rows into the new slot;
 copied out into the prefix cache and its slot is freed (the buffers themselves are dropped when the backend idles).
 Same results as exact mode up to floating-point noise, as with vLLM.
 
+Per step the host and the device meet twice, whatever the context length: ONE host-to-device copy of every index
+the step needs (token ids, positions, rows to keep, KV write slots, slot lengths; from pinned memory, asynchronous)
+and ONE device-to-host read of the picked tokens (`.tolist()`, the step's only synchronisation; sampling rows add
+one read of their logits). Forward passes run in one dedicated worker thread, so thread-local state (cuBLAS
+handles, cuDNN's plan caches) is built once, not again whenever the event loop's shared pool hands the step to
+another thread. On a GPU the fast path keeps scaled_dot_product_attention off cuDNN (`AVOID_CUDNN_SDPA`): recent
+PyTorch prefers cuDNN on H100/H200, and cuDNN builds (and may JIT-compile) an execution plan per distinct shape,
+while every decode step attends over one key more than the last, so each step would pay for a new plan;
+flash/memory-efficient kernels take any length.
+
 Text
 ----
 Tokens are detokenized incrementally (with a few prompt tokens of context, so leading spaces come out right); stop
@@ -51,11 +61,13 @@ per-request generator seeded by `params.seed`, so sampled outputs do not depend 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import types
 from collections import OrderedDict, deque
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -66,6 +78,10 @@ from sprint.backends.stops import StopScanner
 log = logging.getLogger(__name__)
 
 ATTENTION_NAME = "sprint_rows"
+
+# Keep scaled_dot_product_attention off cuDNN on CUDA devices during forward passes (see module doc); a benchmark
+# may set it to False to compare with PyTorch's own choice.
+AVOID_CUDNN_SDPA = True
 
 
 # ---------------------------------------------------------------------------------------------- KV storage
@@ -258,7 +274,8 @@ class SlotCache:
 @dataclass
 class SlotRows:
     """A fast-mode step plan (built once per step, used by every layer): where each row's KV goes, which rows decode
-    in the batched call, and the prefill chunks. Index tensors live on the model's device."""
+    in the batched call, and the prefill chunks. `_slot_rows` fills the index fields with host lists; `_step` moves
+    them to the model's device together with the step's other inputs, in one copy (`bind`)."""
 
     cache: SlotCache
     capacity: int             # positions the buffers must hold after this step
@@ -272,7 +289,17 @@ class SlotRows:
     max_len: int              # the longest key length among them
     chunks: list[tuple[int, int, int, int]]   # multi-row segments: (first row, end row, slot, first position)
     full: bool = False        # every slot in the span decodes and has max_len keys: no mask needed
+    aligned: bool = False     # no chunks and row i is slot i's decoding row: no scatter/gather of queries needed
     _masks: dict = field(default_factory=dict)
+
+    def index_lists(self) -> list[list[int]]:
+        """The host index lists that `bind` replaces by device tensors (write_pos is the step's positions)."""
+        return [self.write_slot, self.single_rows, self.single_slots, self.lengths]
+
+    def bind(self, write_slot, write_pos, single_rows, single_slots, lengths) -> "SlotRows":
+        self.write_slot, self.write_pos, self.single_rows, self.single_slots, self.lengths = (
+            write_slot, write_pos, single_rows, single_slots, lengths)
+        return self
 
     def single_mask(self, sliding_window: int | None):
         """[span, 1, 1, max_len]: key k is visible to slot s's query iff k < length[s] (and inside the window);
@@ -321,6 +348,13 @@ def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_w
     ks[rows.write_slot, :, rows.write_pos] = key[0].transpose(0, 1)
     vs[rows.write_slot, :, rows.write_pos] = value[0].transpose(0, 1)
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
+    if rows.aligned:
+        # A decode-only step whose rows are slots 0 .. span-1 in order: the queries are already in slot order.
+        o = F.scaled_dot_product_attention(
+            query[0].transpose(0, 1).reshape(rows.span, kv_heads, heads // kv_heads, dim),
+            ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len],
+            attn_mask=rows.single_mask(sliding_window), scale=scaling)
+        return o.reshape(1, rows.span, heads, dim), None
     out = query.new_zeros(query.shape[2], heads, dim)
     if rows.single_rows.numel():
         # Scatter the decoding rows' queries to their slots; GQA: the `heads // kv_heads` query heads sharing a KV
@@ -340,6 +374,17 @@ def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_w
             attn_mask=rows.chunk_mask(i, sliding_window), scale=scaling, enable_gqa=gqa)
         out[start:end] = o[0].transpose(0, 1)
     return out[None], None
+
+
+@contextlib.contextmanager
+def _cudnn_sdpa_off(torch):
+    """scaled_dot_product_attention may pick flash, memory-efficient or math kernels, not cuDNN, inside."""
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
 
 
 def _tiled_linear_forward(tile: int):
@@ -502,6 +547,8 @@ class TransformersBackend:
         self._pending: deque[_Request] = deque()
         self._active: list[_Request] = []
         self._wake: asyncio.Event | None = None
+        # Forward passes run in this one thread (started at the first step), not in the event loop's shared pool.
+        self._executor: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sprint-forward")
 
     def __repr__(self) -> str:
         return (f"TransformersBackend({self.name!r}, device={str(self.device)!r}, max_batch={self.max_batch}, "
@@ -676,7 +723,7 @@ class TransformersBackend:
         for req in decoding + prefilling:
             start_pos = req.computed
             n = len(req.tokens) - start_pos
-            if req in prefilling:
+            if n > 1:   # prefilling
                 if budget <= 0:
                     break
                 n = min(n, budget)
@@ -724,7 +771,8 @@ class TransformersBackend:
                 continue
             rows, ids, positions, sample, owners = self._plan()
             try:
-                tokens = await asyncio.to_thread(self._step, rows, ids, positions, sample)
+                tokens = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._step, rows, ids, positions, sample)
             except Exception as e:   # a failed forward pass fails the requests in it, not the backend
                 log.exception("forward pass failed")
                 err = BackendError(f"{self.name}: forward pass failed: {type(e).__name__}: {e}")
@@ -738,35 +786,63 @@ class TransformersBackend:
             self._advance(rows, owners, sample, tokens)
 
     def _step(self, rows: StepRows, ids: list[int], positions: list[int], sample) -> list[int]:
-        """One forward pass (worker thread): compute the rows, then pick each sampling row's next token."""
+        """One forward pass (worker thread): compute the rows, then pick each sampling row's next token.
+
+        Host and device meet once each way (see module doc): every index goes over in one copy (`_upload`), and
+        the picked tokens come back with one `.tolist()`, the step's only synchronisation unless rows sample."""
         import torch
 
-        dev = self.device
-        keep = torch.tensor([r for _, r in sample], device=dev) if sample else 1
+        n, keep_rows = len(ids), [r for _, r in sample]
         plan = rows if self.exact else self._slot_rows(rows, positions)
-        with torch.no_grad():
-            out = self.model(input_ids=torch.tensor([ids], device=dev), position_ids=torch.tensor([positions],
-                             device=dev), use_cache=False, sprint_rows=plan, logits_to_keep=keep)
-            logits = out.logits[0]
-            picks: list[int] = []
-            greedy = [i for i, (req, _) in enumerate(sample) if req.params.temperature <= 0]
-            sampled = [i for i, (req, _) in enumerate(sample) if req.params.temperature > 0]
-            argmax = logits[greedy].argmax(-1).tolist() if greedy else []
+        extra = [] if self.exact else plan.index_lists()
+        dev_ids, dev_pos, dev_keep, *index = self._upload(ids, positions, keep_rows, *extra)
+        if not self.exact:
+            write_slot, single_rows, single_slots, lengths = index
+            plan.bind(write_slot, dev_pos, single_rows, single_slots, lengths)
+        with torch.no_grad(), self._attention_kernels(torch):
+            out = self.model(input_ids=dev_ids.view(1, n), position_ids=dev_pos.view(1, n), use_cache=False,
+                             sprint_rows=plan, logits_to_keep=dev_keep if sample else 1)
+            logits = out.logits[0]   # [len(sample), vocab]: row i is sample[i]'s
+            greedy = [req.params.temperature <= 0 for req, _ in sample]
+            # Per-row results do not depend on the other rows: take all rows, no index tensor built on the host.
+            argmax = logits.argmax(-1).tolist() if any(greedy) else []
             # One device-to-host copy for all sampling rows, not one per request.
-            host = dict(zip(sampled, logits[sampled].float().cpu())) if sampled else {}
-            g = iter(argmax)
+            host = logits.float().cpu() if not all(greedy) else None
+            picks: list[int] = []
             for i, (req, _) in enumerate(sample):
                 if self.on_logits is not None:
                     self.on_logits(list(req.tokens), logits[i])
-                picks.append(next(g) if req.params.temperature <= 0 else self._sample(host[i], req))
+                picks.append(argmax[i] if greedy[i] else self._sample(host[i], req))
         for start, end, store, pos0 in rows.segments:
             store.length = pos0 + end - start
         return picks
 
-    def _slot_rows(self, rows: StepRows, positions: list[int]) -> SlotRows:
-        """The fast-mode plan of a step: index lists built on the host, moved to the device in one copy."""
+    def _upload(self, *parts: list[int]) -> list:
+        """The step's integer lists in ONE host-to-device copy (asynchronous, from pinned memory on CUDA); returns a
+        device view per list. Sizes are the step's rows and slots, never its context."""
         import torch
 
+        flat: list[int] = []
+        for part in parts:
+            flat.extend(part)
+        if self.device.type == "cuda":
+            dev = torch.tensor(flat, dtype=torch.long, pin_memory=True).to(self.device, non_blocking=True)
+        else:
+            dev = torch.tensor(flat, dtype=torch.long, device=self.device)
+        views, i = [], 0
+        for part in parts:
+            views.append(dev[i:i + len(part)])
+            i += len(part)
+        return views
+
+    def _attention_kernels(self, torch):
+        """Context of a forward pass: on CUDA, scaled_dot_product_attention without cuDNN (see `AVOID_CUDNN_SDPA`)."""
+        if self.device.type != "cuda" or not AVOID_CUDNN_SDPA:
+            return contextlib.nullcontext()
+        return _cudnn_sdpa_off(torch)
+
+    def _slot_rows(self, rows: StepRows, positions: list[int]) -> SlotRows:
+        """The fast-mode plan of a step, with host index lists (`_step` moves them to the device with the rest)."""
         write_slot, single_rows, single_slots, chunks = [], [], [], []
         for start, end, seq, pos0 in rows.segments:
             write_slot.extend([seq.slot] * (end - start))
@@ -780,16 +856,15 @@ class TransformersBackend:
         for (start, end, seq, pos0) in rows.segments:
             if end - start == 1:
                 lengths[seq.slot] = pos0 + 1
-        n, b = len(positions), len(single_rows)
-        flat = torch.tensor(write_slot + positions + single_rows + single_slots + lengths,
-                            dtype=torch.long).to(self.device, non_blocking=True)
+        b = len(single_rows)
+        in_order = list(range(b))
         return SlotRows(
             cache=self._slots, capacity=max(pos0 + end - start for start, end, _, pos0 in rows.segments),
             slots=max(seq.slot for _, _, seq, _ in rows.segments) + 1,
-            write_slot=flat[:n], write_pos=flat[n:2 * n], single_rows=flat[2 * n:2 * n + b],
-            single_slots=flat[2 * n + b:2 * n + 2 * b], lengths=flat[2 * n + 2 * b:], span=span,
-            max_len=max(lengths) if lengths else 0, chunks=chunks,
-            full=span == b and bool(lengths) and min(lengths) == max(lengths))
+            write_slot=write_slot, write_pos=positions, single_rows=single_rows, single_slots=single_slots,
+            lengths=lengths, span=span, max_len=max(lengths) if lengths else 0, chunks=chunks,
+            full=span == b and bool(lengths) and min(lengths) == max(lengths),
+            aligned=not chunks and span == b > 0 and single_rows == in_order and single_slots == in_order)
 
     @staticmethod
     def _sample(logits, req: _Request) -> int:

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from sprint.tasks.countdown.problems import (DEFAULT_DIFFICULTY, Problem, check_difficulty, check_train_target_max,
                                              generate)
-from sprint.tasks.countdown.search import DEFAULT_ORDER, SOLUTION_PREFIX, search
+from sprint.tasks.countdown.search import DEFAULT_ORDER, SOLUTION_PREFIX
 from sprint.tasks.countdown.traces import ProblemTraces, TraceConfig, answer_text, build_records, build_traces
 
 #: Budgets (sequential tokens) at which the search-alone baseline is reported, besides the data's own means.
@@ -142,11 +142,12 @@ def trace_metrics(t: ProblemTraces, counter) -> dict:
 def search_costs(problems: Sequence[Problem], counter, max_value: int, order: str = DEFAULT_ORDER) -> list[float]:
     """For each problem, the sequential tokens the search alone (first moves in `order`) needs to reach its answer
     (no branch limit): the token count of the sequential trace up to and including the answer (inf when none)."""
-    costs: list[float] = []
-    for p in problems:
-        s = search(p, max_branches=10**6, max_value=max_value, order=order)
-        costs.append(sum(counter([s.sequential_text(), answer_text(s.solution)])) if s.solution else math.inf)
-    return costs
+    from sprint.tasks.countdown.baseline import BaselineProblem
+    from sprint.tasks.countdown.baseline import search_costs as counted
+
+    found = counted([BaselineProblem(str(i), p) for i, p in enumerate(problems)], counter, max_branches=10**6,
+                    max_value=max_value, order=order, with_answer=True)
+    return [math.inf if c.tokens is None else c.tokens for c in found]
 
 
 def search_baseline(costs: Sequence[float], budgets: Iterable[int] = BASELINE_BUDGETS) -> dict:

@@ -56,7 +56,7 @@ def test_math500_grading_uses_the_model_text_only(math500):
 def test_math500_bad_input_names_the_line(tmp_path):
     p = tmp_path / "m.jsonl"
     p.write_text(json.dumps({"problem": "1+1", "answer": "2", "unique_id": "a"}) + "\n{oops\n")
-    with pytest.raises(ValueError, match="line 2"):
+    with pytest.raises(ValueError, match=":2: not valid JSON"):
         Math500Task(p).load()
     p.write_text(json.dumps({"problem": "1+1", "unique_id": "a"}) + "\n")
     with pytest.raises(ValueError, match="item 1: missing field 'answer'"):

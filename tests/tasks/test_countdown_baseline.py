@@ -97,7 +97,7 @@ def test_problems_match_sprint_eval(tmp_path):
     ('{"numbers": [1, 2, 3, "x"], "target": 10}', "line 2: field 'numbers' must be an integer"),
     ('{"numbers": [1, 2, 3, 4], "target": 2.5}', "line 2: field 'target' must be an integer"),
     ('{"numbers": [1, 2, 3, 0], "target": 10}', "line 2: numbers must be positive"),
-    ('{"numbers": [1, 2, 3, 4], "target": 10', "line 2 is not valid JSON"),
+    ('{"numbers": [1, 2, 3, 4], "target": 10', ":2: not valid JSON"),
     ('{"id": "a", "numbers": [1, 2, 3, 5], "target": 10}', "line 2: repeats id 'a' (first on line 1)"),
 ])
 def test_problem_file_errors_name_line_and_field(tmp_path, row, message):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -89,16 +88,9 @@ def model_output(text: str) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {lineno} is not valid JSON ({e.msg})") from None
-    return rows
+    from sprint.jsonl import iter_jsonl
+
+    return [row for _, row in iter_jsonl(path)]
 
 
 def _field(row: dict, key: str, where: str) -> Any:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
 from sprint.inference.records import RunResult
+from sprint.jsonl import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +48,18 @@ def load_items(path: str | Path, question_field: str = "problem", id_field: str 
         raise FileNotFoundError(f"input file not found: {path}")
     items: list[BatchItem] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
-            for fld in (question_field, id_field):
-                if fld not in rec:
-                    flag = "--question-field" if fld == question_field else "--id-field"
-                    raise ValueError(f"{path}:{n}: no field {fld!r} (fields: {', '.join(rec)}; choose with {flag})")
-            q, i = rec[question_field], str(rec[id_field])
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError(f"{path}:{n}: field {question_field!r} must be a non-empty string")
-            if i in seen:
-                raise ValueError(f"{path}:{n}: id {i!r} already used on line {seen[i]}")
-            seen[i] = n
-            items.append(BatchItem(i, q, n))
+    for n, rec in iter_jsonl(path):
+        for fld in (question_field, id_field):
+            if fld not in rec:
+                flag = "--question-field" if fld == question_field else "--id-field"
+                raise ValueError(f"{path}:{n}: no field {fld!r} (fields: {', '.join(rec)}; choose with {flag})")
+        q, i = rec[question_field], str(rec[id_field])
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"{path}:{n}: field {question_field!r} must be a non-empty string")
+        if i in seen:
+            raise ValueError(f"{path}:{n}: id {i!r} already used on line {seen[i]}")
+        seen[i] = n
+        items.append(BatchItem(i, q, n))
     return items
 
 

@@ -30,6 +30,7 @@ from typing import Iterable, Sequence
 
 from sprint.format import layout
 from sprint.format import tags as T
+from sprint.jsonl import iter_jsonl
 
 FORMATS = ("sprint", "sequential")
 ROLES = ("planner", "executor")
@@ -102,15 +103,8 @@ def read_records(path: str | Path, fmt: str | None = None, *, source_name: str |
         raise FileNotFoundError(f"training records not found: {path}")
     records: list[TrainRecord] = []
     name = source_name or str(path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise _record_error(f"{name}:{lineno}", f"not valid JSON ({e.msg})") from None
-            records.append(parse_record(obj, f"{name}:{lineno}"))
+    for lineno, obj in iter_jsonl(path, label=name):
+        records.append(parse_record(obj, f"{name}:{lineno}"))
     formats = sorted({r.format for r in records})
     if fmt is None and len(formats) > 1:
         raise ValueError(f"{name}: records mix formats {formats}; set data.format to sprint or sequential")

@@ -20,7 +20,6 @@ numbers), or a JSONL file of problems (`numbers`, `target`, optional `id`: the f
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
@@ -103,30 +102,21 @@ def read_problems(path: str | Path) -> list[BaselineProblem]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"problems file not found: {path}")
+    from sprint.jsonl import iter_jsonl
+
     out: list[BaselineProblem] = []
     first_line: dict[str, int] = {}
-    k = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            k += 1
-            where = f"{path}: line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where} is not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            if row.get("numbers") is None:
-                raise ValueError(f"{where}: missing field 'numbers'")
-            target = _int_field(row, "target", where)
-            p = _problem(row["numbers"], target, where)
-            pid = str(row.get("id") or k)
-            if pid in first_line:
-                raise ValueError(f"{where}: repeats id {pid!r} (first on line {first_line[pid]})")
-            first_line[pid] = lineno
-            out.append(BaselineProblem(pid, p))
+    for k, (lineno, row) in enumerate(iter_jsonl(path), start=1):
+        where = f"{path}: line {lineno}"
+        if row.get("numbers") is None:
+            raise ValueError(f"{where}: missing field 'numbers'")
+        target = _int_field(row, "target", where)
+        p = _problem(row["numbers"], target, where)
+        pid = str(row.get("id") or k)
+        if pid in first_line:
+            raise ValueError(f"{where}: repeats id {pid!r} (first on line {first_line[pid]})")
+        first_line[pid] = lineno
+        out.append(BaselineProblem(pid, p))
     if not out:
         raise ValueError(f"{path}: no problems")
     return out

@@ -13,6 +13,6 @@ def test_demo_runs_both_bundled_models_offline(capsys):
     assert "countdown-sprint" in out and "countdown-sequential" in out
     assert "SPRINT vs sequential" in out and "wall-clock" in out
     # Both trajectories are shown (their last part). Whether the SPRINT planner reaches <Final_answer> on this problem
-    # is the model's business, not the demo's: the third bundled pair's does not.
+    # is the model's business, not the demo's: the third bundled pair's planner loops on "Dead" here.
     assert "countdown-sprint: trajectory" in out and "countdown-sequential: trajectory" in out
     assert out.count("</think>") >= 2

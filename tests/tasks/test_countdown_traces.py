@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,26 @@ def test_search_text_of_a_known_problem():
     assert text.count("Dead end") == 2 and text.count("Explore") == 3
     assert text.endswith("51-18=33 [33 17] 50 16\n33-17=16\nSolution (51-18)-(17*1)")
     assert check_answer(s.solution, (17, 18, 51, 1), 16).ok
+
+
+def test_distances_follow_every_last_pair_result():
+    plain = search(Problem((17, 18, 51, 1), 16), order="heuristic")
+    s = search(Problem((17, 18, 51, 1), 16), order="heuristic", distances=True)
+    lines = s.sequential_text().splitlines()
+    assert lines[:4] == ["Reach 16 from [51 18 17 1]", "Explore 17-1=16", "[51 18 16]", "51+18=69 [69 16] 85:69 53:37"]
+    # The hit is the result at distance 0; the search (branches, solution) is the same, only the text grows.
+    assert s.sequential_text().endswith("51-18=33 [33 17] 50:34 16:0\n33-17=16\nSolution (51-18)-(17*1)")
+    assert (s.solved_at, s.solution) == (plain.solved_at, plain.solution)
+    assert re.sub(r":\d+", "", s.sequential_text()) == plain.sequential_text()
+    # Every result of a last pair carries its distance to the target, and only a hit has distance 0.
+    for p in generate("train", 30, 5):
+        s = search(p, distances=True)
+        for ln in s.sequential_text().splitlines():
+            if "] " in ln and not ln.startswith("Reach"):
+                for tok in ln.split("] ")[1].split():
+                    r, d = map(int, tok.split(":"))
+                    assert d == abs(r - p.target)
+                    assert (d == 0) == (r == p.target)
 
 
 def test_heuristic_order_and_branch_bound():

@@ -96,6 +96,9 @@ def _register_baseline(sub) -> None:
     b.add_argument("--with-answer", action="store_true",
                    help="also count the \\boxed{} answer the sequential traces write after the thinking (as sprint "
                         "eval counts a model's sequential tokens)")
+    b.add_argument("--distances", action="store_true",
+                   help="count the trace with each last-pair result's distance to the target, as written by data "
+                        "made with trace.distances (default: without, the shorter text)")
     b.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON here")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=_baseline)
@@ -114,7 +117,7 @@ def _baseline(args) -> int:
     summary = run_baseline(data=args.data, n=args.n, seed=args.seed, tokenizer=args.tokenizer, order=args.order,
                            max_branches=args.max_branches, max_value=args.max_value, budgets=args.budget,
                            budget_from=args.budget_from, with_answer=args.with_answer,
-                           progress=not args.no_progress)
+                           distances=args.distances, progress=not args.no_progress)
     print(format_table(summary), end="")
     if args.summary_json:
         path = Path(args.summary_json)

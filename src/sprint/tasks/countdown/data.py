@@ -139,14 +139,16 @@ def trace_metrics(t: ProblemTraces, counter) -> dict:
             "max_branch_tokens": max(counter([b.execution for b in t.search.branches]))}
 
 
-def search_costs(problems: Sequence[Problem], counter, max_value: int, order: str = DEFAULT_ORDER) -> list[float]:
-    """For each problem, the sequential tokens the search alone (first moves in `order`) needs to reach its answer
-    (no branch limit): the token count of the sequential trace up to and including the answer (inf when none)."""
+def search_costs(problems: Sequence[Problem], counter, max_value: int, order: str = DEFAULT_ORDER,
+                 distances: bool = False) -> list[float]:
+    """For each problem, the sequential tokens the search alone (first moves in `order`, the traces' text) needs to
+    reach its answer (no branch limit): the token count of the sequential trace up to and including the answer (inf
+    when none)."""
     from sprint.tasks.countdown.baseline import BaselineProblem
     from sprint.tasks.countdown.baseline import search_costs as counted
 
     found = counted([BaselineProblem(str(i), p) for i, p in enumerate(problems)], counter, max_branches=10**6,
-                    max_value=max_value, order=order, with_answer=True)
+                    max_value=max_value, order=order, with_answer=True, distances=distances)
     return [math.inf if c.tokens is None else c.tokens for c in found]
 
 
@@ -340,7 +342,7 @@ def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progr
         _write_jsonl(out / f"sprint_{split}.jsonl", sprint_recs)
         _write_jsonl(out / f"sequential_{split}.jsonl", seq_recs)
         stats["splits"][split] = split_stats
-    costs = search_costs(problems["test"], counter, cfg.trace.max_value, cfg.trace.order)
+    costs = search_costs(problems["test"], counter, cfg.trace.max_value, cfg.trace.order, cfg.trace.distances)
     base = search_baseline(costs)
     train = stats["splits"]["train"]["sequential_tokens"]
     for name in ("sequential", "sprint"):

@@ -61,6 +61,8 @@ DEFAULT_MAX_BRANCHES = 16
 SOLUTION_PREFIX = "Solution "
 #: The line that closes a branch without a solution.
 DEAD_END = "Dead end"
+#: Between a last pair's result and its distance to the target (`trace.distances`).
+DISTANCE_SEP = ":"
 #: Orders of the first moves (see the module docstring); the first is the default.
 ORDERS = ("canonical", "heuristic")
 DEFAULT_ORDER = ORDERS[0]
@@ -155,7 +157,14 @@ class Branch:
         return self.solution is not None
 
 
-def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: int) -> Branch:
+def result_text(r: int, target: int, distances: bool) -> str:
+    """One result of a last pair as written in a branch: the value, and with `distances` its distance to the target
+    (`36:0` is the hit)."""
+    return f"{r}{DISTANCE_SEP}{abs(r - target)}" if distances else str(r)
+
+
+def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: int,
+            distances: bool = False) -> Branch:
     """Depth-first search under one first move (three numbers left), stopping at the first solution.
 
     Written out flat (not with `moves`) because it is the inner loop of data generation; same order and rules.
@@ -176,7 +185,7 @@ def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: in
             found = None
             leaf = []
             for op2, r2 in results(x, y, max_value):
-                leaf.append(str(r2))
+                leaf.append(result_text(r2, target, distances))
                 if r2 == target:
                     found = op2
                     break
@@ -207,6 +216,7 @@ class Search:
     max_branches: int
     max_value: int
     order: str = DEFAULT_ORDER
+    distances: bool = False
 
     @property
     def solved_at(self) -> int | None:
@@ -225,7 +235,7 @@ class Search:
         """Branch k (1-based), explored on demand (the SPRINT trace explores a whole stage's worth)."""
         while len(self.branches) < k:
             m, st = self.ranked[len(self.branches)]
-            self.branches.append(explore(m, st, self.problem.target, self.max_value))
+            self.branches.append(explore(m, st, self.problem.target, self.max_value, self.distances))
         return self.branches[k - 1]
 
     def sequential_text(self) -> str:
@@ -256,15 +266,16 @@ def first_moves(start: Sequence[tuple[int, str]], target: int, max_value: int,
 
 
 def search(problem: Problem, max_branches: int = DEFAULT_MAX_BRANCHES,
-           max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER) -> Search:
-    """Run the depth-first search on a problem (stopping at the first solution), first moves in `order`."""
+           max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER, distances: bool = False) -> Search:
+    """Run the depth-first search on a problem (stopping at the first solution), first moves in `order`; with
+    `distances` every result of a last pair is written with its distance to the target (`result_text`)."""
     if len(problem.numbers) != 4:
         raise ValueError(f"the search traces are defined for 4 numbers, got {list(problem.numbers)}")
     start = sort_state([(n, str(n)) for n in problem.numbers])
     target = problem.target
     ranked = first_moves(start, target, max_value, order)[:max_branches]
     intro = f"Reach {target} from {state_text(start)}"
-    s = Search(problem, intro, ranked, [], max_branches, max_value, order)
+    s = Search(problem, intro, ranked, [], max_branches, max_value, order, distances)
     for k in range(1, len(ranked) + 1):
         if s.branch(k).solved:
             break

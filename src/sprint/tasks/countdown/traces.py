@@ -51,6 +51,11 @@ class TraceConfig:
     executor_views: int | None = None
     #: The planner opens each later stage with the outcome line of the previous stage's executions (`outcome_line`).
     outcomes: bool = False
+    #: Every result of a last pair is written with its distance to the target ("49:5"; the hit is ":0"). Why: the
+    #: stop is otherwise one rare decision (is this number the target?) that a small model learned per familiar
+    #: target and got wrong on unseen ones (a false Solution in 34 of 40 test runs of the 2026-11-26 pair); the
+    #: distance turns it into subtraction on every result, dense supervision that has to read the target's digits.
+    distances: bool = False
 
     def __post_init__(self):
         if self.width is not None and self.width < 1:
@@ -141,7 +146,7 @@ def stage_openers(s: Search, steps: list[Step], packing: Packing) -> dict[int, s
 
 def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     """Search a problem and pack its steps; `reason` is set when the search or the filters reject it."""
-    s = search(problem, cfg.max_branches, cfg.max_value, cfg.order)
+    s = search(problem, cfg.max_branches, cfg.max_value, cfg.order, cfg.distances)
     out = ProblemTraces(problem, s)
     if s.solved_at is None:
         out.reason = f"unsolved: no solution in the first {cfg.max_branches} branches"

@@ -21,7 +21,7 @@ class BundledModel:
     name: str
     method: str
     task: str
-    #: Limits that fit the model's 5120-token context (used where the user set none).
+    #: Limits that fit the model's 4096-token context (used where the user set none).
     settings: tuple[tuple[str, int], ...] = ()
 
     @property
@@ -32,7 +32,7 @@ class BundledModel:
 BUNDLED: dict[str, BundledModel] = {
     "countdown-sprint": BundledModel("countdown-sprint", "sprint", "countdown",
                                      (("max_plan_tokens", 384), ("max_exec_tokens", 512), ("max_answer_tokens", 96))),
-    "countdown-sequential": BundledModel("countdown-sequential", "sequential", "countdown", (("max_tokens", 5000),)),
+    "countdown-sequential": BundledModel("countdown-sequential", "sequential", "countdown", (("max_tokens", 4000),)),
 }
 #: What `sprint run` uses when no model is given.
 DEFAULT_MODEL = "countdown-sprint"

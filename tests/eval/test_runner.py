@@ -271,7 +271,7 @@ def test_bundled_models_get_their_limits_unless_overridden():
     sp, _ = solver_configs(cfg, "sprint", "countdown-sprint")
     assert sp.max_exec_tokens == 512 and sp.max_plan_tokens == 384
     _, bl = solver_configs(cfg, "sequential", "countdown-sequential")
-    assert bl.max_tokens == 5000
+    assert bl.max_tokens == 4000
     sp, _ = solver_configs(cfg, "sprint", "/some/model")
     assert sp.max_exec_tokens == 8000
     cfg = EvalConfig(task="countdown", methods=["sprint"], out="unused", overrides={"sprint.max_exec_tokens": "100"})

@@ -55,9 +55,9 @@ def test_cost_is_the_training_trace_up_to_the_solution_line(countdown_tokenizer,
     with_answer = search_cost(KNOWN, counter, order="heuristic", with_answer=True)
     boxed = len(countdown_tokenizer("\\boxed{(51-18)-(17*1)}", add_special_tokens=False)["input_ids"])
     assert with_answer.tokens == c.tokens + boxed
-    # With distances: the text of traces made with trace.distances.
-    dist = search_cost(KNOWN, counter, order="heuristic", distances=True)
-    text = search(KNOWN.problem, order="heuristic", distances=True).sequential_text()
+    # Another check: the text of traces made with that trace.check.
+    dist = search_cost(KNOWN, counter, order="heuristic", check="compare")
+    text = search(KNOWN.problem, order="heuristic", check="compare").sequential_text()
     assert dist.tokens == len(countdown_tokenizer(text, add_special_tokens=False)["input_ids"]) > c.tokens
     # Another order is another search (and the branch limit bounds it).
     assert search_cost(KNOWN, counter, order="canonical").tokens != c.tokens
@@ -168,7 +168,7 @@ def test_budget_from_errors_name_the_id(tmp_path):
 def test_run_baseline_summary(countdown_tokenizer_dir):
     s = run_baseline(n=5, seed=1, tokenizer=countdown_tokenizer_dir, budgets=[270, 10**6])
     assert s["problems"]["n"] == 5 and s["problems"]["first_id"] == "countdown-test-1-000000"
-    assert s["search"] == {"order": "canonical", "max_branches": 16, "max_value": 1000, "distances": False,
+    assert s["search"] == {"order": "canonical", "max_branches": 16, "max_value": 1000, "check": "none",
                            "counted": "trace up to and including the Solution line",
                            "tokenizer": str(countdown_tokenizer_dir), "tokenizer_path": str(countdown_tokenizer_dir)}
     c = s["cost_tokens"]

@@ -83,7 +83,7 @@ def test_data_command_is_reproducible_and_complete(tmp_path, capsys):
 
 def test_shipped_config_loads():
     cfg = load_data_config(REPO / "configs" / "countdown-data.yaml")
-    assert cfg.trace.context == 5120 and cfg.trace.distances and cfg.train >= 50000
+    assert cfg.trace.context == 4096 and cfg.trace.check == "none" and cfg.train >= 50000
     assert cfg.trace.numbers == "digits" and cfg.trace.order == "canonical"
 
 
@@ -135,3 +135,17 @@ def test_workers_give_the_same_bytes(tmp_path):
     build_countdown_data(cfg, tmp_path / "two", progress=False, workers=2)
     for name in ("sprint_train.jsonl", "sequential_train.jsonl", "stats.json", "sprint_val.jsonl"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_check_option_reaches_the_records_and_stats(tmp_path):
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "o"
+    assert main(["countdown", "data", "--config", str(cfg), "--out", str(out), "--no-progress",
+                 "--check", "compare"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["config"]["trace"]["check"] == "compare"
+    for rec in _read(out / "sequential_train.jsonl"):
+        thinking = parse_sequential(rec["messages"][-1]["content"]).thinking
+        hit = [ln for ln in thinking.splitlines() if ln.endswith(f" {rec['target']}=")]
+        assert len(hit) == 1 and f"] {rec['target']}: " in hit[0], rec["id"]

@@ -28,24 +28,42 @@ def test_search_text_of_a_known_problem():
     assert check_answer(s.solution, (17, 18, 51, 1), 16).ok
 
 
-def test_distances_follow_every_last_pair_result():
+@pytest.mark.parametrize("check, last_lines", [
+    ("distance", ["51+18=69 [69 16] 85:69 53:37", "51-18=33 [33 17] 50:34 16:0"]),
+    ("target", ["51+18=69 [69 16] 16: 85 53", "51-18=33 [33 17] 16: 50 16"]),
+    ("compare", ["51+18=69 [69 16] 16: 85> 53>", "51-18=33 [33 17] 16: 50> 16="]),
+])
+def test_checks_write_each_last_pair_result_against_the_target(check, last_lines):
     plain = search(Problem((17, 18, 51, 1), 16), order="heuristic")
-    s = search(Problem((17, 18, 51, 1), 16), order="heuristic", distances=True)
-    lines = s.sequential_text().splitlines()
-    assert lines[:4] == ["Reach 16 from [51 18 17 1]", "Explore 17-1=16", "[51 18 16]", "51+18=69 [69 16] 85:69 53:37"]
-    # The hit is the result at distance 0; the search (branches, solution) is the same, only the text grows.
-    assert s.sequential_text().endswith("51-18=33 [33 17] 50:34 16:0\n33-17=16\nSolution (51-18)-(17*1)")
+    s = search(Problem((17, 18, 51, 1), 16), order="heuristic", check=check)
+    text = s.sequential_text()
+    assert text.splitlines()[:4] == ["Reach 16 from [51 18 17 1]", "Explore 17-1=16", "[51 18 16]", last_lines[0]]
+    # The same search (branches, solution); only the pair lines differ.
+    assert text.endswith(last_lines[1] + "\n33-17=16\nSolution (51-18)-(17*1)")
     assert (s.solved_at, s.solution) == (plain.solved_at, plain.solution)
-    assert re.sub(r":\d+", "", s.sequential_text()) == plain.sequential_text()
-    # Every result of a last pair carries its distance to the target, and only a hit has distance 0.
+    assert re.sub(r" \d+:(?= )|:\d+|[<>=](?=\s|$)", "", text) == plain.sequential_text()
+    # Every result of a last pair carries its check against the target, and only a hit checks as equal.
     for p in generate("train", 30, 5):
-        s = search(p, distances=True)
-        for ln in s.sequential_text().splitlines():
-            if "] " in ln and not ln.startswith("Reach"):
-                for tok in ln.split("] ")[1].split():
-                    r, d = map(int, tok.split(":"))
-                    assert d == abs(r - p.target)
-                    assert (d == 0) == (r == p.target)
+        for ln in search(p, check=check).sequential_text().splitlines():
+            if "] " not in ln or ln.startswith("Reach"):
+                continue
+            items = ln.split("] ")[1].split()
+            if check != "distance":
+                assert items.pop(0) == f"{p.target}:"
+            for item in items:
+                if check == "distance":
+                    r, d = map(int, item.split(":"))
+                    assert d == abs(r - p.target) and (d == 0) == (r == p.target)
+                elif check == "compare":
+                    r, mark = int(item[:-1]), item[-1]
+                    assert mark == ("=" if r == p.target else ">" if r > p.target else "<")
+
+
+def test_unknown_check_is_refused():
+    with pytest.raises(ValueError, match="trace.check must be one of"):
+        TraceConfig(check="equal")
+    with pytest.raises(ValueError, match="trace.check must be one of"):
+        search(Problem((17, 18, 51, 1), 16), check="equal")
 
 
 def test_heuristic_order_and_branch_bound():

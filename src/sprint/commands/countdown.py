@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     d.add_argument("--width", type=int, metavar="W", help="override trace.width (prompts per SPRINT stage)")
     d.add_argument("--numbers", choices=("digits", "whole"),
                    help="override trace.numbers: the tokenizer splits numbers into digits or keeps them whole")
+    d.add_argument("--check", choices=("none", "distance", "target", "compare"),
+                   help="override trace.check: how a branch checks a last pair's results against the target")
     d.add_argument("--context", type=int, metavar="TOKENS", help="override trace.context (longer records are dropped)")
     d.add_argument("--workers", type=int, default=1, metavar="N",
                    help="processes that build the traces (same output for any N; default: %(default)s)")
@@ -72,7 +74,7 @@ def _budget(text: str) -> float:
 
 def _register_baseline(sub) -> None:
     from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE
-    from sprint.tasks.countdown.search import DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, ORDERS
+    from sprint.tasks.countdown.search import CHECKS, DEFAULT_CHECK, DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, ORDERS
 
     b = sub.add_parser("baseline", help="what the search alone solves within token budgets (vs a model's run)",
                        description=BASELINE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,9 +98,9 @@ def _register_baseline(sub) -> None:
     b.add_argument("--with-answer", action="store_true",
                    help="also count the \\boxed{} answer the sequential traces write after the thinking (as sprint "
                         "eval counts a model's sequential tokens)")
-    b.add_argument("--distances", action="store_true",
-                   help="count the trace with each last-pair result's distance to the target, as written by data "
-                        "made with trace.distances (default: without, the shorter text)")
+    b.add_argument("--check", choices=CHECKS, default=DEFAULT_CHECK,
+                   help="how the counted trace checks last-pair results against the target, as data made with that "
+                        "trace.check writes it (default: %(default)s, the data's)")
     b.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON here")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=_baseline)
@@ -117,7 +119,7 @@ def _baseline(args) -> int:
     summary = run_baseline(data=args.data, n=args.n, seed=args.seed, tokenizer=args.tokenizer, order=args.order,
                            max_branches=args.max_branches, max_value=args.max_value, budgets=args.budget,
                            budget_from=args.budget_from, with_answer=args.with_answer,
-                           distances=args.distances, progress=not args.no_progress)
+                           check=args.check, progress=not args.no_progress)
     print(format_table(summary), end="")
     if args.summary_json:
         path = Path(args.summary_json)
@@ -135,7 +137,7 @@ def _data(args) -> int:
 
     cfg = load_data_config(args.config)
     overrides = {k: getattr(args, k) for k in ("seed", "train", "val", "test") if getattr(args, k) is not None}
-    trace = {k: getattr(args, k) for k in ("order", "width", "numbers", "context") if getattr(args, k) is not None}
+    trace = {k: getattr(args, k) for k in ("order", "width", "numbers", "check", "context") if getattr(args, k) is not None}
     cfg = dataclasses.replace(cfg, **overrides, trace=dataclasses.replace(cfg.trace, **trace))
     start = time.perf_counter()
     if args.workers < 1:

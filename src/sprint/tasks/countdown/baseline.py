@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
-from sprint.tasks.countdown.search import DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, check_order, search
+from sprint.tasks.countdown.search import DEFAULT_CHECK, DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, check_check, check_order, search
 from sprint.tasks.countdown.traces import answer_text
 
 #: The tokenizer used when none is given: the bundled SPRINT model's (the sequential model's is the same).
@@ -152,10 +152,10 @@ def load_counter(tokenizer: str | Path | None = None):
 
 def search_cost(item: BaselineProblem, counter, *, max_branches: int = DEFAULT_MAX_BRANCHES,
                 max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER,
-                with_answer: bool = False, distances: bool = False) -> SearchCost:
-    """Run the search on one problem and count the tokens of its sequential trace up to the Solution line (with
-    `distances`, in the text of traces made with `trace.distances`)."""
-    s = search(item.problem, max_branches=max_branches, max_value=max_value, order=order, distances=distances)
+                with_answer: bool = False, check: str = DEFAULT_CHECK) -> SearchCost:
+    """Run the search on one problem and count the tokens of its sequential trace up to the Solution line (written
+    with the check `check`, as traces made with that `trace.check`)."""
+    s = search(item.problem, max_branches=max_branches, max_value=max_value, order=order, check=check)
     if s.solution is None:
         return SearchCost(item.id, None, None, len(s.branches))
     texts = [s.sequential_text().strip()] + ([answer_text(s.solution)] if with_answer else [])
@@ -164,14 +164,14 @@ def search_cost(item: BaselineProblem, counter, *, max_branches: int = DEFAULT_M
 
 def search_costs(items: Sequence[BaselineProblem], counter, *, max_branches: int = DEFAULT_MAX_BRANCHES,
                  max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER, with_answer: bool = False,
-                 progress: bool = False, distances: bool = False) -> list[SearchCost]:
+                 progress: bool = False, check: str = DEFAULT_CHECK) -> list[SearchCost]:
     check_order(order)
     if max_branches < 1:
         raise ValueError(f"max_branches must be >= 1, got {max_branches}")
     from tqdm.auto import tqdm
 
     return [search_cost(it, counter, max_branches=max_branches, max_value=max_value, order=order,
-                        with_answer=with_answer, distances=distances)
+                        with_answer=with_answer, check=check)
             for it in tqdm(items, desc="search", unit="problem", disable=not progress, dynamic_ncols=True,
                            file=sys.stderr)]
 
@@ -279,10 +279,11 @@ def run_baseline(*, data: str | Path | None = None, n: int | None = None, seed: 
                  tokenizer: str | Path | None = None, order: str = DEFAULT_ORDER,
                  max_branches: int = DEFAULT_MAX_BRANCHES, max_value: int = DEFAULT_MAX_VALUE,
                  budgets: Sequence[float] = (), budget_from: Sequence[str | Path] = (), with_answer: bool = False,
-                 distances: bool = False, progress: bool = False) -> dict[str, Any]:
+                 check: str = DEFAULT_CHECK, progress: bool = False) -> dict[str, Any]:
     """The whole baseline: load the problems, read the runs' budgets (before the search, so a bad file fails fast),
     search and count, and return the summary (`format_table` prints it)."""
     check_order(order)
+    check_check(check)
     if not budgets and not budget_from:
         raise ValueError("no budget: give --budget N and/or --budget-from RESULTS.jsonl")
     for b in budgets:
@@ -293,12 +294,12 @@ def run_baseline(*, data: str | Path | None = None, n: int | None = None, seed: 
     runs = [read_run_budgets(src, items) for src in budget_from]
     counter, tok_path = load_counter(tokenizer)
     costs = search_costs(items, counter, max_branches=max_branches, max_value=max_value, order=order,
-                         with_answer=with_answer, progress=progress, distances=distances)
+                         with_answer=with_answer, progress=progress, check=check)
     return {
         "problems": {"source": str(data) if data is not None else "generated held-out test problems "
                      "(sprint eval --task countdown)", "n": len(items), "n_requested": n, "seed": seed,
                      "first_id": ids[0], "last_id": ids[-1]},
-        "search": {"order": order, "max_branches": max_branches, "max_value": max_value, "distances": distances,
+        "search": {"order": order, "max_branches": max_branches, "max_value": max_value, "check": check,
                    "counted": "trace up to and including the Solution line" + (" and the \\boxed{} answer"
                                                                                 if with_answer else ""),
                    "tokenizer": str(tokenizer) if tokenizer is not None else DEFAULT_TOKENIZER,
@@ -345,7 +346,7 @@ def format_table(summary: dict[str, Any]) -> str:
             if c["solved"] else "no problem solved")
     lines.append("")
     lines.append(f"Full search ({s['order']} order, max_branches {s['max_branches']}, max_value {s['max_value']}"
-                 f"{', distances' if s.get('distances') else ''}; "
+                 f", check {s.get('check', 'none')}; "
                  f"tokens of the {s['counted']}, tokenizer {s['tokenizer']}): solves {c['solved']} of {c['n']} "
                  f"({c['unsolved']} unsolved); tokens over the solved: {dist}.")
     return "\n".join(lines) + "\n"

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from sprint.tasks.countdown.problems import (DEFAULT_DIFFICULTY, Problem, check_difficulty, check_train_target_max,
                                              generate)
-from sprint.tasks.countdown.search import DEFAULT_ORDER, SOLUTION_PREFIX
+from sprint.tasks.countdown.search import DEFAULT_CHECK, DEFAULT_ORDER, SOLUTION_PREFIX
 from sprint.tasks.countdown.traces import ProblemTraces, TraceConfig, answer_text, build_records, build_traces
 
 #: Budgets (sequential tokens) at which the search-alone baseline is reported, besides the data's own means.
@@ -140,7 +140,7 @@ def trace_metrics(t: ProblemTraces, counter) -> dict:
 
 
 def search_costs(problems: Sequence[Problem], counter, max_value: int, order: str = DEFAULT_ORDER,
-                 distances: bool = False) -> list[float]:
+                 check: str = DEFAULT_CHECK) -> list[float]:
     """For each problem, the sequential tokens the search alone (first moves in `order`, the traces' text) needs to
     reach its answer (no branch limit): the token count of the sequential trace up to and including the answer (inf
     when none)."""
@@ -148,7 +148,7 @@ def search_costs(problems: Sequence[Problem], counter, max_value: int, order: st
     from sprint.tasks.countdown.baseline import search_costs as counted
 
     found = counted([BaselineProblem(str(i), p) for i, p in enumerate(problems)], counter, max_branches=10**6,
-                    max_value=max_value, order=order, with_answer=True, distances=distances)
+                    max_value=max_value, order=order, with_answer=True, check=check)
     return [math.inf if c.tokens is None else c.tokens for c in found]
 
 
@@ -342,7 +342,7 @@ def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progr
         _write_jsonl(out / f"sprint_{split}.jsonl", sprint_recs)
         _write_jsonl(out / f"sequential_{split}.jsonl", seq_recs)
         stats["splits"][split] = split_stats
-    costs = search_costs(problems["test"], counter, cfg.trace.max_value, cfg.trace.order, cfg.trace.distances)
+    costs = search_costs(problems["test"], counter, cfg.trace.max_value, cfg.trace.order, cfg.trace.check)
     base = search_baseline(costs)
     train = stats["splits"]["train"]["sequential_tokens"]
     for name in ("sequential", "sprint"):

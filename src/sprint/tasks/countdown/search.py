@@ -61,11 +61,20 @@ DEFAULT_MAX_BRANCHES = 16
 SOLUTION_PREFIX = "Solution "
 #: The line that closes a branch without a solution.
 DEAD_END = "Dead end"
-#: Between a last pair's result and its distance to the target (`trace.distances`).
-DISTANCE_SEP = ":"
+#: How a branch writes the check of a last pair's results against the target (`trace.check`; `pair_line`):
+#: "none" lists the results, "distance" writes each with its distance to the target, "target" restates the target
+#: before the results, "compare" restates it and marks each result <, > or = against it. The first is the default.
+CHECKS = ("none", "distance", "target", "compare")
+DEFAULT_CHECK = CHECKS[0]
 #: Orders of the first moves (see the module docstring); the first is the default.
 ORDERS = ("canonical", "heuristic")
 DEFAULT_ORDER = ORDERS[0]
+
+
+def check_check(check: str) -> str:
+    if check not in CHECKS:
+        raise ValueError(f"trace.check must be one of {', '.join(CHECKS)}, got {check!r}")
+    return check
 
 
 def check_order(order: str) -> str:
@@ -157,14 +166,23 @@ class Branch:
         return self.solution is not None
 
 
-def result_text(r: int, target: int, distances: bool) -> str:
-    """One result of a last pair as written in a branch: the value, and with `distances` its distance to the target
-    (`36:0` is the hit)."""
-    return f"{r}{DISTANCE_SEP}{abs(r - target)}" if distances else str(r)
+def pair_line(move_text: str, x: int, y: int, found: list[int], target: int, check: str = DEFAULT_CHECK) -> str:
+    """A second move's line: the move, the pair it leaves and the pair's results (`found`, up to the hit), with the
+    check of `check` (`CHECKS`); for target 16: "none" `51-18=33 [33 17] 50 16`, "distance" `... [33 17] 50:34 16:0`,
+    "target" `... [33 17] 16: 50 16`, "compare" `... [33 17] 16: 50> 16=`."""
+    if check == "distance":
+        res = [f"{r}:{abs(r - target)}" for r in found]
+    elif check == "compare":
+        res = [f"{r}{'=' if r == target else '>' if r > target else '<'}" for r in found]
+    else:
+        res = [str(r) for r in found]
+    if check in ("target", "compare"):
+        res.insert(0, f"{target}:")
+    return f"{move_text} [{x} {y}]" + "".join(" " + t for t in res)
 
 
 def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: int,
-            distances: bool = False) -> Branch:
+            check: str = DEFAULT_CHECK) -> Branch:
     """Depth-first search under one first move (three numbers left), stopping at the first solution.
 
     Written out flat (not with `moves`) because it is the inner loop of data generation; same order and rules.
@@ -185,11 +203,11 @@ def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: in
             found = None
             leaf = []
             for op2, r2 in results(x, y, max_value):
-                leaf.append(result_text(r2, target, distances))
+                leaf.append(r2)
                 if r2 == target:
                     found = op2
                     break
-            lines.append(f"{a}{op}{b}={r} [{x} {y}]" + (" " + " ".join(leaf) if leaf else ""))
+            lines.append(pair_line(f"{a}{op}{b}={r}", x, y, leaf, target, check))
             if found is not None:
                 # The hit written out as one operation: the stop is then checked against a line that ends in the
                 # target, and the Solution line's last operation is on the line above it, not implied by the
@@ -216,7 +234,7 @@ class Search:
     max_branches: int
     max_value: int
     order: str = DEFAULT_ORDER
-    distances: bool = False
+    check: str = DEFAULT_CHECK
 
     @property
     def solved_at(self) -> int | None:
@@ -235,7 +253,7 @@ class Search:
         """Branch k (1-based), explored on demand (the SPRINT trace explores a whole stage's worth)."""
         while len(self.branches) < k:
             m, st = self.ranked[len(self.branches)]
-            self.branches.append(explore(m, st, self.problem.target, self.max_value, self.distances))
+            self.branches.append(explore(m, st, self.problem.target, self.max_value, self.check))
         return self.branches[k - 1]
 
     def sequential_text(self) -> str:
@@ -266,16 +284,17 @@ def first_moves(start: Sequence[tuple[int, str]], target: int, max_value: int,
 
 
 def search(problem: Problem, max_branches: int = DEFAULT_MAX_BRANCHES,
-           max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER, distances: bool = False) -> Search:
-    """Run the depth-first search on a problem (stopping at the first solution), first moves in `order`; with
-    `distances` every result of a last pair is written with its distance to the target (`result_text`)."""
+           max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER, check: str = DEFAULT_CHECK) -> Search:
+    """Run the depth-first search on a problem (stopping at the first solution), first moves in `order`, the
+    results of last pairs written with the check `check` (`pair_line`; the search itself is the same)."""
+    check_check(check)
     if len(problem.numbers) != 4:
         raise ValueError(f"the search traces are defined for 4 numbers, got {list(problem.numbers)}")
     start = sort_state([(n, str(n)) for n in problem.numbers])
     target = problem.target
     ranked = first_moves(start, target, max_value, order)[:max_branches]
     intro = f"Reach {target} from {state_text(start)}"
-    s = Search(problem, intro, ranked, [], max_branches, max_value, order, distances)
+    s = Search(problem, intro, ranked, [], max_branches, max_value, order, check)
     for k in range(1, len(ranked) + 1):
         if s.branch(k).solved:
             break

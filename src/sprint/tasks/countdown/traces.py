@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from sprint.curate.packing import DEFAULT_MAX_STAGES, DEFAULT_MIN_RATIO, Packing, Step, pack
 from sprint.tasks.countdown.expr import check_answer
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
-from sprint.tasks.countdown.search import (DEAD_END, DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, SOLUTION_PREFIX, Search,
-                                          check_order, search)
+from sprint.tasks.countdown.search import (DEAD_END, DEFAULT_CHECK, DEFAULT_MAX_BRANCHES, DEFAULT_ORDER,
+                                          SOLUTION_PREFIX, Search, check_check, check_order, search)
 
 DEFAULT_WIDTH = 4
 
@@ -51,11 +51,13 @@ class TraceConfig:
     executor_views: int | None = None
     #: The planner opens each later stage with the outcome line of the previous stage's executions (`outcome_line`).
     outcomes: bool = False
-    #: Every result of a last pair is written with its distance to the target ("49:5"; the hit is ":0"). Why: the
-    #: stop is otherwise one rare decision (is this number the target?) that a small model learned per familiar
-    #: target and got wrong on unseen ones (a false Solution in 34 of 40 test runs of the 2026-11-26 pair); the
-    #: distance turns it into subtraction on every result, dense supervision that has to read the target's digits.
-    distances: bool = False
+    #: How a branch checks a last pair's results against the target (`sprint.tasks.countdown.search.pair_line`).
+    #: Why not just "none": there the stop is one rare decision (is this number the target?) that the small models
+    #: learned per familiar target and got wrong on unseen ones (13% of the third pair's executor Solution lines are
+    #: true on 1,000 test problems). "distance" (|result - target| after each result) did worse: the model got 91%
+    #: of the distances wrong on test targets (BENCHMARKS.md). "target" restates the target on the line, so the
+    #: comparison is local; "compare" also marks each result <, > or =, a dense signal that has to read it.
+    check: str = DEFAULT_CHECK
 
     def __post_init__(self):
         if self.width is not None and self.width < 1:
@@ -65,6 +67,7 @@ class TraceConfig:
         if self.max_value < 100:
             raise ValueError(f"trace.max_value must be >= 100 (targets go up to 100), got {self.max_value}")
         check_order(self.order)
+        check_check(self.check)
         from sprint.tasks.countdown.tokenizer import check_numbers
 
         check_numbers(self.numbers)
@@ -146,7 +149,7 @@ def stage_openers(s: Search, steps: list[Step], packing: Packing) -> dict[int, s
 
 def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     """Search a problem and pack its steps; `reason` is set when the search or the filters reject it."""
-    s = search(problem, cfg.max_branches, cfg.max_value, cfg.order, cfg.distances)
+    s = search(problem, cfg.max_branches, cfg.max_value, cfg.order, cfg.check)
     out = ProblemTraces(problem, s)
     if s.solved_at is None:
         out.reason = f"unsolved: no solution in the first {cfg.max_branches} branches"

@@ -1,0 +1,68 @@
+"""The table of a Countdown check ablation (`ablate.sh eval`), or of any Countdown eval runs: one row per run folder.
+
+Besides accuracy it counts the `Solution ...` lines the model wrote (every line of the output: in a SPRINT trajectory,
+plans and executions) and how many of them the verifier accepts. That precision is the quantity the ablation is about: a model that stops
+at a result that is not the target writes a false Solution line.
+
+    python benchmarks/countdown_gpu/ablate_table.py RUN_OR_ARM_DIR [...]
+
+A directory with `eval/` inside (an ablation arm: `model/train_metrics.json` and `data/stats.json` next to it) or a
+run folder with `results.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from sprint.eval.runner import ResultLog, wilson_interval
+from sprint.tasks.countdown.expr import check_answer
+from sprint.tasks.countdown.search import SOLUTION_PREFIX
+
+
+def solution_lines(text: str) -> list[str]:
+    return [ln[len(SOLUTION_PREFIX):].strip() for ln in text.splitlines() if ln.startswith(SOLUTION_PREFIX)]
+
+
+def row(path: Path) -> str:
+    run = path / "eval" if (path / "eval").is_dir() else path
+    recs = [r for r in ResultLog(run / "results.jsonl").read() if not r.get("error")]
+    n = len(recs)
+    if not n:
+        return f"| {path.name} | 0 | - | - | - | - | - |"
+    ok = sum(bool(r["correct"]) for r in recs)
+    lo, hi = wilson_interval(ok, n)
+    claimed = true = 0
+    for r in recs:
+        meta = r["meta"]
+        for e in solution_lines(r.get("trajectory") or ""):
+            claimed += 1
+            true += bool(check_answer(e, meta["numbers"], meta["target"]).ok)
+    no_answer = sum(r.get("status") == "no_answer" for r in recs)
+    seq = statistics.fmean(r["sequential_tokens"] for r in recs)
+    loss = "-"
+    metrics = path / "model" / "train_metrics.json"
+    if metrics.is_file():
+        best = json.loads(metrics.read_text()).get("best_eval_loss")
+        loss = f"{best:.4f}" if best is not None else "-"
+    prec = f"{true} / {claimed} ({100 * true / claimed:.0f}%)" if claimed else "0 / 0"
+    return (f"| {path.name} | {n} | {100 * ok / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | {no_answer} | {seq:,.0f} | "
+            f"{prec} | {loss} |")
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print("| arm / run | n | accuracy [95% CI] | no answer | mean sequential tokens | true / written Solution lines "
+          "| best eval loss |")
+    print("|---|---|---|---|---|---|---|")
+    for a in argv:
+        print(row(Path(a)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,11 +1,13 @@
 """The Countdown SPRINT planner's later plans under teacher forcing: given perfect executions, does it continue or
-answer when it should, and does it name the execution that found the solution?
+answer when it should, and does it name the execution that found the solution? With `--answers`: given the whole
+record up to its final answer, does it copy the named execution's Solution into `\\boxed{}`?
 
 For each validation record (a SPRINT planner record from `sprint countdown data`), the model gets the record's text up
 to the opening of every plan after the first (`<Plan_k>` with k >= 2) and writes that plan greedily (in-process
 backend, CPU); the plan is compared with the record's.
 
     python benchmarks/countdown_planner_probe.py --model countdown-sprint --data runs/countdown/data/sprint_val.jsonl
+    python benchmarks/countdown_planner_probe.py --answers ...   # the final-answer copy instead
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sprint.backends.transformers_backend import TransformersBackend
 from sprint.format import layout
 from sprint.format import tags as T
 from sprint.models import resolve_model
+from sprint.tasks.countdown.expr import check_answer
 
 
 def cases(path: str, limit: int) -> list[tuple[str, int, str, str]]:
@@ -45,6 +48,48 @@ def cases(path: str, limit: int) -> list[tuple[str, int, str, str]]:
     return out
 
 
+def answer_cases(path: str, limit: int) -> list[tuple[str, str, str, dict]]:
+    """(record id, prompt text up to and including the final answer's opening line, the record's answer text, the
+    record)."""
+    out = []
+    opening = T.open_tag(T.FINAL_ANSWER) + "\n"
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec.get("role", "planner") != "planner":
+                continue
+            question, body = rec["messages"][1]["content"], rec["messages"][2]["content"]
+            start = layout.generation_start(layout.prompt_prefix(question, "sprint"))
+            body = layout.completion_text(start, body)
+            at = body.index(opening) + len(opening)
+            end = body.index(T.close_tag(T.FINAL_ANSWER), at)
+            out.append((rec["id"], start + body[:at], body[at:end].strip(), rec))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def probe_answers(backend, path: str, n: int) -> dict:
+    """How often the planner's final answer, written after the record's own trajectory, is the record's answer."""
+    todo = answer_cases(path, n)
+    params = GenerationParams(max_tokens=96, stop=[T.close_tag(T.FINAL_ANSWER)])
+
+    async def run():
+        return await asyncio.gather(*(backend.generate(c[1], params) for c in todo))
+
+    outs = asyncio.run(run())
+    counts = collections.Counter()
+    examples = []
+    for (rid, prompt, ref, rec), out in zip(todo, outs):
+        got = out.text.strip()
+        counts["copied exactly"] += got == ref
+        answer = got[len("\\boxed{"):-1] if got.startswith("\\boxed{") and got.endswith("}") else got
+        counts["a correct answer (verifier)"] += bool(check_answer(answer, rec["numbers"], rec["target"]).ok)
+        if got != ref and len(examples) < 8:
+            examples.append(f"{ref}  ->  {got}")
+    return {"answers": len(todo), **counts, "examples (record -> model)": examples}
+
+
 def based_on(plan: str) -> str | None:
     """The plan's "Based on execution_i.j:" line (None: the plan goes on with prompts)."""
     return next((ln for ln in plan.splitlines() if ln.startswith(T.BASED_ON_PREFIX)), None)
@@ -54,9 +99,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="countdown-sprint")
     ap.add_argument("--data", default="runs/countdown/data/sprint_val.jsonl")
-    ap.add_argument("--n", type=int, default=60, help="plans to probe (at least)")
+    ap.add_argument("--n", type=int, default=60, help="plans to probe (at least; with --answers: records)")
+    ap.add_argument("--answers", action="store_true", help="probe the final-answer copy instead of the plans")
     args = ap.parse_args()
     backend = TransformersBackend(resolve_model(args.model), device="cpu", max_batch=16)
+    if args.answers:
+        print(json.dumps({"model": args.model, **probe_answers(backend, args.data, args.n)}, indent=1))
+        return
     todo = cases(args.data, args.n)
     params = GenerationParams(max_tokens=200, stop=[T.close_tag(T.plan_name(0))[:-2]])  # "</Plan_" of any stage
 

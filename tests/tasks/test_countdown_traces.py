@@ -188,3 +188,22 @@ def test_openers_must_name_existing_stages():
     t = build_traces(Problem((96, 93, 54, 7), 117), TraceConfig(width=6, order="canonical"))
     with pytest.raises(ValueError, match="openers: stage 4 does not exist"):
         to_trajectory("Q", t.steps, t.packing, "A", openers={4: "Dead"})
+
+
+def test_restate_solution_puts_the_solution_line_in_the_answer_plan():
+    """`trace.restate_solution`: the answer plan is "Based on execution_i.j:" then that execution's Solution line,
+    and the final answer is its expression; the sequential record and the executions are unchanged."""
+    p = Problem((96, 93, 54, 7), 117)
+    cfg = dict(width=6, order="canonical", outcomes=True)
+    plain = build_traces(p, TraceConfig(**cfg))
+    t = build_traces(p, TraceConfig(**cfg, restate_solution=True))
+    rec, plain_rec = build_records("x", t), build_records("x", plain)
+    traj = parse(rec[0]["messages"][2]["content"])
+    assert not traj.diagnostics
+    solving = traj.stages[1].executions[1].text.splitlines()[-1]
+    assert solving == "Solution " + t.search.solution
+    assert traj.stages[-1].plan.text == "Dead Solution\n\nBased on execution_2.2:\n" + solving
+    assert traj.final_answer == plain.final_answer == "\\boxed{" + t.search.solution + "}"
+    # Only the answer plan differs: the sequential record and every executor record are the same bytes.
+    assert rec[1] == plain_rec[1] and rec[2:] == plain_rec[2:]
+    assert rec[0] != plain_rec[0]

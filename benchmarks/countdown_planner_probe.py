@@ -26,10 +26,8 @@ from sprint.models import resolve_model
 from sprint.tasks.countdown.expr import check_answer
 
 
-def cases(path: str, limit: int) -> list[tuple[str, int, str, str]]:
-    """(record id, plan number, prompt text up to the plan's opening, the record's plan) for plans 2, 3, ..."""
-    out = []
-    opener = re.compile(re.escape(T.open_tag(T.plan_name(0))).replace("0", r"(\d+)") + "\n")
+def planner_records(path: str):
+    """(record, prompt text the planner continues, the record's completion after it) for each planner record."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             rec = json.loads(line)
@@ -37,14 +35,21 @@ def cases(path: str, limit: int) -> list[tuple[str, int, str, str]]:
                 continue
             question, body = rec["messages"][1]["content"], rec["messages"][2]["content"]
             start = layout.generation_start(layout.prompt_prefix(question, "sprint"))
-            body = layout.completion_text(start, body)
-            for m in opener.finditer(body):
-                k = int(m.group(1))
-                if k >= 2:
-                    end = body.index(T.close_tag(T.plan_name(k)), m.end())
-                    out.append((rec["id"], k, start + body[:m.end()], body[m.end():end].strip()))
-            if len(out) >= limit:
-                return out
+            yield rec, start, layout.completion_text(start, body)
+
+
+def cases(path: str, limit: int) -> list[tuple[str, int, str, str]]:
+    """(record id, plan number, prompt text up to the plan's opening, the record's plan) for plans 2, 3, ..."""
+    out = []
+    opener = re.compile(re.escape(T.open_tag(T.plan_name(0))).replace("0", r"(\d+)") + "\n")
+    for rec, start, body in planner_records(path):
+        for m in opener.finditer(body):
+            k = int(m.group(1))
+            if k >= 2:
+                end = body.index(T.close_tag(T.plan_name(k)), m.end())
+                out.append((rec["id"], k, start + body[:m.end()], body[m.end():end].strip()))
+        if len(out) >= limit:
+            break
     return out
 
 
@@ -53,19 +58,12 @@ def answer_cases(path: str, limit: int) -> list[tuple[str, str, str, dict]]:
     record)."""
     out = []
     opening = T.open_tag(T.FINAL_ANSWER) + "\n"
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec.get("role", "planner") != "planner":
-                continue
-            question, body = rec["messages"][1]["content"], rec["messages"][2]["content"]
-            start = layout.generation_start(layout.prompt_prefix(question, "sprint"))
-            body = layout.completion_text(start, body)
-            at = body.index(opening) + len(opening)
-            end = body.index(T.close_tag(T.FINAL_ANSWER), at)
-            out.append((rec["id"], start + body[:at], body[at:end].strip(), rec))
-            if len(out) >= limit:
-                break
+    for rec, start, body in planner_records(path):
+        at = body.index(opening) + len(opening)
+        end = body.index(T.close_tag(T.FINAL_ANSWER), at)
+        out.append((rec["id"], start + body[:at], body[at:end].strip(), rec))
+        if len(out) >= limit:
+            break
     return out
 
 

@@ -24,6 +24,7 @@ from sprint.format import layout
 from sprint.format import tags as T
 from sprint.models import resolve_model
 from sprint.tasks.countdown.expr import check_answer
+from sprint.tasks.countdown.search import SOLUTION_PREFIX
 
 
 def planner_records(path: str):
@@ -54,35 +55,53 @@ def cases(path: str, limit: int) -> list[tuple[str, int, str, str]]:
 
 
 def answer_cases(path: str, limit: int) -> list[tuple[str, str, str, dict]]:
-    """(record id, prompt text up to and including the final answer's opening line, the record's answer text, the
-    record)."""
+    """(record id, prompt text, the record's text the model should write, the record) for the far copy of each
+    record's answer. Records made with `trace.restate_solution` (the answer plan ends with the "Based on" line and
+    the Solution line) are cut before that Solution line, which is the far copy there (the boxed answer then copies
+    the line above it); other records are cut after the final answer's opening line, and the boxed answer is the
+    far copy."""
     out = []
     opening = T.open_tag(T.FINAL_ANSWER) + "\n"
     for rec, start, body in planner_records(path):
         at = body.index(opening) + len(opening)
-        end = body.index(T.close_tag(T.FINAL_ANSWER), at)
-        out.append((rec["id"], start + body[:at], body[at:end].strip(), rec))
+        plan_end = body.rindex(T.close_tag(T.plan_name(0))[:-2], 0, at)  # "</Plan_" of the answer plan
+        last = body[:plan_end].rstrip("\n").rsplit("\n", 1)
+        if len(last) == 2 and last[1].startswith(SOLUTION_PREFIX):
+            out.append((rec["id"], start + last[0] + "\n", last[1], rec))
+        else:
+            end = body.index(T.close_tag(T.FINAL_ANSWER), at)
+            out.append((rec["id"], start + body[:at], body[at:end].strip(), rec))
         if len(out) >= limit:
             break
     return out
 
 
+def answer_expression(text: str) -> str:
+    """The expression of a `\\boxed{...}` answer or a `Solution ...` line."""
+    if text.startswith(SOLUTION_PREFIX):
+        return text[len(SOLUTION_PREFIX):].strip()
+    return text[len("\\boxed{"):-1] if text.startswith("\\boxed{") and text.endswith("}") else text
+
+
 def probe_answers(backend, path: str, n: int) -> dict:
-    """How often the planner's final answer, written after the record's own trajectory, is the record's answer."""
+    """How often the planner, given a record's own trajectory, copies the record's answer (see `answer_cases`)."""
     todo = answer_cases(path, n)
-    params = GenerationParams(max_tokens=96, stop=[T.close_tag(T.FINAL_ANSWER)])
+    boxed = GenerationParams(max_tokens=96, stop=[T.close_tag(T.FINAL_ANSWER)])
+    line = GenerationParams(max_tokens=96, stop=["\n"])
 
     async def run():
-        return await asyncio.gather(*(backend.generate(c[1], params) for c in todo))
+        return await asyncio.gather(*(backend.generate(c[1], line if c[2].startswith(SOLUTION_PREFIX) else boxed)
+                                      for c in todo))
 
     outs = asyncio.run(run())
     counts = collections.Counter()
     examples = []
     for (rid, prompt, ref, rec), out in zip(todo, outs):
         got = out.text.strip()
+        counts["restated Solution line" if ref.startswith(SOLUTION_PREFIX) else "boxed answer"] += 1
         counts["copied exactly"] += got == ref
-        answer = got[len("\\boxed{"):-1] if got.startswith("\\boxed{") and got.endswith("}") else got
-        counts["a correct answer (verifier)"] += bool(check_answer(answer, rec["numbers"], rec["target"]).ok)
+        ok = check_answer(answer_expression(got), rec["numbers"], rec["target"]).ok
+        counts["a correct answer (verifier)"] += bool(ok)
         if got != ref and len(examples) < 8:
             examples.append(f"{ref}  ->  {got}")
     return {"answers": len(todo), **counts, "examples (record -> model)": examples}

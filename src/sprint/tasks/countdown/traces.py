@@ -62,7 +62,8 @@ class TraceConfig:
     #: Why: the final answer is a copy of that line, and `\boxed{` never occurs earlier, so nothing in the context
     #: points the copy at its source; the third pair's planner, given perfect executions, copied it right in 30 of
     #: 100 validation records (BENCHMARKS.md). "Solution " does occur before, right in front of the text to copy,
-    #: which is the pattern a model copies by; the boxed answer then copies the line just above it.
+    #: which is the pattern a model copies by; the boxed answer then copies the line just above it. Unproven: an
+    #: 80-step fine-tune of the bundled model on such records copied the line right in 8 of 100 (control: 17).
     restate_solution: bool = False
 
     def __post_init__(self):

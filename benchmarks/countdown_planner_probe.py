@@ -100,6 +100,10 @@ def probe_answers(backend, path: str, n: int) -> dict:
         got = out.text.strip()
         counts["restated Solution line" if ref.startswith(SOLUTION_PREFIX) else "boxed answer"] += 1
         counts["copied exactly"] += got == ref
+        if got != ref:  # a wrong execution named, or no copy at all
+            sources = {answer_expression(ln) for ln in prompt.splitlines() if ln.startswith(SOLUTION_PREFIX)}
+            counts["wrong: another Solution line of the record" if answer_expression(got) in sources
+                   else "wrong: no Solution line of the record"] += 1
         ok = check_answer(answer_expression(got), rec["numbers"], rec["target"]).ok
         counts["a correct answer (verifier)"] += bool(ok)
         if got != ref and len(examples) < 8:

@@ -1,8 +1,8 @@
 """The table of a Countdown check ablation (`ablate.sh eval`), or of any Countdown eval runs: one row per run folder.
 
-Besides accuracy it counts the `Solution ...` lines the model wrote (every line of the output: in a SPRINT trajectory,
-plans and executions) and how many of them the verifier accepts. That precision is the quantity the ablation is about: a model that stops
-at a result that is not the target writes a false Solution line.
+Besides accuracy it counts the `Solution ...` lines the model wrote (every line of the output: in a SPRINT
+trajectory, plans and executions) and how many of them the verifier accepts. That precision is the quantity the
+ablation is about: a model that stops at a result that is not the target writes a false Solution line.
 
     python benchmarks/countdown_gpu/ablate_table.py RUN_OR_ARM_DIR [...]
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
-from sprint.tasks.countdown.search import DEFAULT_CHECK, DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, check_check, check_order, search
+from sprint.tasks.countdown.search import (DEFAULT_CHECK, DEFAULT_MAX_BRANCHES, DEFAULT_ORDER, check_check,
+                                          check_order, search)
 from sprint.tasks.countdown.traces import answer_text
 
 #: The tokenizer used when none is given: the bundled SPRINT model's (the sequential model's is the same).

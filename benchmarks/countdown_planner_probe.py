@@ -24,7 +24,7 @@ from sprint.format import layout
 from sprint.format import tags as T
 from sprint.models import resolve_model
 from sprint.tasks.countdown.expr import check_answer
-from sprint.tasks.countdown.search import SOLUTION_PREFIX
+from sprint.tasks.countdown.search import SOLUTION_PREFIX, solution_lines
 
 
 def planner_records(path: str):
@@ -101,7 +101,7 @@ def probe_answers(backend, path: str, n: int) -> dict:
         counts["restated Solution line" if ref.startswith(SOLUTION_PREFIX) else "boxed answer"] += 1
         counts["copied exactly"] += got == ref
         if got != ref:  # a wrong execution named, or no copy at all
-            sources = {answer_expression(ln) for ln in prompt.splitlines() if ln.startswith(SOLUTION_PREFIX)}
+            sources = set(solution_lines(prompt))
             counts["wrong: another Solution line of the record" if answer_expression(got) in sources
                    else "wrong: no Solution line of the record"] += 1
         ok = check_answer(answer_expression(got), rec["numbers"], rec["target"]).ok

@@ -25,12 +25,13 @@ case $phase in
   train)
     nvidia-smi --query-gpu=name --format=csv,noheader
     workers=$(( ($(nproc) - 1) / narms )); [ $workers -lt 1 ] && workers=1
+    mkdir -p runs/ablate  # the logs below go to runs/, which a fresh machine does not have
     for a in $ARMS; do  # the arms' data side by side (same problems: same seed and sizes)
       python3 -m sprint.cli countdown data --config configs/countdown-data.yaml --out runs/ablate/$a/data \
         --train "$TRAIN" --val 500 --test "$N" $(arm_flags $a) --workers $workers --no-progress \
         > runs/ablate_$a.data.log 2>&1 &
     done
-    mkdir -p runs/ablate; wait
+    wait
     for a in $ARMS; do tail -1 runs/ablate_$a.data.log; done
     for a in $ARMS; do
       setsid nohup python3 -m sprint.cli train --config configs/countdown-small.yaml data.format=sequential \
@@ -43,11 +44,12 @@ case $phase in
   wait)
     deadline=$((SECONDS + WAIT))
     while [ $SECONDS -lt $deadline ]; do
-      done=0; for a in $ARMS; do grep -q "model saved to" runs/ablate_$a.train.log 2>/dev/null && done=$((done+1)); done
+      done=0  # saved or failed: either way the arm is over
+      for a in $ARMS; do grep -qE "model saved to|Traceback" runs/ablate_$a.train.log 2>/dev/null && done=$((done+1)); done
       [ $done -eq $narms ] && break
-      for a in $ARMS; do grep -q Traceback runs/ablate_$a.train.log && { echo "arm $a failed"; tail -5 runs/ablate_$a.train.log; }; done
       sleep 10
     done
+    for a in $ARMS; do grep -q Traceback runs/ablate_$a.train.log && { echo "arm $a failed"; tail -5 runs/ablate_$a.train.log; }; done
     for a in $ARMS; do echo "== $a"; tr '\r' '\n' < runs/ablate_$a.train.log | grep -E "eval_loss|model saved|Error" | tail -2; done ;;
   eval)
     mkdir -p "${OUT:-runs}"

@@ -19,11 +19,7 @@ from pathlib import Path
 
 from sprint.eval.runner import ResultLog, wilson_interval
 from sprint.tasks.countdown.expr import check_answer
-from sprint.tasks.countdown.search import SOLUTION_PREFIX
-
-
-def solution_lines(text: str) -> list[str]:
-    return [ln[len(SOLUTION_PREFIX):].strip() for ln in text.splitlines() if ln.startswith(SOLUTION_PREFIX)]
+from sprint.tasks.countdown.search import solution_lines
 
 
 def row(path: Path) -> str:

@@ -207,3 +207,11 @@ def test_restate_solution_puts_the_solution_line_in_the_answer_plan():
     # Only the answer plan differs: the sequential record and every executor record are the same bytes.
     assert rec[1] == plain_rec[1] and rec[2:] == plain_rec[2:]
     assert rec[0] != plain_rec[0]
+
+
+def test_solution_lines_reads_back_what_the_search_writes():
+    from sprint.tasks.countdown.search import solution_lines
+
+    s = search(Problem((17, 18, 51, 1), 16), order="heuristic")
+    assert solution_lines(s.sequential_text()) == [s.solution] == ["(51-18)-(17*1)"]
+    assert solution_lines("Dead end\nSolution  (1+2)*3 \nno Solution here") == ["(1+2)*3"]

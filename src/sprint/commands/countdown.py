@@ -19,6 +19,8 @@ budget on the test problems). Options given here override the config file."""
 
 
 def register(subparsers) -> None:
+    from sprint.tasks.countdown.search import CHECKS
+
     p = subparsers.add_parser("countdown", help=HELP, description=HELP)
     sub = p.add_subparsers(dest="countdown_command", metavar="SUBCOMMAND")
     d = sub.add_parser("data", help="build problems, training traces of both formats, tokenizer and stats",
@@ -35,7 +37,7 @@ def register(subparsers) -> None:
     d.add_argument("--width", type=int, metavar="W", help="override trace.width (prompts per SPRINT stage)")
     d.add_argument("--numbers", choices=("digits", "whole"),
                    help="override trace.numbers: the tokenizer splits numbers into digits or keeps them whole")
-    d.add_argument("--check", choices=("none", "distance", "target", "compare"),
+    d.add_argument("--check", choices=CHECKS,
                    help="override trace.check: how a branch checks a last pair's results against the target")
     d.add_argument("--context", type=int, metavar="TOKENS", help="override trace.context (longer records are dropped)")
     d.add_argument("--workers", type=int, default=1, metavar="N",
@@ -137,7 +139,8 @@ def _data(args) -> int:
 
     cfg = load_data_config(args.config)
     overrides = {k: getattr(args, k) for k in ("seed", "train", "val", "test") if getattr(args, k) is not None}
-    trace = {k: getattr(args, k) for k in ("order", "width", "numbers", "check", "context") if getattr(args, k) is not None}
+    trace = {k: getattr(args, k) for k in ("order", "width", "numbers", "check", "context")
+             if getattr(args, k) is not None}
     cfg = dataclasses.replace(cfg, **overrides, trace=dataclasses.replace(cfg.trace, **trace))
     start = time.perf_counter()
     if args.workers < 1:

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 from sprint.tasks.countdown.problems import (DEFAULT_DIFFICULTY, Problem, check_difficulty, check_train_target_max,
                                              generate)
 from sprint.tasks.countdown.search import DEFAULT_CHECK, DEFAULT_ORDER, SOLUTION_PREFIX
-from sprint.tasks.countdown.traces import ProblemTraces, TraceConfig, answer_text, build_records, build_traces
+from sprint.tasks.countdown.traces import ProblemTraces, TraceConfig, build_records, build_traces
 
 #: Budgets (sequential tokens) at which the search-alone baseline is reported, besides the data's own means.
 BASELINE_BUDGETS = (128, 256, 384, 512, 768, 1024, 1536, 2048)

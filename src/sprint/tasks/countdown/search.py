@@ -71,6 +71,11 @@ ORDERS = ("canonical", "heuristic")
 DEFAULT_ORDER = ORDERS[0]
 
 
+def solution_lines(text: str) -> list[str]:
+    """The expressions of the `Solution ...` lines of a text (a model's trace), in order."""
+    return [ln[len(SOLUTION_PREFIX):].strip() for ln in text.splitlines() if ln.startswith(SOLUTION_PREFIX)]
+
+
 def check_check(check: str) -> str:
     if check not in CHECKS:
         raise ValueError(f"trace.check must be one of {', '.join(CHECKS)}, got {check!r}")

@@ -19,7 +19,8 @@ budget on the test problems). Options given here override the config file."""
 
 
 def register(subparsers) -> None:
-    from sprint.tasks.countdown.search import CHECKS
+    from sprint.tasks.countdown.search import CHECKS, ORDERS
+    from sprint.tasks.countdown.tokenizer import NUMBER_MODES
 
     p = subparsers.add_parser("countdown", help=HELP, description=HELP)
     sub = p.add_subparsers(dest="countdown_command", metavar="SUBCOMMAND")
@@ -31,11 +32,11 @@ def register(subparsers) -> None:
     d.add_argument("--seed", type=int, help="override the config's seed")
     for split in ("train", "val", "test"):
         d.add_argument(f"--{split}", type=int, metavar="N", help=f"override the number of {split} problems")
-    d.add_argument("--order", choices=("heuristic", "canonical"),
+    d.add_argument("--order", choices=ORDERS,
                    help="override trace.order: first moves closest-result-first (heuristic) or in list order "
                         "(canonical: pairs in order, operations + - * /)")
     d.add_argument("--width", type=int, metavar="W", help="override trace.width (prompts per SPRINT stage)")
-    d.add_argument("--numbers", choices=("digits", "whole"),
+    d.add_argument("--numbers", choices=NUMBER_MODES,
                    help="override trace.numbers: the tokenizer splits numbers into digits or keeps them whole")
     d.add_argument("--check", choices=CHECKS,
                    help="override trace.check: how a branch checks a last pair's results against the target")

@@ -126,6 +126,46 @@ def test_executor_views_cap_keeps_the_solving_branch(tmp_path):
     assert stages and stages == {r["id"].rsplit(".", 1)[0] for r in execs if solves(r)}
 
 
+def test_uniform_executor_pick_keeps_solutions_at_their_base_rate(tmp_path):
+    from sprint.tasks.countdown.data import build_countdown_data
+    from sprint.tasks.countdown.traces import TraceConfig
+
+    solves = lambda r: "Solution " in r["messages"][-1]["content"][r["completion_start"]:]
+
+    def executors(pick, views, out):
+        cfg = CountdownDataConfig(seed=4, train=60, val=4, test=4,
+                                  trace=TraceConfig(width=4, executor_views=views, executor_pick=pick))
+        build_countdown_data(cfg, tmp_path / out, progress=False)
+        return [r for r in _read(tmp_path / out / "sprint_train.jsonl") if r.get("role") == "executor"]
+
+    every, first, uniform = executors("uniform", None, "all"), executors("solution_first", 1, "f"), \
+        executors("uniform", 1, "u")
+    assert len(first) == len(uniform) < len(every)
+    assert {r["id"] for r in uniform} <= {r["id"] for r in every}
+    rate = lambda recs: sum(map(solves, recs)) / len(recs)
+    # Solution-first over-represents hits; by hash alone the kept records are a plain sample of the branches.
+    assert rate(first) > rate(uniform) and rate(first) > rate(every)
+    assert {r["id"] for r in first if not solves(r)} & {r["id"] for r in uniform}
+    with pytest.raises(ValueError, match="executor_pick"):
+        TraceConfig(executor_pick="best")
+
+
+def test_data_command_takes_key_value_overrides(tmp_path, capsys):
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "o"
+    assert main(["countdown", "data", "--config", str(cfg), "--out", str(out), "--no-progress", "train=6",
+                 "trace.executor_pick=uniform", "trace.executor_views=1", "--test", "3"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["config"]["train"] == 6 and stats["config"]["test"] == 3 and stats["config"]["val"] == 10
+    assert stats["config"]["trace"]["executor_pick"] == "uniform" and stats["config"]["trace"]["width"] == 4
+    capsys.readouterr()
+    for bad, named in [("trace.wdth=3", "wdth"), ("trian=3", "trian"), ("width", "KEY=VALUE"),
+                       ("model.x=1", "KEY=VALUE"), ("trace.executor_pick=best", "executor_pick")]:
+        assert main(["countdown", "data", "--config", str(cfg), "--out", str(out), bad]) == 2, bad
+        assert named in capsys.readouterr().err, bad
+
+
 def test_workers_give_the_same_bytes(tmp_path):
     from sprint.tasks.countdown.data import CountdownDataConfig, build_countdown_data
     from sprint.tasks.countdown.traces import TraceConfig

@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     d.add_argument("--workers", type=int, default=1, metavar="N",
                    help="processes that build the traces (same output for any N; default: %(default)s)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. train=1000 trace.executor_pick=uniform (the options above win)")
     d.set_defaults(func=_data)
     _register_baseline(sub)
     p.set_defaults(func=lambda args: p.print_help() or 0)
@@ -138,7 +140,7 @@ def _data(args) -> int:
 
     from sprint.tasks.countdown.data import build_countdown_data, load_data_config
 
-    cfg = load_data_config(args.config)
+    cfg = load_data_config(args.config, args.overrides)
     overrides = {k: getattr(args, k) for k in ("seed", "train", "val", "test") if getattr(args, k) is not None}
     trace = {k: getattr(args, k) for k in ("order", "width", "numbers", "check", "context")
              if getattr(args, k) is not None}

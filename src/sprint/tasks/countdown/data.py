@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 from sprint.tasks.countdown.problems import (DEFAULT_DIFFICULTY, Problem, check_difficulty, check_train_target_max,
                                              generate)
 from sprint.tasks.countdown.search import DEFAULT_CHECK, DEFAULT_ORDER, SOLUTION_PREFIX
-from sprint.tasks.countdown.traces import ProblemTraces, TraceConfig, build_records, build_traces
+from sprint.tasks.countdown.traces import EXECUTOR_PICKS, ProblemTraces, TraceConfig, build_records, build_traces
 
 #: Budgets (sequential tokens) at which the search-alone baseline is reported, besides the data's own means.
 BASELINE_BUDGETS = (128, 256, 384, 512, 768, 1024, 1536, 2048)
@@ -75,15 +75,28 @@ class CountdownDataConfig:
         return asdict(self)
 
 
-def load_data_config(path: str | Path) -> CountdownDataConfig:
-    """Read a YAML (or JSON) data config; missing keys take the defaults above."""
+def load_data_config(path: str | Path, overrides: Iterable[str] = ()) -> CountdownDataConfig:
+    """Read a YAML (or JSON) data config and apply `key=value` overrides (dotted keys, e.g.
+    `trace.executor_pick=uniform`; values read as YAML); missing keys take the defaults above."""
     import yaml
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config not found: {path}")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return CountdownDataConfig.from_dict(data, where=str(path))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts) or len(parts) > 2 or (len(parts) == 2 and parts[0] != "trace"):
+            raise ValueError(f"override {item!r}: expected KEY=VALUE or trace.KEY=VALUE")
+        node = data
+        if len(parts) == 2:
+            node = data.setdefault("trace", None) or {}
+            data["trace"] = node
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return CountdownDataConfig.from_dict(data, where=str(path) + (" with overrides" if overrides else ""))
 
 
 def problem_id(split: str, seed: int, index: int) -> str:
@@ -197,21 +210,27 @@ def loss_lengths(records: Sequence[dict], counter) -> list[int]:
     return [n + 1 for n in counter([r["messages"][-1]["content"][r.get("completion_start", 0):] for r in records])]
 
 
-def select_executor_records(exec_recs: Sequence[dict], per_stage: int | None) -> list[dict]:
-    """At most `per_stage` executor records per stage (all when None): the one whose execution holds the solution
-    first, then the others in the order of a hash of their id (deterministic, independent of the run)."""
+def select_executor_records(exec_recs: Sequence[dict], per_stage: int | None,
+                            pick: str = "solution_first") -> list[dict]:
+    """At most `per_stage` executor records per stage (all when None), in the order of a hash of their id
+    (deterministic, independent of the run); with `pick="solution_first"` the ones whose execution holds a
+    solution come first (`TraceConfig.executor_pick`)."""
     import hashlib
 
     from sprint.curate.records import parse_executor_record_id
 
+    if pick not in EXECUTOR_PICKS:
+        raise ValueError(f"executor pick must be one of {', '.join(EXECUTOR_PICKS)}, got {pick!r}")
     if per_stage is None:
         return list(exec_recs)
+    solution_first = pick == "solution_first"
+    solves = lambda r: SOLUTION_PREFIX in r["messages"][-1]["content"][r["completion_start"]:]
     by_stage: dict[int, list[dict]] = {}
     for rec in exec_recs:
         by_stage.setdefault(parse_executor_record_id(rec["id"])[1], []).append(rec)
     keep: set[str] = set()
     for recs in by_stage.values():
-        ranked = sorted(recs, key=lambda r: (SOLUTION_PREFIX not in r["messages"][-1]["content"][r["completion_start"]:],
+        ranked = sorted(recs, key=lambda r: (solution_first and not solves(r),
                                              hashlib.sha256(r["id"].encode()).hexdigest()))
         keep.update(r["id"] for r in ranked[:per_stage])
     return [r for r in exec_recs if r["id"] in keep]   # stage and prompt order, as written
@@ -242,7 +261,7 @@ def _problem_outputs(args) -> tuple:
     n_sprint, n_seq, *n_execs = record_lengths([sprint_rec, seq_rec, *exec_recs], tokenizer, counter)
     if max([n_sprint, n_seq, *n_execs]) > trace_cfg.context:
         return ("drop", "too_long")
-    kept = select_executor_records(exec_recs, trace_cfg.executor_views)
+    kept = select_executor_records(exec_recs, trace_cfg.executor_views, trace_cfg.executor_pick)
     ids = {r["id"] for r in kept}
     n_kept = [n for r, n in zip(exec_recs, n_execs) if r["id"] in ids]
     return ("keep", sprint_rec, seq_rec, kept, n_sprint, n_seq, n_kept, loss_lengths(kept, counter),

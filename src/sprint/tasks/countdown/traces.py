@@ -27,6 +27,8 @@ from sprint.tasks.countdown.search import (DEAD_END, DEFAULT_CHECK, DEFAULT_MAX_
                                           SOLUTION_PREFIX, Search, check_check, check_order, search)
 
 DEFAULT_WIDTH = 4
+#: `TraceConfig.executor_pick` values.
+EXECUTOR_PICKS = ("solution_first", "uniform")
 
 
 @dataclass
@@ -47,8 +49,13 @@ class TraceConfig:
     #: Executor records kept per stage (None: one per prompt). The SPRINT record already trains every execution;
     #: the executor records re-teach them in the executor's own view at the cost of repeating the context, so a
     #: cap buys more distinct problems for the same token budget. The branch that found the solution always keeps
-    #: its record (the only one that ends in a Solution line); the others are picked by a hash of the record id.
+    #: its record under `executor_pick: solution_first`; the others are picked by a hash of the record id.
     executor_views: int | None = None
+    #: Which executor records the cap keeps: "solution_first" (a branch that found the solution, then by hash; the
+    #: third pair) or "uniform" (by hash alone). Why "uniform": with the solving branch always kept, 56% of the
+    #: kept executor records end in a Solution line while 20% of all executions do, so the executor learns to
+    #: expect a hit far more often than the search finds one (13% of the third pair's Solution lines are true).
+    executor_pick: str = "solution_first"
     #: The planner opens each later stage with the outcome line of the previous stage's executions (`outcome_line`).
     outcomes: bool = False
     #: How a branch checks a last pair's results against the target (`sprint.tasks.countdown.search.pair_line`).
@@ -80,6 +87,9 @@ class TraceConfig:
         check_numbers(self.numbers)
         if self.executor_views is not None and self.executor_views < 1:
             raise ValueError(f"trace.executor_views must be >= 1 or null, got {self.executor_views}")
+        if self.executor_pick not in EXECUTOR_PICKS:
+            raise ValueError(f"trace.executor_pick must be one of {', '.join(EXECUTOR_PICKS)}, "
+                             f"got {self.executor_pick!r}")
 
 
 @dataclass

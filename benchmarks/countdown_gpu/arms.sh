@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Train and evaluate several Countdown models at the bundled recipe's full size, one per GPU of a multi-GPU machine,
+# without the caller having to stay on the line: `start` detaches a pipeline (data for each distinct recipe, then per
+# arm: train on its GPU, evaluate on the same GPU), `wait` polls it, `pack` copies what finished to $OUT.
+#   bash benchmarks/countdown_gpu/arms.sh start          # wheels, then the detached pipeline; returns after ~1 min
+#   bash benchmarks/countdown_gpu/arms.sh wait [SECONDS]  # progress every minute until done (default 540 s)
+#   OUT=... bash benchmarks/countdown_gpu/arms.sh pack [ARM...]   # summaries, results, the models (.tar.xz) to $OUT
+# Arms come from ARMS_FILE (default benchmarks/countdown_gpu/arms/uniform.txt): one line per arm,
+# `NAME FORMAT DATA_OVERRIDES [TRAIN_OVERRIDES]` with comma-separated KEY=VALUE lists (`-` for none) for
+# `sprint countdown data` on top of configs/countdown-data.yaml and `sprint train` on top of
+# configs/countdown-small.yaml. Arm i runs on GPU i mod the GPU count. Arms with the same data overrides share one
+# data build. Evaluation: N (1000) held-out test problems, SEED (1), C (128) in flight, greedy, the bundled models'
+# limits (SPRINT plan 384 / execution 512 / answer 96 tokens; sequential 4,000), as `eval.sh accuracy` runs them.
+set -u
+phase=${1:?usage: arms.sh start|wait|pack}
+ARMS_FILE=${ARMS_FILE:-benchmarks/countdown_gpu/arms/uniform.txt}
+N=${N:-1000}; SEED=${SEED:-1}; C=${C:-128}; R=runs/arms
+export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+arms() { grep -v '^\s*#' "$ARMS_FILE" | grep -v '^\s*$'; }
+data_dir() { [ "$1" = - ] && echo $R/data/base || echo "$R/data/$(echo "$1" | tr ',=' '+-' | tr -cd 'A-Za-z0-9_.+-')"; }
+list() { [ "$1" = - ] || echo "$1" | tr ',' ' '; }
+
+train_and_eval() {  # NAME FORMAT DATA_OVERRIDES TRAIN_OVERRIDES GPU
+  local name=$1 fmt=$2 d; d=$(data_dir "$3")
+  local limits="--max-tokens 4000"
+  [ "$fmt" = sprint ] && limits="--set sprint.max_plan_tokens=384 --set sprint.max_exec_tokens=512 --set sprint.max_answer_tokens=96"
+  export CUDA_VISIBLE_DEVICES=$5
+  python3 -m sprint.cli train --config configs/countdown-small.yaml --no-progress data.format=$fmt \
+    model.tokenizer=$d/tokenizer "data.train=$d/{format}_train.jsonl" "data.eval=$d/{format}_val.jsonl" \
+    training.output_dir=$R/$name/model $(list "${4:--}") > $R/$name.train.log 2>&1 || { echo failed > $R/$name.state; return; }
+  echo eval > $R/$name.state
+  python3 -m sprint.cli eval --task countdown --n "$N" --seed "$SEED" --concurrency "$C" --model $R/$name/model \
+    --method $fmt $limits --out $R/$name/eval --summary-json $R/$name/summary.json --no-progress \
+    > $R/$name.eval.log 2>&1 && echo done > $R/$name.state || echo eval-failed > $R/$name.state
+}
+
+case $phase in
+  start)
+    if ls .whl/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site ]; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    fi
+    mkdir -p $R; nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo "no nvidia-smi: CPU"
+    setsid nohup bash "$0" pipeline > $R/pipeline.log 2>&1 < /dev/null &
+    sleep 50; cat $R/pipeline.log ;;
+  pipeline)
+    mkdir -p $R/data
+    ngpu=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$ngpu" -lt 1 ] && ngpu=1
+    sets=$(arms | awk '{print $3}' | sort -u); nsets=$(echo "$sets" | wc -l)
+    workers=$(( ($(nproc) - 1) / nsets )); [ $workers -lt 1 ] && workers=1
+    echo "$(date +%T) data: $nsets recipe(s), $workers workers each; $ngpu GPU(s)"
+    for s in $sets; do
+      python3 -m sprint.cli countdown data --config configs/countdown-data.yaml --out "$(data_dir "$s")" \
+        --workers $workers --no-progress $(list "$s") > "$(data_dir "$s").log" 2>&1 &
+    done
+    wait
+    for s in $sets; do tail -1 "$(data_dir "$s").log"; done
+    i=0
+    while read -r name fmt dov tov; do
+      echo train > $R/$name.state
+      train_and_eval "$name" "$fmt" "$dov" "${tov:--}" $((i % ngpu)) &
+      i=$((i + 1))
+    done < <(arms)
+    wait; echo "$(date +%T) all arms over"; touch $R/DONE ;;
+  wait)
+    deadline=$((SECONDS + ${2:-540}))
+    while :; do
+      echo "== $(date +%T)"
+      while read -r name fmt _; do
+        st=$(cat $R/$name.state 2>/dev/null || echo data)
+        case $st in
+          train) echo "$name: train $(tr '\r' '\n' < $R/$name.train.log | grep -oE "'(eval_)?loss': '?[0-9.]+|'epoch': '?[0-9.]+" | tail -2 | tr '\n' ' ')" ;;
+          eval) echo "$name: eval $(cat $R/$name/eval/results.jsonl 2>/dev/null | wc -l) of $N" ;;
+          *) echo "$name: $st" ;;
+        esac
+      done < <(arms)
+      [ -f $R/DONE ] && { cat $R/*/summary.json 2>/dev/null | grep -E '"(model|accuracy|mean_sequential_tokens)"'; break; }
+      left=$((deadline - SECONDS)); [ $left -le 0 ] && break
+      sleep $((left < 60 ? left : 60))
+    done
+    grep -h -A3 Traceback $R/*.log 2>/dev/null | tail -20 ;;
+  pack)
+    : "${OUT:?set OUT}"; shift
+    names=${*:-$(arms | awk '{print $1}')}
+    tar czf "$OUT/arms_results.tgz" $R/*.log $R/*.state $R/data/*/stats.json \
+      $(for n in $names; do echo $R/$n/eval $R/$n/summary.json $R/$n/model/train_metrics.json; done) 2>/dev/null
+    for n in $names; do
+      [ -f $R/$n/model/model.safetensors ] || continue
+      tar -c -I 'xz -T0' -f "$OUT/model_$n.tar.xz" --exclude 'model/checkpoint-*' --exclude 'model/runs' -C $R/$n model
+    done
+    ls -la "$OUT" ;;
+  *) echo "unknown phase $phase" >&2; exit 2 ;;
+esac

@@ -5,6 +5,7 @@
 #   bash benchmarks/countdown_gpu/arms.sh start          # wheels, then the detached pipeline; returns after ~1 min
 #   bash benchmarks/countdown_gpu/arms.sh wait [SECONDS]  # progress every minute until done (default 540 s)
 #   OUT=... bash benchmarks/countdown_gpu/arms.sh pack [ARM...]   # summaries, results, the models (.tar.xz) to $OUT
+#                                                    # (PACK_MODELS=0: no models)
 # Arms come from ARMS_FILE (default benchmarks/countdown_gpu/arms/uniform.txt): one line per arm,
 # `NAME FORMAT DATA_OVERRIDES [TRAIN_OVERRIDES]` with comma-separated KEY=VALUE lists (`-` for none) for
 # `sprint countdown data` on top of configs/countdown-data.yaml and `sprint train` on top of
@@ -83,9 +84,10 @@ case $phase in
     names=${*:-$(arms | awk '{print $1}')}
     tar czf "$OUT/arms_results.tgz" $R/*.log $R/*.state $R/data/*/stats.json \
       $(for n in $names; do echo $R/$n/eval $R/$n/summary.json $R/$n/model/train_metrics.json; done) 2>/dev/null
-    for n in $names; do
-      [ -f $R/$n/model/model.safetensors ] || continue
-      tar -c -I 'xz -T0' -f "$OUT/model_$n.tar.xz" --exclude 'model/checkpoint-*' --exclude 'model/runs' -C $R/$n model
+    for n in $names; do  # the model as shipped: no checkpoints, no optimizer state (PACK_MODELS=0: results only)
+      [ "${PACK_MODELS:-1}" = 1 ] && [ -f $R/$n/model/model.safetensors ] || continue
+      tar -c -I 'xz -T0' -f "$OUT/model_$n.tar.xz" --exclude 'model/checkpoints' --exclude 'model/training_args.bin' \
+        --exclude 'model/runs' -C $R/$n model
     done
     ls -la "$OUT" ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;

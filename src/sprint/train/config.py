@@ -46,6 +46,9 @@ class DataSection:
     max_length: int = 4096  # tokens, prompt + completion + eos
     on_overflow: Literal["drop", "truncate", "error"] = "drop"  # what to do with longer samples
     max_samples: int | None = None  # cap on training records (after filtering), for quick runs
+    # SPRINT only: merge each executor record into its planner record's sequence as a branch under a tree attention
+    # mask (sprint.train.branches): the same tokens in the same contexts, without repeating the executors' context
+    executor_branches: bool = False
     num_proc: int | None = None  # processes that tokenize; None: one per CPU when there are many records and
     #                              more than 2 CPUs (divided among the ranks of this machine), else 1
 

@@ -549,6 +549,9 @@ def build_dataset(cols: TokenColumns, max_length: int):
         "prompt_tokens": pa.array(cols.prompt_tokens.astype(np.int64)),
         "completion_tokens": pa.array((lengths - cols.prompt_tokens).astype(np.int64)),
     })
+    for name in ("position_ids", "seg_start", "ctx_end"):  # executor branches (sprint.train.branches.MASK_COLUMNS)
+        if hasattr(cols, name):
+            table = table.append_column(name, _list_column(getattr(cols, name), cols.offsets))
     return Dataset(InMemoryTable(table), fingerprint=uuid.uuid4().hex)
 
 
@@ -572,6 +575,19 @@ def prepare_data(cfg, tokenizer, *, progress: bool = True) -> PreparedData:
     eval_cols = encode_columns(eval_records, tokenizer, num_proc=num_proc, progress=progress,
                                desc="tokenizing eval") if eval_records else None
     del records, eval_records
+    if d.executor_branches:
+        from sprint.train.branches import merge_branches
+
+        if d.format == "sequential":
+            raise ValueError("data.executor_branches: needs SPRINT records (data.format=sprint); sequential records "
+                             "have no executors")
+        if d.on_overflow == "truncate":
+            raise ValueError("data.executor_branches: on_overflow=truncate would cut branches out of their mask; "
+                             "use drop or error")
+        if any(c is not None and set(c.roles) - {"planner", "executor"} for c in (train_cols, eval_cols)):
+            raise ValueError("data.executor_branches: records must have role planner or executor")
+        train_cols = merge_branches(train_cols)
+        eval_cols = merge_branches(eval_cols) if eval_cols is not None else None
     t2 = time.perf_counter()
     # Statistics describe the data before the overflow policy, so a dry run shows what max_length would cut.
     train_stats = LengthStats.from_columns(train_cols, d.max_length)

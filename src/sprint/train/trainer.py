@@ -286,9 +286,9 @@ def _sft_trainer_class():
     class SprintSFTTrainer(SFTTrainer):
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
-            name = self.args.length_column_name
-            if self._signature_columns is not None and name not in self._signature_columns:
-                self._signature_columns = [*self._signature_columns, name]
+            for name in (self.args.length_column_name, "position_ids", "seg_start", "ctx_end"):  # executor branches
+                if self._signature_columns is not None and name not in self._signature_columns:
+                    self._signature_columns = [*self._signature_columns, name]
 
         def _with_listed_lengths(self, sampler, dataset):
             if isinstance(sampler, LengthGroupedSampler) and not isinstance(sampler.lengths, list):
@@ -325,8 +325,17 @@ def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None
     cbs = list(callbacks or [])
     if cfg.training.max_tokens_budget is not None:
         cbs.append(TokenBudgetCallback(cfg.training.max_tokens_budget))
+    extra = {}
+    if cfg.data.executor_branches:
+        # Merged sequences (sprint.train.branches): our collator pads the mask columns, and a hook on the model
+        # turns them into the tree mask on the device, so the batch keeps a 2D mask for counting tokens.
+        from sprint.train.branches import BranchCollator, tree_attention_hook
+
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        extra["data_collator"] = BranchCollator(pad)
+        model.register_forward_pre_hook(tree_attention_hook, with_kwargs=True)
     trainer = _sft_trainer_class()(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                                   processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=cbs)
+                                   processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=cbs, **extra)
     timings["trainer_s"] = round(time.perf_counter() - start - timings["data_s"], 2)
     return trainer, data
 

@@ -57,6 +57,8 @@ from typing import Sequence
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
 
 DEFAULT_MAX_BRANCHES = 16
+#: Opens a branch: its first move ("Explore 17-1=16"; the SPRINT prompt).
+BRANCH_PREFIX = "Explore "
 #: Opens the line that states a branch's solution (and ends the search).
 SOLUTION_PREFIX = "Solution "
 #: The line that closes a branch without a solution.
@@ -160,7 +162,7 @@ class Branch:
 
     @property
     def prompt(self) -> str:
-        return f"Explore {self.move.text}"
+        return f"{BRANCH_PREFIX}{self.move.text}"
 
     @property
     def execution(self) -> str:

@@ -6,6 +6,8 @@
 #   bash benchmarks/countdown_gpu/arms.sh wait [SECONDS]  # progress every minute until done (default 540 s)
 #   OUT=... bash benchmarks/countdown_gpu/arms.sh pack [ARM...]   # summaries, results, the models (.tar.xz) to $OUT
 #                                                    # (PACK_MODELS=0: no models)
+# The GPU machine is given back after 30 s without a call: issue each `wait` right after the previous call returns
+# (a local check in between lost a four-GPU run on 2026-11-27); `start` + two `wait 590` + `pack` fit 30 minutes.
 # Arms come from ARMS_FILE (default benchmarks/countdown_gpu/arms/uniform.txt): one line per arm,
 # `NAME FORMAT DATA_OVERRIDES [TRAIN_OVERRIDES]` with comma-separated KEY=VALUE lists (`-` for none) for
 # `sprint countdown data` on top of configs/countdown-data.yaml and `sprint train` on top of

@@ -2,7 +2,10 @@
 
 Besides accuracy it counts the `Solution ...` lines the model wrote (every line of the output: in a SPRINT
 trajectory, plans and executions) and how many of them the verifier accepts. That precision is the quantity the
-ablation is about: a model that stops at a result that is not the target writes a false Solution line.
+ablation is about: a model that stops at a result that is not the target writes a false Solution line. Two more
+columns follow a run from a true Solution line to its answer: how many runs wrote at least one true Solution line and
+how many of those were solved, and how many answers are a copy of one of the run's Solution lines (the SPRINT planner
+must copy it from an execution far back; the sequential model from the line above).
 
     python benchmarks/countdown_gpu/ablate_table.py RUN_OR_ARM_DIR [...]
 
@@ -27,15 +30,21 @@ def row(path: Path) -> str:
     recs = [r for r in ResultLog(run / "results.jsonl").read() if not r.get("error")]
     n = len(recs)
     if not n:
-        return f"| {path.name} | 0 | - | - | - | - | - |"
+        return f"| {path.name} | 0 | - | - | - | - | - | - | - |"
     ok = sum(bool(r["correct"]) for r in recs)
     lo, hi = wilson_interval(ok, n)
-    claimed = true = 0
+    claimed = true = hit = hit_ok = answered = copied = 0
     for r in recs:
         meta = r["meta"]
-        for e in solution_lines(r.get("trajectory") or ""):
-            claimed += 1
-            true += bool(check_answer(e, meta["numbers"], meta["target"]).ok)
+        lines = solution_lines(r.get("trajectory") or "")
+        good = [e for e in lines if check_answer(e, meta["numbers"], meta["target"]).ok]
+        claimed += len(lines)
+        true += len(good)
+        hit += bool(good)
+        hit_ok += bool(good) and bool(r["correct"])
+        if r.get("answer"):
+            answered += 1
+            copied += r["answer"].strip() in lines
     no_answer = sum(r.get("status") == "no_answer" for r in recs)
     seq = statistics.fmean(r["sequential_tokens"] for r in recs)
     loss = "-"
@@ -45,7 +54,7 @@ def row(path: Path) -> str:
         loss = f"{best:.4f}" if best is not None else "-"
     prec = f"{true} / {claimed} ({100 * true / claimed:.0f}%)" if claimed else "0 / 0"
     return (f"| {path.name} | {n} | {100 * ok / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | {no_answer} | {seq:,.0f} | "
-            f"{prec} | {loss} |")
+            f"{prec} | {hit_ok} / {hit} | {copied} / {answered} | {loss} |")
 
 
 def main(argv: list[str]) -> int:
@@ -53,8 +62,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     print("| arm / run | n | accuracy [95% CI] | no answer | mean sequential tokens | true / written Solution lines "
-          "| best eval loss |")
-    print("|---|---|---|---|---|---|---|")
+          "| solved / runs with a true Solution line | answers copying a Solution line / answered | best eval loss |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for a in argv:
         print(row(Path(a)))
     return 0

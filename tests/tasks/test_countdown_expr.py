@@ -94,3 +94,17 @@ def test_solver_first_solution_and_unsolvable():
     assert solutions((1, 1), 3) == []
     with pytest.raises(ValueError):
         solutions((), 3)
+
+
+@pytest.mark.parametrize("answer", ["(" * 3000 + "1" + ")" * 3000, "+".join(["1"] * 3000), "(" * 250 + "2"])
+def test_runaway_answers_are_rejected_not_raised(answer):
+    # A model's runaway output once reached the recursive parser with thousands of nested brackets (RecursionError).
+    v = check_answer(answer, [1, 2, 3, 4], 10)
+    assert not v.ok and "tokens" in v.reason
+    with pytest.raises(ExpressionError, match="at most"):
+        parse_expression(answer)
+
+
+def test_longest_real_answers_still_parse():
+    deep = lambda e: "(" * 30 + e + ")" * 30
+    assert check_answer(f"{deep('8 * 3')} - {deep('10 / 5')} + {deep('4')}", [8, 3, 10, 5, 4], 26).ok

@@ -60,6 +60,10 @@ def apply_op(a: int, op: str, b: int) -> int | None:
 _OP_ALIASES = [("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"), ("×", "*"), ("·", "*"), ("∗", "*"), ("÷", "/"),
                ("−", "-"), ("–", "-"), ("x", "*"), ("X", "*"), ("+", "+"), ("-", "-"), ("*", "*"), ("/", "/")]
 _OPEN = {"(": ")", "[": "]", "\\left(": "\\right)", "{": "}"}
+#: Longest answer parsed, in tokens (numbers, operators, brackets). A real answer has at most 4 numbers and a few
+#: brackets; the limit keeps the recursive parser and evaluator far from Python's recursion limit on a model's
+#: runaway output (thousands of nested brackets once crashed the grading with RecursionError).
+MAX_TOKENS = 200
 _TOKEN_RE = re.compile(r"\s+|\d+|\\left\(|\\right\)|\\times|\\cdot|\\div|[()\[\]{}+\-*/x×·∗÷−–X]")
 
 
@@ -128,6 +132,8 @@ def parse_expression(text: str) -> Expr:
     p = _Parser(text)
     if not p.toks:
         raise ExpressionError("empty expression")
+    if len(p.toks) > MAX_TOKENS:
+        raise ExpressionError(f"expression has {len(p.toks)} tokens; an answer has at most {MAX_TOKENS}")
     e = p.expr()
     if p.peek() is not None:
         tok, pos = p.peek()

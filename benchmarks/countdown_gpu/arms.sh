@@ -71,7 +71,9 @@ case $phase in
       while read -r name fmt _; do
         st=$(cat $R/$name.state 2>/dev/null || echo data)
         case $st in
-          train) echo "$name: train $(tr '\r' '\n' < $R/$name.train.log | grep -oE "'(eval_)?loss': '?[0-9.]+|'epoch': '?[0-9.]+" | tail -2 | tr '\n' ' ')" ;;
+          train) echo "$name: train $(tr '\r' '\n' < $R/$name.train.log \
+                   | grep -oE "'(loss|eval_loss|num_input_tokens_seen|train_tokens_per_second)': '?[0-9.e+]+" \
+                   | tail -4 | tr -d "'" | tr '\n' ' ')" ;;
           eval) echo "$name: eval $(cat $R/$name/eval/results.jsonl 2>/dev/null | wc -l) of $N" ;;
           *) echo "$name: $st" ;;
         esac

@@ -30,7 +30,7 @@ train_and_eval() {  # NAME FORMAT DATA_OVERRIDES TRAIN_OVERRIDES GPU
   export CUDA_VISIBLE_DEVICES=$5
   python3 -m sprint.cli train --config configs/countdown-small.yaml --no-progress data.format=$fmt \
     model.tokenizer=$d/tokenizer "data.train=$d/{format}_train.jsonl" "data.eval=$d/{format}_val.jsonl" \
-    training.output_dir=$R/$name/model $(list "${4:--}") > $R/$name.train.log 2>&1 || { echo failed > $R/$name.state; return; }
+    training.output_dir=$R/$name/model data.num_proc=${PROCS:-4} $(list "${4:--}") > $R/$name.train.log 2>&1 || { echo failed > $R/$name.state; return; }
   echo eval > $R/$name.state
   python3 -m sprint.cli eval --task countdown --n "$N" --seed "$SEED" --concurrency "$C" --model $R/$name/model \
     --method $fmt $limits --out $R/$name/eval --summary-json $R/$name/summary.json --no-progress \
@@ -57,6 +57,7 @@ case $phase in
     done
     wait
     for s in $sets; do tail -1 "$(data_dir "$s").log"; done
+    narms=$(arms | wc -l); export PROCS=$(( $(nproc) / narms )); [ $PROCS -lt 1 ] && PROCS=1  # tokenizing side by side
     i=0
     while read -r name fmt dov tov; do
       echo train > $R/$name.state

@@ -147,7 +147,16 @@ def test_training_with_branches_counts_merged_tokens_and_learns(countdown, tmp_p
     _, separate = build_trainer(plain, progress=False)
     assert len(data.train) < len(separate.train) and data.train_stats.total_tokens < separate.train_stats.total_tokens
 
-    result = train(cfg, progress=False, log=lambda s: None)
+    import sprint.train.branches as branches
+
+    masks = []
+    real = branches.tree_mask
+    branches.tree_mask = lambda *a: masks.append(1) or real(*a)  # the training steps really build the tree mask
+    try:
+        result = train(cfg, progress=False, log=lambda s: None)
+    finally:
+        branches.tree_mask = real
+    assert len(masks) >= 12
     m = result.metrics
     assert m["global_step"] == 12
     assert 0 < m["num_input_tokens_seen"] <= 12 * 2 * data.train_stats.max   # real tokens, not T x T mask entries
@@ -166,3 +175,27 @@ def test_training_with_branches_counts_merged_tokens_and_learns(countdown, tmp_p
     with pytest.raises(ValueError, match="executor_branches"):
         build_trainer(load_config(None, common + ["data.executor_branches=true", "data.on_overflow=truncate",
                                                   f"training.output_dir={tmp_path / 't'}"]), progress=False)
+
+
+@pytest.mark.integration
+def test_lora_training_steps_use_the_tree_mask(countdown, tmp_path):
+    """With LoRA the trainer calls a PEFT wrapper around the model; its training step builds the tree mask too."""
+    import sprint.train.branches as branches
+    from sprint.train.config import load_config
+    from sprint.train.trainer import build_trainer
+
+    d, tok, _ = countdown
+    cfg = load_config(None, [f"data.train={d / 'sprint_train.jsonl'}", "data.format=sprint",
+                             f"model.name_or_path={d / 'model'}", "data.executor_branches=true", "lora.enabled=true",
+                             "lora.r=4", "lora.alpha=8", "lora.target_modules=q_proj,v_proj", "training.report_to=none",
+                             "training.per_device_train_batch_size=2", f"training.output_dir={tmp_path / 'o'}"])
+    trainer, _ = build_trainer(cfg, progress=False)
+    batch = next(iter(trainer.get_train_dataloader()))
+    masks = []
+    real = branches.tree_mask
+    branches.tree_mask = lambda *a: masks.append(a[0].shape) or real(*a)
+    try:
+        loss = trainer.compute_loss(trainer.model, batch)
+    finally:
+        branches.tree_mask = real
+    assert masks == [batch["attention_mask"].shape] and torch.isfinite(loss)

@@ -333,9 +333,12 @@ def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None
 
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         extra["data_collator"] = BranchCollator(pad)
-        model.register_forward_pre_hook(tree_attention_hook, with_kwargs=True)
     trainer = _sft_trainer_class()(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                                    processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=cbs, **extra)
+    if cfg.data.executor_branches:
+        # On the module the trainer calls (the PEFT wrapper under LoRA; DDP, added later, calls it too), so no
+        # wrapper can skip it: without the hook the model would ignore the mask columns silently.
+        trainer.model.register_forward_pre_hook(tree_attention_hook, with_kwargs=True)
     timings["trainer_s"] = round(time.perf_counter() - start - timings["data_s"], 2)
     return trainer, data
 

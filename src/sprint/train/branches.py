@@ -133,12 +133,14 @@ def merge_branches(cols) -> BranchColumns:
                          branches=np.asarray(n_branches, dtype=np.int64))
 
 
+#: The per-token columns a merged dataset carries besides input_ids and labels.
 MASK_COLUMNS = ("position_ids", "seg_start", "ctx_end")
 
 
 def tree_mask(attention_mask, seg_start, ctx_end):
     """The 4D boolean mask (batch, 1, T, T; True = attend) of a padded batch: causal, a branch token sees its own
-    segment and the first `ctx_end` tokens, padding sees nothing but itself (a row with no key would give NaN)."""
+    segment and the first `ctx_end` tokens, no token sees padding, and every row sees itself (a padding row's output
+    is never used, but a row without keys would give NaN)."""
     import torch
 
     t = attention_mask.shape[-1]

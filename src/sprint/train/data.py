@@ -549,7 +549,9 @@ def build_dataset(cols: TokenColumns, max_length: int):
         "prompt_tokens": pa.array(cols.prompt_tokens.astype(np.int64)),
         "completion_tokens": pa.array((lengths - cols.prompt_tokens).astype(np.int64)),
     })
-    for name in ("position_ids", "seg_start", "ctx_end"):  # executor branches (sprint.train.branches.MASK_COLUMNS)
+    from sprint.train.branches import MASK_COLUMNS
+
+    for name in MASK_COLUMNS:  # merged executor branches only
         if hasattr(cols, name):
             table = table.append_column(name, _list_column(getattr(cols, name), cols.offsets))
     return Dataset(InMemoryTable(table), fingerprint=uuid.uuid4().hex)

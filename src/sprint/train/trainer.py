@@ -286,7 +286,9 @@ def _sft_trainer_class():
     class SprintSFTTrainer(SFTTrainer):
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
-            for name in (self.args.length_column_name, "position_ids", "seg_start", "ctx_end"):  # executor branches
+            from sprint.train.branches import MASK_COLUMNS
+
+            for name in (self.args.length_column_name, *MASK_COLUMNS):  # the last: merged executor branches
                 if self._signature_columns is not None and name not in self._signature_columns:
                     self._signature_columns = [*self._signature_columns, name]
 

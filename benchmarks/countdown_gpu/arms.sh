@@ -4,6 +4,7 @@
 # arm: train on its GPU, evaluate on the same GPU), `wait` polls it, `pack` copies what finished to $OUT.
 #   bash benchmarks/countdown_gpu/arms.sh start          # wheels, then the detached pipeline; returns after ~1 min
 #   bash benchmarks/countdown_gpu/arms.sh wait [SECONDS]  # progress every minute until done (default 540 s)
+#   bash benchmarks/countdown_gpu/arms.sh stop ARM       # stop one arm (training or evaluation), e.g. a slow one
 #   OUT=... bash benchmarks/countdown_gpu/arms.sh pack [ARM...]   # summaries, results, the models (.tar.xz) to $OUT
 #                                                    # (PACK_MODELS=0: no models)
 # The GPU machine is given back after 30 s without a call: issue each `wait` right after the previous call returns
@@ -84,6 +85,11 @@ case $phase in
       sleep $((left < 60 ? left : 60))
     done
     grep -h -A3 Traceback $R/*.log 2>/dev/null | tail -20 ;;
+  stop)
+    name=${2:?usage: arms.sh stop ARM}
+    # The bracket keeps pkill from matching this command's own line.
+    pkill -f "runs/arms/$name/mode[l]" ; pkill -f "runs/arms/$name/eva[l]"
+    sleep 2; echo stopped > $R/$name.state; echo "stopped $name" ;;
   pack)
     : "${OUT:?set OUT}"; shift
     names=${*:-$(arms | awk '{print $1}')}

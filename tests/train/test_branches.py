@@ -8,22 +8,40 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def countdown(tmp_path_factory):
-    """A small Countdown data build (every executor record kept), its tokenizer and a tiny random Llama."""
+def _countdown(tmp_path_factory, own_tokenizer: bool):
+    """A small Countdown data build (every executor record kept), a tokenizer and a tiny random Llama. The data's own
+    tokenizer has every tag as one token; the other is a BPE trained on the records that splits tags into pieces,
+    like a general-purpose tokenizer would."""
+    import json
+
     from transformers import AutoTokenizer
 
     from sprint.tasks.countdown.data import CountdownDataConfig, build_countdown_data
     from sprint.tasks.countdown.traces import TraceConfig
-    from sprint.testing.tiny import build_tiny_llama
+    from sprint.testing.tiny import build_tiny_llama, build_tiny_tokenizer
 
     d = tmp_path_factory.mktemp("cd")
     build_countdown_data(CountdownDataConfig(seed=2, train=6, val=2, test=2, trace=TraceConfig(width=3)), d,
                          progress=False)
-    tok = AutoTokenizer.from_pretrained(d / "tokenizer")
+    if own_tokenizer:
+        tok = AutoTokenizer.from_pretrained(d / "tokenizer")
+    else:
+        corpus = [m["content"] for line in (d / "sprint_train.jsonl").read_text().splitlines()
+                  for m in json.loads(line)["messages"]]
+        tok = build_tiny_tokenizer(d / "bpe", corpus=corpus, vocab_size=600, tags_as_tokens=False)
     model = build_tiny_llama(d / "model", tok, hidden_size=32, layers=2, heads=4, kv_heads=2, intermediate_size=64,
-                             max_position_embeddings=4096, initializer_range=0.3).eval()
+                             max_position_embeddings=8192, initializer_range=0.3).eval()
     return d, tok, model
+
+
+@pytest.fixture(scope="module")
+def countdown(tmp_path_factory):
+    return _countdown(tmp_path_factory, True)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["tag-tokens", "bpe-pieces"])
+def any_tokenizer(request, tmp_path_factory):
+    return _countdown(tmp_path_factory, request.param)
 
 
 def _columns(d, tok):
@@ -32,12 +50,12 @@ def _columns(d, tok):
     return encode_columns(read_records(d / "sprint_train.jsonl", "sprint"), tok, progress=False)
 
 
-def test_branches_see_exactly_their_executor_context(countdown):
+def test_branches_see_exactly_their_executor_context(any_tokenizer):
     import numpy as np
 
     from sprint.train.branches import merge_branches
 
-    d, tok, _ = countdown
+    d, tok, _ = any_tokenizer
     cols = _columns(d, tok)
     merged = merge_branches(cols)
     planners = [i for i, r in enumerate(cols.roles) if r != "executor"]
@@ -69,12 +87,13 @@ def test_branches_see_exactly_their_executor_context(countdown):
         assert (seg[:n] == 0).all() and (ctx[:n] == 0).all()
 
 
-def test_merged_logits_match_the_separate_records(countdown):
+def test_merged_logits_match_the_separate_records(any_tokenizer):
     """The property the training relies on: one forward pass over a padded batch of merged sequences gives every
-    token the logits its own record gives it (planner and executors), to float rounding."""
+    token the logits its own record gives it (planner and executors), to float rounding, whether or not the
+    tokenizer has the tags as single tokens."""
     from sprint.train.branches import BranchCollator, merge_branches, tree_attention_hook
 
-    d, tok, model = countdown
+    d, tok, model = any_tokenizer
     cols = _columns(d, tok)
     merged = merge_branches(cols)
     feats = []

@@ -87,13 +87,23 @@ def test_branches_see_exactly_their_executor_context(any_tokenizer):
         assert (seg[:n] == 0).all() and (ctx[:n] == 0).all()
 
 
-def test_merged_logits_match_the_separate_records(any_tokenizer):
+@pytest.mark.parametrize("attention", ["sdpa", "flex_attention"])
+def test_merged_logits_match_the_separate_records(any_tokenizer, attention):
     """The property the training relies on: one forward pass over a padded batch of merged sequences gives every
     token the logits its own record gives it (planner and executors), to float rounding, whether or not the
-    tokenizer has the tags as single tokens."""
+    tokenizer has the tags as single tokens, with the dense mask and with flex attention's block mask."""
+    import functools
+
+    from transformers import AutoModelForCausalLM
+
     from sprint.train.branches import BranchCollator, merge_branches, tree_attention_hook
 
-    d, tok, model = any_tokenizer
+    d, tok, _ = any_tokenizer
+    model = AutoModelForCausalLM.from_pretrained(d / "model", dtype=torch.float32, attn_implementation=attention).eval()
+    hook = functools.partial(tree_attention_hook, flex=attention == "flex_attention")
+    # The separate records run on the same weights with plain causal SDPA (flex's own causal path compiles, which
+    # needs a C++ toolchain on a CPU; our block mask runs in eager mode).
+    alone_model = AutoModelForCausalLM.from_pretrained(d / "model", dtype=torch.float32).eval()
     cols = _columns(d, tok)
     merged = merge_branches(cols)
     feats = []
@@ -103,7 +113,7 @@ def test_merged_logits_match_the_separate_records(any_tokenizer):
                       for k in ("ids", "labels", "position_ids", "seg_start", "ctx_end")})
         feats[-1]["input_ids"] = feats[-1].pop("ids")
     batch = BranchCollator(tok.pad_token_id)(feats)
-    handle = model.register_forward_pre_hook(tree_attention_hook, with_kwargs=True)
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
             out = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
@@ -118,7 +128,7 @@ def test_merged_logits_match_the_separate_records(any_tokenizer):
         p = by_id[rid]
         n = int(cols.offsets[p + 1] - cols.offsets[p])
         with torch.no_grad():
-            alone = model(input_ids=torch.tensor([cols.ids[cols.offsets[p]:cols.offsets[p + 1]].tolist()])).logits[0]
+            alone = alone_model(input_ids=torch.tensor([cols.ids[cols.offsets[p]:cols.offsets[p + 1]].tolist()])).logits[0]
         worst = max(worst, (alone - out[s, :n]).abs().max().item())
         execs = [r for r in cols.record_ids if r.startswith(rid + "#exec-")]
         for start, eid in zip(sorted(set(seg[seg > 0].tolist())), execs):
@@ -126,7 +136,7 @@ def test_merged_logits_match_the_separate_records(any_tokenizer):
             e_ids = cols.ids[cols.offsets[e]:cols.offsets[e + 1]].tolist()
             shared = int(ctx[start])
             with torch.no_grad():
-                alone = model(input_ids=torch.tensor([e_ids])).logits[0]
+                alone = alone_model(input_ids=torch.tensor([e_ids])).logits[0]
             worst = max(worst, (alone[shared:] - out[s, start:start + len(e_ids) - shared]).abs().max().item())
             compared += 1
     assert compared > 10

@@ -152,9 +152,25 @@ def tree_mask(attention_mask, seg_start, ctx_end):
     return allowed[:, None]
 
 
-def tree_attention_hook(module, args, kwargs):
+def tree_block_mask(attention_mask, seg_start, ctx_end):
+    """`tree_mask` as a flex-attention `BlockMask` (for `attn_implementation: flex_attention`): blocks that no query
+    of a block attends to are skipped, so a branch costs attention over its own context only, where the dense mask
+    makes every row pay for the whole sequence."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    real = attention_mask.bool()
+
+    def mask_mod(b, h, q, k):
+        return ((k <= q) & ((k >= seg_start[b, q]) | (k < ctx_end[b, q])) & real[b, k]) | (q == k)
+
+    b, t = attention_mask.shape
+    return create_block_mask(mask_mod, b, None, t, t, device=attention_mask.device)
+
+
+def tree_attention_hook(module, args, kwargs, flex: bool = False):
     """Forward pre-hook (`register_forward_pre_hook(..., with_kwargs=True)`): replaces the batch's 2D attention mask
-    with `tree_mask` when the batch carries the branch columns, and drops those columns before the model sees them."""
+    with `tree_mask` (or `tree_block_mask` when `flex`, bound with functools.partial) when the batch carries the branch
+    columns, and drops those columns before the model sees them."""
     if "seg_start" not in kwargs:
         return None
     seg, ctx = kwargs.pop("seg_start"), kwargs.pop("ctx_end")
@@ -163,7 +179,7 @@ def tree_attention_hook(module, args, kwargs):
         import torch
 
         mask = torch.ones_like(seg)
-    kwargs["attention_mask"] = tree_mask(mask, seg, ctx)
+    kwargs["attention_mask"] = (tree_block_mask if flex else tree_mask)(mask, seg, ctx)
     return args, kwargs
 
 

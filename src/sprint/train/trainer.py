@@ -16,6 +16,7 @@ dataset comes from `sprint.train.data`, which keeps the loss on the completion o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -340,7 +341,8 @@ def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None
     if cfg.data.executor_branches:
         # On the module the trainer calls (the PEFT wrapper under LoRA; DDP, added later, calls it too), so no
         # wrapper can skip it: without the hook the model would ignore the mask columns silently.
-        trainer.model.register_forward_pre_hook(tree_attention_hook, with_kwargs=True)
+        flex = cfg.model.attn_implementation == "flex_attention"   # a BlockMask instead of the dense mask
+        trainer.model.register_forward_pre_hook(functools.partial(tree_attention_hook, flex=flex), with_kwargs=True)
     timings["trainer_s"] = round(time.perf_counter() - start - timings["data_s"], 2)
     return trainer, data
 

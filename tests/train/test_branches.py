@@ -7,6 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+# Importing flex attention goes through torch.jit code that warns about its own deprecation (torch's, not ours).
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
 
 def _countdown(tmp_path_factory, own_tokenizer: bool):
     """A small Countdown data build (every executor record kept), a tokenizer and a tiny random Llama. The data's own

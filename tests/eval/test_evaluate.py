@@ -9,7 +9,7 @@ import pytest
 
 from sprint.backends.base import ScriptedBackend
 from sprint.eval.report import write_report
-from sprint.eval.runner import EvalConfig, ResultLog, evaluate, pair_specs, solver_configs
+from sprint.eval.runner import EvalConfig, ResultLog, default_backend, evaluate, pair_specs, solver_configs
 from sprint.format import tags as T
 from sprint.testing.scripted import call_kind
 
@@ -201,3 +201,25 @@ def test_countdown_side_by_side_summary_json(tmp_path):
     settings = json.loads((tmp_path / "run" / "a-sequential" / "settings.json").read_text())
     assert settings["items"]["seed"] == 7 and settings["task"]["task"] == "countdown"
     assert len(combined["runs"]) == 2
+
+
+def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llama_dir, tmp_path, capsys):
+    """--backend-mode and --max-batch build the in-process backend with those keywords and are recorded; without them
+    settings.json is as before (so older runs resume), and a served model refuses them."""
+    from sprint.cli import main
+
+    data = write_problems(tmp_path / "toy.jsonl", 3)
+    base = ["eval", "--task", "math500", "--data", str(data), "--n", "2", "--model", str(tiny_llama_dir),
+            "--method", "sequential", "--max-tokens", "6", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--backend-mode", "fast", "--max-batch", "3"]) == 0
+    settings = json.loads((tmp_path / "a" / "settings.json").read_text())
+    assert settings["backend_options"] == {"exact": False, "max_batch": 3}
+    assert main(base + ["--out", str(tmp_path / "b")]) == 0
+    assert "backend_options" not in json.loads((tmp_path / "b" / "settings.json").read_text())
+    # Resuming with another mode is another computation: refused, naming the difference.
+    assert main(base + ["--out", str(tmp_path / "a"), "--backend-mode", "exact", "--max-batch", "3"]) == 2
+    assert "backend_options" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "c"), "--max-batch", "0"]) == 2
+    assert "--max-batch" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="in-process backend"):
+        default_backend("m", ["http://localhost:1/v1"], None, exact=False)

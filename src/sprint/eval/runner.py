@@ -439,6 +439,7 @@ class EvalConfig:
     temperature: float | None = None
     top_p: float | None = None
     overrides: dict[str, str] = field(default_factory=dict)   # "sprint.max_stages" -> "8", "baseline.samples" -> ...
+    backend_options: dict[str, Any] = field(default_factory=dict)  # in-process backend keywords: exact, max_batch
     summary_json: Path | None = None
     progress: bool = True
 
@@ -576,11 +577,15 @@ def layout_settings(tokenizer, method: str, example_question: str) -> dict[str, 
     return out
 
 
-def default_backend(model: str | None, base_urls: list[str], tokenizer: str | None):
-    """The backend for a model: OpenAI-compatible servers when base URLs are given, else in-process."""
+def default_backend(model: str | None, base_urls: list[str], tokenizer: str | None, **options):
+    """The backend for a model: OpenAI-compatible servers when base URLs are given, else in-process (with `options`,
+    the in-process backend's keywords)."""
     from sprint.backends import load_backend
 
-    return load_backend(model, base_urls or None)
+    if options and base_urls:
+        raise ValueError(f"--backend-mode/--max-batch set the in-process backend; a served model (--base-url) "
+                         f"takes none of them (got {sorted(options)})")
+    return load_backend(model, base_urls or None, **options)
 
 
 def layout_tokenizer(name: str | None, backend):
@@ -631,13 +636,15 @@ async def evaluate(cfg: EvalConfig, make_backend: Callable[..., Any] = default_b
     summaries = []
     for spec in specs:
         sprint_cfg, baseline_cfg = solver_configs(cfg, spec.method, spec.model)
-        backend = make_backend(spec.model, spec.base_urls, cfg.tokenizer)
+        backend = make_backend(spec.model, spec.base_urls, cfg.tokenizer, **cfg.backend_options)
         try:
             tokenizer = layout_tokenizer(cfg.tokenizer or (spec.model if spec.base_urls else None), backend)
             solve, solver_settings = build_solver(spec.method, backend, tokenizer, sprint_cfg, baseline_cfg)
             run = SubRun(spec.label, spec.method, spec.model, cfg.out if single else cfg.out / spec.label, solve,
                          {"model": spec.model, "base_urls": spec.base_urls, "method": spec.method,
                           "backend": type(backend).__name__, **solver_settings,
+                          # only when set: runs made before the options existed resume with the same settings
+                          **({"backend_options": cfg.backend_options} if cfg.backend_options else {}),
                           "layout": layout_settings(tokenizer, spec.method, items[0].question)})
             summaries.append(await run_subrun(task, items, run, concurrency=cfg.concurrency, settings=common,
                                               progress=cfg.progress))

@@ -24,6 +24,7 @@ import time
 
 from sprint.backends.base import GenerationParams
 from sprint.backends.transformers_backend import TransformersBackend
+from sprint.curate.records import parse_executor_record_id
 from sprint.format import tags as T
 from sprint.models import resolve_model
 from sprint.tasks.countdown.data import load_data_config
@@ -50,7 +51,7 @@ def executor_cases(n: int, seed: int, config: str, tokenizer=None) -> list[dict]
     for item, p, t in usable_traces(n, seed, config):
         for rec in build_records(item.id, t)[2:]:
             prompt, completion = build_texts(parse_record(rec, rec["id"]), tokenizer)
-            stage, index = (int(x) for x in rec["id"].rsplit("#exec-", 1)[1].split("."))
+            _, stage, index = parse_executor_record_id(rec["id"])
             out.append({"id": rec["id"], "prompt": prompt, "ref": completion, "numbers": list(p.numbers),
                         "target": p.target, "stop": T.executor_stop_strings(stage, index)})
     return out

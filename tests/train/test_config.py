@@ -79,6 +79,12 @@ def test_cross_field_validation():
         load_config(None, REQUIRED + ["data.num_proc=0"])
     assert load_config(None, REQUIRED + ["data.num_proc=4"]).data.num_proc == 4
     assert load_config(None, REQUIRED).data.num_proc is None  # automatic
+    # Executor branches are checked with the config, before any data is read.
+    with pytest.raises(ValueError, match="needs SPRINT records"):
+        load_config(None, REQUIRED + ["data.executor_branches=true", "data.format=sequential"])
+    with pytest.raises(ValueError, match="on_overflow=truncate"):
+        load_config(None, REQUIRED + ["data.executor_branches=true", "data.on_overflow=truncate"])
+    assert load_config(None, REQUIRED + ["data.executor_branches=true", "data.format=sprint"]).data.executor_branches
 
 
 def test_paper_presets_carry_the_paper_settings():

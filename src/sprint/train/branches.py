@@ -28,10 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Sequence
 
+from sprint.curate.records import parse_executor_record_id
 from sprint.train.data import TokenColumns
-
-EXEC_ID_SEPARATOR = "#exec-"  # executor record ids are `<planner record id>#exec-<stage>.<index>` (sprint.curate)
-
 
 @dataclass
 class BranchColumns(TokenColumns):
@@ -56,16 +54,11 @@ class BranchColumns(TokenColumns):
                              ctx_end=self.ctx_end[tokens], branches=self.branches[keep])
 
 
-def planner_id(record_id: str) -> str | None:
-    """The planner record id an executor record id belongs to (None for a planner record id)."""
-    head, sep, _ = record_id.rpartition(EXEC_ID_SEPARATOR)
-    return head if sep else None
-
-
 def merge_branches(cols) -> BranchColumns:
     """Merge every executor record of `cols` (a `TokenColumns`) into its planner record's sequence as a branch.
 
-    Each executor record must come with its planner record in the same columns; records keep the planner records'
+    Each executor record (id `<planner id>#exec-<stage>.<index>`, `sprint.curate.records.executor_record_id`) must
+    come with its planner record in the same columns; records keep the planner records'
     order, and branches their order in `cols`. Raises ValueError naming the record when an executor record has no
     planner record, or shares no token with it (no common context: not a view of that trajectory).
     """
@@ -76,8 +69,8 @@ def merge_branches(cols) -> BranchColumns:
     for i, (rid, role) in enumerate(zip(cols.record_ids, cols.roles)):
         if role != "executor":
             continue
-        parent = planner_id(rid)
-        if parent is None or parent not in index:
+        parent = parse_executor_record_id(rid)[0]
+        if parent not in index:
             raise ValueError(f"data.executor_branches: executor record {rid!r} has no planner record "
                              f"{parent!r} in the same file")
         children[index[parent]].append(i)

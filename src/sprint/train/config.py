@@ -147,6 +147,12 @@ class TrainConfig:
             raise ValueError(f"data.max_length: must be positive, got {d.max_length}")
         if d.num_proc is not None and d.num_proc < 1:
             raise ValueError(f"data.num_proc: must be at least 1 (or null: automatic), got {d.num_proc}")
+        if d.executor_branches and d.format == "sequential":
+            raise ValueError("data.executor_branches: needs SPRINT records (data.format=sprint); sequential records "
+                             "have no executors")
+        if d.executor_branches and d.on_overflow == "truncate":
+            raise ValueError("data.executor_branches: on_overflow=truncate would cut branches out of their mask; "
+                             "use drop or error")
         if not 0.0 <= t.warmup_ratio < 1.0:
             raise ValueError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
         if t.max_tokens_budget is not None and t.max_tokens_budget <= 0:

@@ -580,12 +580,6 @@ def prepare_data(cfg, tokenizer, *, progress: bool = True) -> PreparedData:
     if d.executor_branches:
         from sprint.train.branches import merge_branches
 
-        if d.format == "sequential":
-            raise ValueError("data.executor_branches: needs SPRINT records (data.format=sprint); sequential records "
-                             "have no executors")
-        if d.on_overflow == "truncate":
-            raise ValueError("data.executor_branches: on_overflow=truncate would cut branches out of their mask; "
-                             "use drop or error")
         if any(c is not None and set(c.roles) - {"planner", "executor"} for c in (train_cols, eval_cols)):
             raise ValueError("data.executor_branches: records must have role planner or executor")
         train_cols = merge_branches(train_cols)

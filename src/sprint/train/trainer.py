@@ -334,8 +334,7 @@ def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None
         # turns them into the tree mask on the device, so the batch keeps a 2D mask for counting tokens.
         from sprint.train.branches import BranchCollator, tree_attention_hook
 
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        extra["data_collator"] = BranchCollator(pad)
+        extra["data_collator"] = BranchCollator(tokenizer.pad_token_id)   # load_tokenizer set one
     trainer = _sft_trainer_class()(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                                    processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=cbs, **extra)
     if cfg.data.executor_branches:

@@ -29,7 +29,8 @@ from typing import Any, Iterable, Sequence
 from sprint.tasks.countdown.problems import (DEFAULT_DIFFICULTY, Problem, check_difficulty, check_train_target_max,
                                              generate)
 from sprint.tasks.countdown.search import DEFAULT_CHECK, DEFAULT_ORDER, SOLUTION_PREFIX
-from sprint.tasks.countdown.traces import EXECUTOR_PICKS, ProblemTraces, TraceConfig, build_records, build_traces
+from sprint.tasks.countdown.traces import (ProblemTraces, TraceConfig, build_records, build_traces,
+                                          check_executor_pick)
 
 #: Budgets (sequential tokens) at which the search-alone baseline is reported, besides the data's own means.
 BASELINE_BUDGETS = (128, 256, 384, 512, 768, 1024, 1536, 2048)
@@ -219,8 +220,7 @@ def select_executor_records(exec_recs: Sequence[dict], per_stage: int | None,
 
     from sprint.curate.records import parse_executor_record_id
 
-    if pick not in EXECUTOR_PICKS:
-        raise ValueError(f"executor pick must be one of {', '.join(EXECUTOR_PICKS)}, got {pick!r}")
+    check_executor_pick(pick)
     if per_stage is None:
         return list(exec_recs)
     solution_first = pick == "solution_first"

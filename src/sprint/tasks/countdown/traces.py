@@ -31,6 +31,12 @@ DEFAULT_WIDTH = 4
 EXECUTOR_PICKS = ("solution_first", "uniform")
 
 
+def check_executor_pick(pick: str) -> str:
+    if pick not in EXECUTOR_PICKS:
+        raise ValueError(f"trace.executor_pick must be one of {', '.join(EXECUTOR_PICKS)}, got {pick!r}")
+    return pick
+
+
 @dataclass
 class TraceConfig:
     """How traces are made and which are kept. `width` None means no cap (every ranked move in stage 1)."""
@@ -87,9 +93,7 @@ class TraceConfig:
         check_numbers(self.numbers)
         if self.executor_views is not None and self.executor_views < 1:
             raise ValueError(f"trace.executor_views must be >= 1 or null, got {self.executor_views}")
-        if self.executor_pick not in EXECUTOR_PICKS:
-            raise ValueError(f"trace.executor_pick must be one of {', '.join(EXECUTOR_PICKS)}, "
-                             f"got {self.executor_pick!r}")
+        check_executor_pick(self.executor_pick)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The table of a Countdown check ablation (`ablate.sh eval`), or of any Countdown eval runs: one row per run folder.
+"""The table of Countdown arms (`arms.sh`, e.g. the check ablation `arms/checks.txt`), or of any Countdown eval runs: one row per run folder.
 
 Besides accuracy it counts the `Solution ...` lines the model wrote (every line of the output: in a SPRINT
 trajectory, plans and executions) and how many of them the verifier accepts. That precision is the quantity the
@@ -9,8 +9,8 @@ must copy it from an execution far back; the sequential model from the line abov
 
     python benchmarks/countdown_gpu/ablate_table.py RUN_OR_ARM_DIR [...]
 
-A directory with `eval/` inside (an ablation arm: `model/train_metrics.json` and `data/stats.json` next to it) or a
-run folder with `results.jsonl`.
+A directory with `eval/` inside (an arm, `runs/arms/NAME`: `model/train_metrics.json` next to it) or a run folder
+with `results.jsonl`.
 """
 
 from __future__ import annotations

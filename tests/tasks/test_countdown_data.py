@@ -83,7 +83,7 @@ def test_data_command_is_reproducible_and_complete(tmp_path, capsys):
 
 def test_shipped_config_loads():
     cfg = load_data_config(REPO / "configs" / "countdown-data.yaml")
-    assert cfg.trace.context == 4096 and cfg.trace.check == "none" and cfg.train >= 50000
+    assert cfg.trace.context == 4096 and cfg.trace.check == "compare" and cfg.trace.executor_pick == "uniform" and cfg.train >= 50000
     assert cfg.trace.numbers == "digits" and cfg.trace.order == "canonical"
 
 

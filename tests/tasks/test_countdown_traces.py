@@ -209,6 +209,31 @@ def test_restate_solution_puts_the_solution_line_in_the_answer_plan():
     assert rec[0] != plain_rec[0]
 
 
+def test_outcome_solution_puts_the_expression_in_the_outcome_line():
+    """`trace.outcome_solution`: the outcome line's first Solution word is followed by that execution's expression,
+    which is the final answer; executions and the sequential record are unchanged."""
+    from sprint.tasks.countdown.traces import outcome_line
+
+    assert outcome_line([False, True, True], ["a", "1+2", "3+4"]) == "Dead Solution 1+2"
+    assert outcome_line([False, False], [None, None]) == "Dead Dead"
+    p = Problem((96, 93, 54, 7), 117)
+    cfg = dict(width=6, order="canonical", outcomes=True)
+    plain = build_traces(p, TraceConfig(**cfg))
+    t = build_traces(p, TraceConfig(**cfg, outcome_solution=True))
+    assert t.openers == {2: "Dead Dead Dead Dead Dead Dead", 3: "Dead Solution " + t.search.solution}
+    rec, plain_rec = build_records("x", t), build_records("x", plain)
+    traj = parse(rec[0]["messages"][2]["content"])
+    assert not traj.diagnostics
+    assert traj.stages[-1].plan.text == f"Dead Solution {t.search.solution}\n\nBased on execution_2.2:"
+    assert traj.stages[1].executions[1].text.splitlines()[-1] == "Solution " + t.search.solution
+    assert traj.final_answer == plain.final_answer
+    assert rec[1] == plain_rec[1] and rec[2:] == plain_rec[2:]
+    with pytest.raises(ValueError, match="outcome_solution needs trace.outcomes"):
+        TraceConfig(outcome_solution=True)
+    with pytest.raises(ValueError, match="choose one"):
+        TraceConfig(outcomes=True, outcome_solution=True, restate_solution=True)
+
+
 def test_solution_lines_reads_back_what_the_search_writes():
     from sprint.tasks.countdown.search import solution_lines
 

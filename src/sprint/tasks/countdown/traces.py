@@ -78,6 +78,13 @@ class TraceConfig:
     #: which is the pattern a model copies by; the boxed answer then copies the line just above it. Unproven: an
     #: 80-step fine-tune of the bundled model on such records copied the line right in 8 of 100 (control: 17).
     restate_solution: bool = False
+    #: The outcome line carries the first Solution's expression after its word ("Dead Solution (33-12)*(98-89)"),
+    #: so the boxed answer copies a line a few tokens above it. Why not `restate_solution`: that restatement is the
+    #: same far copy, from an execution the planner names by number, and a model trained on it failed it as often
+    #: (77 of 284 test runs with a true Solution answered right, BENCHMARKS.md). The outcome line already visits the
+    #: executions in order and reads each one's last line (it decides Dead or Solution there), so the copy is made
+    #: where the planner's reading already is. Needs `outcomes`.
+    outcome_solution: bool = False
 
     def __post_init__(self):
         if self.width is not None and self.width < 1:
@@ -94,6 +101,10 @@ class TraceConfig:
         if self.executor_views is not None and self.executor_views < 1:
             raise ValueError(f"trace.executor_views must be >= 1 or null, got {self.executor_views}")
         check_executor_pick(self.executor_pick)
+        if self.outcome_solution and not self.outcomes:
+            raise ValueError("trace.outcome_solution needs trace.outcomes: true (it extends the outcome line)")
+        if self.outcome_solution and self.restate_solution:
+            raise ValueError("trace.outcome_solution and trace.restate_solution both restate the Solution: choose one")
 
 
 @dataclass
@@ -139,7 +150,7 @@ def sprint_steps(s: Search, width: int | None,
     return steps, parents
 
 
-def outcome_line(found: list[bool]) -> str:
+def outcome_line(found: list[bool], solutions: list[str | None] | None = None) -> str:
     """What the planner writes first after a stage's executions: one word per execution in order, "Dead" for a
     dead end, up to and including the first "Solution" (the one the answer will be based on).
 
@@ -148,11 +159,15 @@ def outcome_line(found: list[bool]) -> str:
     any stage and to name the wrong execution (the bundled pair of 2026-11-26, with perfect executions given). The
     line turns that into one supervised check per execution, each against one execution, and the "Based on" index
     becomes the position of the word "Solution". It costs one token per execution on the critical path.
+    With `solutions` (each execution's expression, `trace.outcome_solution`), the first Solution word is followed by
+    its expression.
     """
     words = []
-    for ok in found:
+    for i, ok in enumerate(found):
         words.append(SOLUTION_WORD if ok else DEAD_WORD)
         if ok:
+            if solutions is not None:
+                words.append(solutions[i])
             break
     return " ".join(words)
 
@@ -162,13 +177,15 @@ DEAD_WORD = DEAD_END.split()[0]
 SOLUTION_WORD = SOLUTION_PREFIX.strip()
 
 
-def stage_openers(s: Search, steps: list[Step], packing: Packing) -> dict[int, str]:
-    """Stage k+1's outcome line for every stage k that has executions (branch i is step i+1, see `sprint_steps`)."""
-    found: dict[int, list[bool]] = {}
+def stage_openers(s: Search, steps: list[Step], packing: Packing, *, with_solution: bool = False) -> dict[int, str]:
+    """Stage k+1's outcome line for every stage k that has executions (branch i is step i+1, see `sprint_steps`);
+    `with_solution`: the first Solution word is followed by its expression (`trace.outcome_solution`)."""
+    branches: dict[int, list] = {}
     for st in steps:
         if st.has_execution:
-            found.setdefault(packing.stages[st.id], []).append(s.branch(st.id - 1).solved)
-    return {k + 1: outcome_line(v) for k, v in found.items() if k + 1 <= packing.num_stages}
+            branches.setdefault(packing.stages[st.id], []).append(s.branch(st.id - 1))
+    return {k + 1: outcome_line([b.solved for b in v], [b.solution for b in v] if with_solution else None)
+            for k, v in branches.items() if k + 1 <= packing.num_stages}
 
 
 def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
@@ -187,7 +204,7 @@ def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     if not out.packing.kept:
         out.reason = out.packing.reason
     elif cfg.outcomes:
-        out.openers = stage_openers(s, out.steps, out.packing)
+        out.openers = stage_openers(s, out.steps, out.packing, with_solution=cfg.outcome_solution)
     return out
 
 

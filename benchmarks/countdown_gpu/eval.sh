@@ -5,6 +5,8 @@
 #   bash benchmarks/countdown_gpu/eval.sh accuracy   # N (1000) held-out problems, both models, C (64) in flight
 #   bash benchmarks/countdown_gpu/eval.sh latency    # M (50) of the same problems, both models, one at a time
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1.
+# LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
+# session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
 phase=${1:?usage: eval.sh check|accuracy|latency}
 N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
@@ -20,7 +22,7 @@ case $phase in
     if [ "$phase" = accuracy ]; then n=$N; c=$C; else n=$M; c=1; fi
     run=runs/eval_gpu_${phase}_n${n}_s${SEED}
     timeout "$LIMIT" python3 -m sprint.cli eval --task countdown --n "$n" --seed "$SEED" --concurrency "$c" $pair \
-      --out "$run" --summary-json "$OUT/${phase}_summary.json" --no-progress 2>&1 | tail -15
+      --out "$run" --summary-json "$OUT/${phase}_summary.json" --no-progress 2>&1 | tee "$OUT/${phase}.log" | tail -15
     echo "exit $? (124: time limit reached; call again to resume)"
     cp "$run/summary.md" "$OUT/${phase}_summary.md" 2>/dev/null
     for d in "$run"/*/; do

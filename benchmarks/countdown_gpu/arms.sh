@@ -7,6 +7,8 @@
 #   bash benchmarks/countdown_gpu/arms.sh stop ARM       # stop one arm (training or evaluation), e.g. a slow one
 #   OUT=... bash benchmarks/countdown_gpu/arms.sh pack [ARM...]   # summaries, results, the models (.tar.xz) to $OUT
 #                                                    # (PACK_MODELS=0: no models)
+# LATENCY_M=8 with `start`: while the data builds, `eval.sh latency` times the bundled pair on GPU 0, M problems one
+# at a time (LATENCY_LIMIT seconds, default 170), into runs/arms/latency.
 # The GPU machine is given back after 30 s without a call: issue each `wait` right after the previous call returns
 # (a local check in between lost a four-GPU run on 2026-11-27); `start` + two `wait 590` + `pack` fit 30 minutes.
 # Arms come from ARMS_FILE (default benchmarks/countdown_gpu/arms/compare.txt): one line per arm,
@@ -56,8 +58,15 @@ case $phase in
     mkdir -p $R/data
     ngpu=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$ngpu" -lt 1 ] && ngpu=1
     sets=$(arms | awk '{print $3}' | sort -u); nsets=$(echo "$sets" | wc -l)
-    workers=$(( ($(nproc) - 1) / nsets )); [ $workers -lt 1 ] && workers=1
+    spare=1; [ "${LATENCY_M:-0}" -gt 0 ] && spare=3
+    workers=$(( ($(nproc) - spare) / nsets )); [ $workers -lt 1 ] && workers=1
     echo "$(date +%T) data: $nsets recipe(s), $workers workers each; $ngpu GPU(s)"
+    if [ "${LATENCY_M:-0}" -gt 0 ]; then
+      # The GPUs idle while the data builds: the bundled pair's one-at-a-time latency on GPU 0 meanwhile (two
+      # cores kept free for it), to runs/arms/latency (packed).
+      ( export CUDA_VISIBLE_DEVICES=0 OUT=$R/latency; mkdir -p $R/latency
+        M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency > $R/latency.log 2>&1 ) &
+    fi
     for s in $sets; do
       python3 -m sprint.cli countdown data --config configs/countdown-data.yaml --out "$(data_dir "$s")" \
         --workers $workers --no-progress $(list "$s") > "$(data_dir "$s").log" 2>&1 &
@@ -99,7 +108,7 @@ case $phase in
   pack)
     : "${OUT:?set OUT}"; shift
     names=${*:-$(arms | awk '{print $1}')}
-    tar czf "$OUT/arms_results.tgz" $R/*.log $R/*.state $R/data/*/stats.json \
+    tar czf "$OUT/arms_results.tgz" $R/*.log $R/*.state $R/data/*/stats.json $R/latency \
       $(for n in $names; do echo $R/$n/eval $R/$n/summary.json $R/$n/model/train_metrics.json; done) 2>/dev/null
     for n in $names; do  # the model as shipped: no checkpoints, no optimizer state (PACK_MODELS=0: results only)
       [ "${PACK_MODELS:-1}" = 1 ] && [ -f $R/$n/model/model.safetensors ] || continue

@@ -23,7 +23,7 @@ case $phase in
     run=runs/eval_gpu_${phase}_n${n}_s${SEED}
     timeout "$LIMIT" python3 -m sprint.cli eval --task countdown --n "$n" --seed "$SEED" --concurrency "$c" $pair \
       --out "$run" --summary-json "$OUT/${phase}_summary.json" --no-progress 2>&1 | tee "$OUT/${phase}.log" | tail -15
-    echo "exit $? (124: time limit reached; call again to resume)"
+    echo "exit ${PIPESTATUS[0]} (124: time limit reached; call again to resume)"
     cp "$run/summary.md" "$OUT/${phase}_summary.md" 2>/dev/null
     for d in "$run"/*/; do
       [ -f "$d/results.jsonl" ] && gzip -c "$d/results.jsonl" > "$OUT/${phase}_$(basename "$d")_results.jsonl.gz"

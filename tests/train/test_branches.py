@@ -17,18 +17,11 @@ def _countdown(tmp_path_factory, own_tokenizer: bool):
     like a general-purpose tokenizer would."""
     import json
 
-    from transformers import AutoTokenizer
-
-    from sprint.tasks.countdown.data import CountdownDataConfig, build_countdown_data
-    from sprint.tasks.countdown.traces import TraceConfig
-    from sprint.testing.tiny import build_tiny_llama, build_tiny_tokenizer
+    from sprint.testing.tiny import build_tiny_countdown, build_tiny_llama, build_tiny_tokenizer
 
     d = tmp_path_factory.mktemp("cd")
-    build_countdown_data(CountdownDataConfig(seed=2, train=6, val=2, test=2, trace=TraceConfig(width=3)), d,
-                         progress=False)
-    if own_tokenizer:
-        tok = AutoTokenizer.from_pretrained(d / "tokenizer")
-    else:
+    tok = build_tiny_countdown(d)
+    if not own_tokenizer:
         corpus = [m["content"] for line in (d / "sprint_train.jsonl").read_text().splitlines()
                   for m in json.loads(line)["messages"]]
         tok = build_tiny_tokenizer(d / "bpe", corpus=corpus, vocab_size=600, tags_as_tokens=False)

@@ -18,18 +18,12 @@ pytestmark = [pytest.mark.gpu, pytest.mark.integration,
 
 @pytest.fixture(scope="module")
 def merged_batch(tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    from sprint.tasks.countdown.data import CountdownDataConfig, build_countdown_data
-    from sprint.tasks.countdown.traces import TraceConfig
-    from sprint.testing.tiny import build_tiny_llama
+    from sprint.testing.tiny import build_tiny_countdown, build_tiny_llama
     from sprint.train.branches import BranchCollator, merge_branches
     from sprint.train.data import encode_columns, read_records
 
     d = tmp_path_factory.mktemp("cdgpu")
-    build_countdown_data(CountdownDataConfig(seed=2, train=6, val=2, test=2, trace=TraceConfig(width=3)), d,
-                         progress=False)
-    tok = AutoTokenizer.from_pretrained(d / "tokenizer")
+    tok = build_tiny_countdown(d)
     build_tiny_llama(d / "model", tok, hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128,
                      max_position_embeddings=8192, initializer_range=0.3)
     merged = merge_branches(encode_columns(read_records(d / "sprint_train.jsonl", "sprint"), tok, progress=False))

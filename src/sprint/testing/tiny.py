@@ -76,3 +76,18 @@ def build_tiny_llama(out_dir: str | Path, tokenizer, *, hidden_size: int = 64, l
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return model
+
+
+def build_tiny_countdown(out_dir: str | Path, *, train: int = 6, val: int = 2, test: int = 2, width: int = 3,
+                         seed: int = 2):
+    """A small Countdown data build in `out_dir` (problems, both formats with executor records, the tokenizer), as
+    `sprint countdown data` writes it; returns the loaded tokenizer. Tests pair it with `build_tiny_llama`."""
+    from transformers import AutoTokenizer
+
+    from sprint.tasks.countdown.data import CountdownDataConfig, build_countdown_data
+    from sprint.tasks.countdown.traces import TraceConfig
+
+    out_dir = Path(out_dir)
+    build_countdown_data(CountdownDataConfig(seed=seed, train=train, val=val, test=test, trace=TraceConfig(width=width)),
+                         out_dir, progress=False)
+    return AutoTokenizer.from_pretrained(out_dir / "tokenizer")

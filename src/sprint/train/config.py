@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from sprint.train.weights import check_weight
+
 Format = Literal["sprint", "sequential"]
 PLACEHOLDER_FIELDS = (("data", "train"), ("data", "eval"), ("training", "output_dir"))
 
@@ -49,6 +51,9 @@ class DataSection:
     # SPRINT only: merge each executor record into its planner record's sequence as a branch under a tree attention
     # mask (sprint.train.branches): the same tokens in the same contexts, without repeating the executors' context
     executor_branches: bool = False
+    # Loss weight of each record's final answer (its last \boxed{...}, sprint.train.weights) against 1 for the other
+    # completion tokens; 1.0 trains exactly as without it
+    answer_loss_weight: float = 1.0
     num_proc: int | None = None  # processes that tokenize; None: one per CPU when there are many records and
     #                              more than 2 CPUs (divided among the ranks of this machine), else 1
 
@@ -153,6 +158,14 @@ class TrainConfig:
         if d.executor_branches and d.on_overflow == "truncate":
             raise ValueError("data.executor_branches: on_overflow=truncate would cut branches out of their mask; "
                              "use drop or error")
+        if check_weight(d.answer_loss_weight) != 1.0:
+            if d.executor_branches:
+                raise ValueError("data.answer_loss_weight and data.executor_branches: not supported together (the "
+                                 "merged sequences carry no answer spans); set the weight to 1 or the branches off")
+            for key in ("packing", "padding_free"):
+                if t.sft.get(key):
+                    raise ValueError(f"data.answer_loss_weight and training.sft.{key}: not supported together (the "
+                                     "answer weights need one padded row per sample)")
         if not 0.0 <= t.warmup_ratio < 1.0:
             raise ValueError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
         if t.max_tokens_budget is not None and t.max_tokens_budget <= 0:

@@ -31,6 +31,7 @@ from typing import Iterable, Sequence
 from sprint.format import layout
 from sprint.format import tags as T
 from sprint.jsonl import iter_jsonl
+from sprint.train.weights import ANSWER_COLUMNS, answer_token_span
 
 FORMATS = ("sprint", "sequential")
 ROLES = ("planner", "executor")
@@ -162,9 +163,10 @@ def build_texts(record: TrainRecord, tokenizer) -> tuple[str, str]:
     return prompt, completion
 
 
-def _token_ids(records: Sequence[TrainRecord], tokenizer, adds_bos: bool
-               ) -> tuple[list[tuple[str, str]], list[list[int]], list[list[int]]]:
-    """Texts, prompt ids (with BOS where due) and completion ids (with EOS) of a batch of records.
+def _token_ids(records: Sequence[TrainRecord], tokenizer, adds_bos: bool, offsets: bool = False
+               ) -> tuple[list[tuple[str, str]], list[list[int]], list[list[int]], list | None]:
+    """Texts, prompt ids (with BOS where due), completion ids (with EOS) of a batch of records and, when `offsets`,
+    the completion tokens' character offsets (EOS excluded; a fast tokenizer's offset mapping), else None.
 
     One batched call per side: a fast tokenizer encodes a list on all its threads, with the same ids as tokenizing
     each text alone. Attention masks are not asked for: nothing uses them (about 10% of the call).
@@ -172,9 +174,10 @@ def _token_ids(records: Sequence[TrainRecord], tokenizer, adds_bos: bool
     texts = [build_texts(rec, tokenizer) for rec in records]
     kw = dict(add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
     p_all = tokenizer([p for p, _ in texts], **kw)["input_ids"]
-    c_all = tokenizer([c for _, c in texts], **kw)["input_ids"]
+    c_enc = tokenizer([c for _, c in texts], **kw, **({"return_offsets_mapping": True} if offsets else {}))
     eos = tokenizer.eos_token_id
-    return texts, [_with_bos(tokenizer, p, adds_bos) for p in p_all], [c + [eos] for c in c_all]
+    return (texts, [_with_bos(tokenizer, p, adds_bos) for p in p_all], [c + [eos] for c in c_enc["input_ids"]],
+            c_enc["offset_mapping"] if offsets else None)
 
 
 def _check_eos(tokenizer) -> None:
@@ -200,7 +203,7 @@ def encode_records(records: Sequence[TrainRecord], tokenizer, *, progress: bool 
     with tqdm(total=len(records), desc=desc, disable=not progress, unit="rec") as bar:
         for lo in range(0, len(records), ENCODE_CHUNK):
             batch = records[lo:lo + ENCODE_CHUNK]
-            texts, p_all, c_all = _token_ids(batch, tokenizer, adds_bos)
+            texts, p_all, c_all, _ = _token_ids(batch, tokenizer, adds_bos)
             for rec, (prompt, completion), p_ids, c_ids in zip(batch, texts, p_all, c_all):
                 rows.append({"id": rec.id, "format": rec.format, "role": rec.role, "prompt": prompt,
                              "completion": completion, "input_ids": p_ids + c_ids,
@@ -213,7 +216,9 @@ def encode_records(records: Sequence[TrainRecord], tokenizer, *, progress: bool 
 @dataclass
 class TokenColumns:
     """Tokenized records as flat arrays: record i's ids are `ids[offsets[i]:offsets[i + 1]]`, of which the first
-    `prompt_tokens[i]` are the prompt's (no loss) and the rest the completion's, EOS included."""
+    `prompt_tokens[i]` are the prompt's (no loss) and the rest the completion's, EOS included. With
+    `data.answer_loss_weight` != 1, `answer_start[i]:answer_end[i]` are record i's answer tokens as indices into its
+    sequence (-1 both: no answer; `sprint.train.weights`); else both are None."""
 
     record_ids: list[str]
     roles: list[str]
@@ -221,6 +226,9 @@ class TokenColumns:
     labels: "np.ndarray"  # int32, `ids` with -100 on every prompt token (what TRL would build from a completion mask)
     offsets: "np.ndarray"  # int64, n + 1
     prompt_tokens: "np.ndarray"  # int64, n
+    # Keyword-only, so subclasses (branches.BranchColumns) may add fields without defaults after them.
+    answer_start: "np.ndarray | None" = field(default=None, kw_only=True)  # int64, n
+    answer_end: "np.ndarray | None" = field(default=None, kw_only=True)  # int64, n
 
     def __len__(self) -> int:
         return len(self.record_ids)
@@ -237,9 +245,10 @@ class TokenColumns:
 
         keep = np.asarray(keep, dtype=bool)
         tokens = np.repeat(keep, self.lengths)
+        spans = {name: getattr(self, name)[keep] for name in ANSWER_COLUMNS if getattr(self, name) is not None}
         return TokenColumns([r for r, k in zip(self.record_ids, keep) if k], [r for r, k in zip(self.roles, keep) if k],
                             self.ids[tokens], self.labels[tokens], _offsets(self.lengths[keep]),
-                            self.prompt_tokens[keep])
+                            self.prompt_tokens[keep], **spans)
 
     def row(self, i: int) -> dict:
         """Record i as `encode_records` gives it, less the texts."""
@@ -256,11 +265,12 @@ def _offsets(lengths):
     return offsets
 
 
-def _encode_chunk(records: Sequence[TrainRecord], tokenizer, adds_bos: bool):
-    """(ids, labels, prompt lengths, total lengths) of a batch of records, the first two flat int32 arrays."""
+def _encode_chunk(records: Sequence[TrainRecord], tokenizer, adds_bos: bool, answer_spans: bool = False):
+    """(ids, labels, prompt lengths, total lengths) of a batch of records, the first two flat int32 arrays; with
+    `answer_spans`, then (answer starts, answer ends) as `TokenColumns` holds them."""
     import numpy as np
 
-    _, p_all, c_all = _token_ids(records, tokenizer, adds_bos)
+    texts, p_all, c_all, c_offsets = _token_ids(records, tokenizer, adds_bos, offsets=answer_spans)
     flat: list[int] = []
     for p, c in zip(p_all, c_all):
         flat += p
@@ -271,15 +281,22 @@ def _encode_chunk(records: Sequence[TrainRecord], tokenizer, adds_bos: bool):
     labels = ids.copy()
     for start, n in zip(_offsets(lengths)[:-1].tolist(), p_lens.tolist()):
         labels[start:start + n] = -100
-    return ids, labels, p_lens, lengths
+    if not answer_spans:
+        return ids, labels, p_lens, lengths
+    spans = np.full((len(records), 2), -1, dtype=np.int64)
+    for i, ((_, completion), offsets, p) in enumerate(zip(texts, c_offsets, p_lens.tolist())):
+        span = answer_token_span(completion, offsets)
+        if span is not None:  # completion token j is sequence token p + j
+            spans[i] = (p + span[0], p + span[1])
+    return ids, labels, p_lens, lengths, spans[:, 0].copy(), spans[:, 1].copy()
 
 
-_POOL_JOB = None  # (records, tokenizer, adds_bos), inherited by forked workers instead of pickled to them
+_POOL_JOB = None  # (records, tokenizer, adds_bos, answer_spans), inherited by forked workers instead of pickled
 
 
 def _pool_encode(lo: int):
-    records, tokenizer, adds_bos = _POOL_JOB
-    return _encode_chunk(records[lo:lo + ENCODE_CHUNK], tokenizer, adds_bos)
+    records, tokenizer, adds_bos, answer_spans = _POOL_JOB
+    return _encode_chunk(records[lo:lo + ENCODE_CHUNK], tokenizer, adds_bos, answer_spans)
 
 
 POOL_MIN_RECORDS = 20_000  # below this a pool's start-up costs more than it saves
@@ -308,9 +325,10 @@ def auto_num_proc(n_records: int, setting: int | None = None) -> int:
 
 
 def encode_columns(records: Sequence[TrainRecord], tokenizer, *, num_proc: int = 1, progress: bool = True,
-                   desc: str = "tokenizing") -> TokenColumns:
+                   desc: str = "tokenizing", answer_spans: bool = False) -> TokenColumns:
     """Tokenize records into flat arrays (same ids as `encode_records`, in the same order), with `num_proc` forked
-    processes when more than 1 (where fork exists)."""
+    processes when more than 1 (where fork exists); with `answer_spans`, find each record's answer tokens too (from
+    the tokenizer's offset mapping: a fast tokenizer is required)."""
     import multiprocessing as mp
     import os
 
@@ -319,6 +337,9 @@ def encode_columns(records: Sequence[TrainRecord], tokenizer, *, num_proc: int =
 
     global _POOL_JOB
     _check_eos(tokenizer)
+    if answer_spans and not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"data.answer_loss_weight: finding the answer's tokens needs a fast tokenizer (offset "
+                         f"mapping); {type(tokenizer).__name__} is not one")
     adds_bos = _adds_bos(tokenizer)
     starts = range(0, len(records), ENCODE_CHUNK)
     parts = []
@@ -328,7 +349,7 @@ def encode_columns(records: Sequence[TrainRecord], tokenizer, *, num_proc: int =
             # Fork, so the workers inherit the records and the tokenizer: only the arrays travel back. Each worker
             # tokenizes on one thread (TOKENIZERS_PARALLELISM, read by the tokenizers library at every call, is
             # false in the children only): the pool already uses every core.
-            _POOL_JOB = (records, tokenizer, adds_bos)
+            _POOL_JOB = (records, tokenizer, adds_bos, answer_spans)
             previous = os.environ.get("TOKENIZERS_PARALLELISM")
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
             try:
@@ -347,12 +368,13 @@ def encode_columns(records: Sequence[TrainRecord], tokenizer, *, num_proc: int =
                 _POOL_JOB = None
         else:
             for lo in starts:
-                parts.append(_encode_chunk(records[lo:lo + ENCODE_CHUNK], tokenizer, adds_bos))
+                parts.append(_encode_chunk(records[lo:lo + ENCODE_CHUNK], tokenizer, adds_bos, answer_spans))
                 bar.update(min(ENCODE_CHUNK, len(records) - lo))
-    ids, labels, p_lens, lengths = ([np.concatenate(arrays) for arrays in zip(*parts)] if parts else
-                                    [np.zeros(0, dtype=t) for t in (np.int32, np.int32, np.int64, np.int64)])
+    dtypes = (np.int32, np.int32, np.int64, np.int64) + ((np.int64, np.int64) if answer_spans else ())
+    ids, labels, p_lens, lengths, *spans = ([np.concatenate(arrays) for arrays in zip(*parts)] if parts else
+                                            [np.zeros(0, dtype=t) for t in dtypes])
     return TokenColumns(record_ids=[r.id for r in records], roles=[r.role for r in records], ids=ids, labels=labels,
-                        offsets=_offsets(lengths), prompt_tokens=p_lens)
+                        offsets=_offsets(lengths), prompt_tokens=p_lens, **dict(zip(ANSWER_COLUMNS, spans)))
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -448,8 +470,9 @@ class PreparedData:
     """What the trainer consumes: tokenized train/eval datasets and what happened on the way.
 
     The datasets have the columns `input_ids`, `labels` (-100 on the prompt), `length` (tokens once truncated to
-    max_length), `prompt_tokens`, `completion_tokens`, `id` and `role`; no texts (`encode_records` gives them for a
-    record) and no completion mask (the labels carry it).
+    max_length), `prompt_tokens`, `completion_tokens`, `id` and `role` (and `answer_start`, `answer_end` when
+    data.answer_loss_weight != 1); no texts (`encode_records` gives them for a record) and no completion mask (the
+    labels carry it).
     """
 
     train: object  # datasets.Dataset
@@ -460,11 +483,19 @@ class PreparedData:
     timings: dict = field(default_factory=dict)  # seconds: read_s, tokenize_s, dataset_s
     num_proc: int = 1  # processes that tokenized
     longest: int | None = None  # tokens in the longest sample left after the overflow policy (None: unknown)
+    answer_spans: dict | None = None  # data.answer_loss_weight != 1: the weight and `answer_span_stats` per split
 
     def report(self) -> str:
         lines = [self.train_stats.summary("train")]
         if self.eval_stats is not None:
             lines.append(self.eval_stats.summary("eval"))
+        if self.answer_spans is not None:
+            a = self.answer_spans
+            parts = [f"{split} {s['with_answer']}/{s['samples']} samples with one, {s['tokens']} tokens = "
+                     f"{100 * s['tokens'] / max(1, s['loss_tokens']):.2f}% of {s['loss_tokens']} loss tokens"
+                     for split, s in (("train", a["train"]), ("eval", a["eval"])) if s is not None]
+            lines.append(f"answer spans (data.answer_loss_weight={a['weight']:g}, after max_length): "
+                         + "; ".join(parts))
         action = {"drop": "dropped", "truncate": "truncated", "error": "rejected"}
         if self.dropped:
             lines.append(f"{len(self.dropped)} over-long samples {action['drop']}: {', '.join(self.dropped[:10])}"
@@ -490,6 +521,18 @@ def column_values(ds, name: str) -> list:
     """A column of a `datasets.Dataset` as a list, read as one Arrow array (`ds[name]` is a lazy Column in datasets
     4+, whose items are fetched one row at a time)."""
     return ds.with_format("arrow")[name].to_pylist()
+
+
+def answer_span_stats(cols: TokenColumns, max_length: int) -> dict:
+    """How many samples have an answer span, and its tokens against the loss tokens, as training sees them (a
+    truncated sample keeps only the part of its span before max_length)."""
+    import numpy as np
+
+    kept = np.minimum(cols.lengths, max_length)
+    has = cols.answer_start >= 0
+    tokens = np.clip(np.minimum(cols.answer_end, kept) - cols.answer_start, 0, None)[has]
+    return {"samples": len(cols), "with_answer": int(has.sum()), "tokens": int(tokens.sum()),
+            "loss_tokens": int(np.clip(kept - cols.prompt_tokens, 0, None).sum())}
 
 
 def _apply_overflow(cols: TokenColumns, max_length: int, policy: str, label: str) -> tuple[TokenColumns, list[str]]:
@@ -554,6 +597,9 @@ def build_dataset(cols: TokenColumns, max_length: int):
     for name in MASK_COLUMNS:  # merged executor branches only
         if hasattr(cols, name):
             table = table.append_column(name, _list_column(getattr(cols, name), cols.offsets))
+    for name in ANSWER_COLUMNS:  # data.answer_loss_weight != 1 only
+        if getattr(cols, name) is not None:
+            table = table.append_column(name, pa.array(getattr(cols, name).astype(np.int64)))
     return Dataset(InMemoryTable(table), fingerprint=uuid.uuid4().hex)
 
 
@@ -573,9 +619,11 @@ def prepare_data(cfg, tokenizer, *, progress: bool = True) -> PreparedData:
         records = records[: d.max_samples]
     t1 = time.perf_counter()
     num_proc = auto_num_proc(len(records) + len(eval_records), d.num_proc)
-    train_cols = encode_columns(records, tokenizer, num_proc=num_proc, progress=progress, desc="tokenizing train")
+    spans = d.answer_loss_weight != 1.0  # else no span columns at all: the run is exactly one without the option
+    train_cols = encode_columns(records, tokenizer, num_proc=num_proc, progress=progress, desc="tokenizing train",
+                                answer_spans=spans)
     eval_cols = encode_columns(eval_records, tokenizer, num_proc=num_proc, progress=progress,
-                               desc="tokenizing eval") if eval_records else None
+                               desc="tokenizing eval", answer_spans=spans) if eval_records else None
     del records, eval_records
     if d.executor_branches:
         from sprint.train.branches import merge_branches
@@ -597,8 +645,12 @@ def prepare_data(cfg, tokenizer, *, progress: bool = True) -> PreparedData:
     t3 = time.perf_counter()
     timings.update(read_s=round(t1 - t0, 2), tokenize_s=round(t2 - t1, 2), dataset_s=round(t3 - t2, 2))
     longest = max(int(c.lengths.max()) for c in (train_cols, eval_cols) if c is not None)
+    answers = None
+    if spans:
+        answers = {"weight": d.answer_loss_weight, "train": answer_span_stats(train_cols, d.max_length),
+                   "eval": answer_span_stats(eval_cols, d.max_length) if eval_cols is not None else None}
     return PreparedData(train=train, eval=evald, train_stats=train_stats, eval_stats=eval_stats, dropped=dropped,
-                        timings=timings, num_proc=num_proc, longest=longest)
+                        timings=timings, num_proc=num_proc, longest=longest, answer_spans=answers)
 
 
 def write_records(records: Iterable[dict], path: str | Path) -> Path:

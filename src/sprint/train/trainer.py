@@ -272,7 +272,8 @@ class ThroughputCallback(TrainerCallback):
 
 
 def _sft_trainer_class():
-    """SFTTrainer whose length-grouped samplers take the dataset's `length` column.
+    """SFTTrainer whose length-grouped samplers take the dataset's `length` column, and whose training loss weights
+    the answer tokens when the batch carries `loss_weights` (data.answer_loss_weight != 1).
 
     transformers' Trainer drops every column the model does not take before it builds the sampler, so a `length`
     column never reaches it, and LengthGroupedSampler then reads every sample's input_ids (4-5 s for 67k samples).
@@ -283,15 +284,63 @@ def _sft_trainer_class():
     from trl import SFTTrainer
 
     from sprint.train.data import column_values
+    from sprint.train.weights import ANSWER_COLUMNS, LOSS_WEIGHTS, weighted_loss
 
     class SprintSFTTrainer(SFTTrainer):
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
             from sprint.train.branches import MASK_COLUMNS
 
-            for name in (self.args.length_column_name, *MASK_COLUMNS):  # the last: merged executor branches
+            # Besides `length`: merged executor branches' mask columns, the answer span for the weight collator.
+            for name in (self.args.length_column_name, *MASK_COLUMNS, *ANSWER_COLUMNS):
                 if self._signature_columns is not None and name not in self._signature_columns:
                     self._signature_columns = [*self._signature_columns, name]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop(LOSS_WEIGHTS, None)
+            # Evaluation keeps the plain loss, so eval_loss (and the best checkpoint picked on it) compares with runs
+            # at any other weight.
+            if weights is None or not self.model.training:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            return self._weighted_loss(model, inputs, weights, return_outputs, num_items_in_batch)
+
+        def _weighted_loss(self, model, inputs, weights, return_outputs, num_items_in_batch):
+            """TRL's own loss path (SFTTrainer.compute_loss with the fused LM head, trl 1.16), with each token's
+            loss scaled by its weight; the same normalisation and metrics. The variants that path does not cover
+            are refused rather than silently trained unweighted."""
+            import torch
+
+            pc = getattr(self.accelerator, "parallelism_config", None)
+            if self.compute_loss_func is not None or self.label_smoother is not None or self.aux_loss_enabled or (
+                    pc is not None and getattr(pc, "sp_enabled", False)):
+                raise ValueError("data.answer_loss_weight: not supported with a custom compute_loss_func, label "
+                                 "smoothing, a MoE auxiliary loss or sequence parallelism")
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)
+            per_token = -outputs.log_probs  # zero where the label is -100
+            if self.args.loss_type == "dft":
+                per_token = per_token * outputs.log_probs.exp().detach()
+            loss = weighted_loss(per_token, weights, num_items_in_batch, outputs.label_mask)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # As TRL and Trainer: num_items_in_batch counts every rank's tokens and DDP averages the gradients.
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            self._log_token_metrics(outputs, inputs)
+            if return_outputs:  # the fused head builds no logits; as TRL, recompute them
+                with torch.no_grad():
+                    outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            return (loss, outputs) if return_outputs else loss
+
+        def _log_token_metrics(self, outputs, inputs):
+            """TRL's training metrics (entropy, mean_token_accuracy, num_tokens), unweighted."""
+            gather = self.accelerator.gather_for_metrics
+            metrics = self._metrics["train"]
+            n = gather(outputs.label_mask.sum()).sum()
+            for name, per_token in (("entropy", outputs.entropy), ("mean_token_accuracy", outputs.is_top1)):
+                total = gather(per_token.detach().sum()).sum()
+                metrics[name].append((total / n).item() if n > 0 else 0.0)
+            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
+            metrics["num_tokens"] = [self._total_train_tokens]
 
         def _with_listed_lengths(self, sampler, dataset):
             if isinstance(sampler, LengthGroupedSampler) and not isinstance(sampler.lengths, list):
@@ -337,6 +386,11 @@ def build_trainer(cfg: TrainConfig, *, tokenizer=None, data: PreparedData | None
         extra["data_collator"] = BranchCollator(tokenizer.pad_token_id)   # load_tokenizer set one
     trainer = _sft_trainer_class()(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                                    processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=cbs, **extra)
+    if cfg.data.answer_loss_weight != 1.0:
+        # Wraps whatever collator TRL chose (it pads, we add `loss_weights`), which the trainer's loss then pops.
+        from sprint.train.weights import AnswerWeightCollator
+
+        trainer.data_collator = AnswerWeightCollator(trainer.data_collator, cfg.data.answer_loss_weight)
     if cfg.data.executor_branches:
         # On the module the trainer calls (the PEFT wrapper under LoRA; DDP, added later, calls it too), so no
         # wrapper can skip it: without the hook the model would ignore the mask columns silently.
@@ -359,9 +413,12 @@ def dry_run(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], Non
 
 
 def _data_metrics(data: PreparedData) -> dict:
-    return {"train": data.train_stats.to_dict(),
-            "eval": data.eval_stats.to_dict() if data.eval_stats else None,
-            "dropped_over_max_length": data.dropped}
+    metrics = {"train": data.train_stats.to_dict(),
+               "eval": data.eval_stats.to_dict() if data.eval_stats else None,
+               "dropped_over_max_length": data.dropped}
+    if data.answer_spans is not None:
+        metrics["answer_spans"] = data.answer_spans
+    return metrics
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:

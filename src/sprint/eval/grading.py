@@ -36,7 +36,7 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BARE_ARG_RE = re.compile(r"[^\s$]+")
 
 
-def _braced(text: str, start: int) -> tuple[str, int] | None:
+def braced_group(text: str, start: int) -> tuple[str, int] | None:
     """The content of the brace group opening at text[start] (nested, `\\{` `\\}` skipped), and the index after it."""
     depth = 0
     i = start
@@ -63,7 +63,7 @@ def boxed_contents(text: str) -> list[str]:
         while i < len(text) and text[i] in " \t":
             i += 1
         if i < len(text) and text[i] == "{":
-            got = _braced(text, i)
+            got = braced_group(text, i)
             arg = got[0] if got else None
         elif i > m.end():  # `\boxed 5`: at least one space, then a bare argument
             bare = _BARE_ARG_RE.match(text, i)

@@ -35,19 +35,13 @@ def check_weight(weight) -> float:
 def answer_char_span(text: str) -> tuple[int, int] | None:
     """(start, end) characters of the last `\\boxed{...}` in `text`, from its backslash through its matching closing
     brace (braces nest: `\\boxed{\\frac{1}{2}}`); None without one, or when that last one is never closed."""
+    from sprint.eval.grading import braced_group
+
     start = text.rfind(BOXED)
     if start < 0:
         return None
-    depth = 0
-    for i in range(start + len(BOXED) - 1, len(text)):
-        c = text[i]
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return start, i + 1
-    return None
+    group = braced_group(text, start + len(BOXED) - 1)  # the grader's brace matching: the same answer it reads
+    return None if group is None else (start, group[1])
 
 
 def answer_token_span(text: str, offsets: Sequence[tuple[int, int]]) -> tuple[int, int] | None:

@@ -7,8 +7,9 @@
 #   bash benchmarks/countdown_gpu/arms.sh stop ARM       # stop one arm (training or evaluation), e.g. a slow one
 #   OUT=... bash benchmarks/countdown_gpu/arms.sh pack [ARM...]   # summaries, results, the models (.tar.xz) to $OUT
 #                                                    # (PACK_MODELS=0: no models)
-# LATENCY_M=8 with `start`: while the data builds, `eval.sh latency` times the bundled pair on GPU 0, M problems one
-# at a time (LATENCY_LIMIT seconds, default 170), into runs/arms/latency.
+# LATENCY_M=8 with `start`: while the data builds, `eval.sh latency` times the bundled pair, M problems one at a time
+# (LATENCY_LIMIT seconds, default 170), into runs/arms/latency: the SPRINT model on GPU 0 and the sequential one on
+# GPU 1 side by side (both on GPU 0, one after the other, with one GPU), so both get through the same problems.
 # The GPU machine is given back after 30 s without a call: issue each `wait` right after the previous call returns
 # (a local check in between lost a four-GPU run on 2026-11-27); `start` + two `wait 590` + `pack` fit 30 minutes.
 # Arms come from ARMS_FILE (default benchmarks/countdown_gpu/arms/compare.txt): one line per arm,
@@ -58,14 +59,22 @@ case $phase in
     mkdir -p $R/data
     ngpu=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$ngpu" -lt 1 ] && ngpu=1
     sets=$(arms | awk '{print $3}' | sort -u); nsets=$(echo "$sets" | wc -l)
-    spare=1; [ "${LATENCY_M:-0}" -gt 0 ] && spare=3
+    spare=1; [ "${LATENCY_M:-0}" -gt 0 ] && spare=5
     workers=$(( ($(nproc) - spare) / nsets )); [ $workers -lt 1 ] && workers=1
     echo "$(date +%T) data: $nsets recipe(s), $workers workers each; $ngpu GPU(s)"
     if [ "${LATENCY_M:-0}" -gt 0 ]; then
-      # The GPUs idle while the data builds: the bundled pair's one-at-a-time latency on GPU 0 meanwhile (two
-      # cores kept free for it), to runs/arms/latency (packed).
-      ( export CUDA_VISIBLE_DEVICES=0 OUT=$R/latency; mkdir -p $R/latency
-        M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency > $R/latency.log 2>&1 ) &
+      # The GPUs idle while the data builds: the bundled pair's one-at-a-time latency meanwhile (cores kept free
+      # for it: its decode loop is bound by one CPU core), to runs/arms/latency (packed).
+      mkdir -p $R/latency
+      if [ "$ngpu" -ge 2 ]; then
+        for m in sprint:0 sequential:1; do
+          ( export CUDA_VISIBLE_DEVICES=${m#*:} OUT=$R/latency ONLY=${m%:*}
+            M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency > $R/latency_${m%:*}.log 2>&1 ) &
+        done
+      else
+        ( export CUDA_VISIBLE_DEVICES=0 OUT=$R/latency
+          M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency > $R/latency.log 2>&1 ) &
+      fi
     fi
     for s in $sets; do
       python3 -m sprint.cli countdown data --config configs/countdown-data.yaml --out "$(data_dir "$s")" \

@@ -4,6 +4,8 @@
 #   bash benchmarks/countdown_gpu/eval.sh check      # GPU tests + staged-solve timing of the bundled SPRINT model
 #   bash benchmarks/countdown_gpu/eval.sh accuracy   # N (1000) held-out problems, both models, C (64) in flight
 #   bash benchmarks/countdown_gpu/eval.sh latency    # M (50) of the same problems, both models, one at a time
+#   ONLY=sprint|sequential bash ... latency          # one model of the pair (two GPUs: one process on each, so both
+#                                                    # models get through the same problems in one call's time)
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1.
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
@@ -14,21 +16,27 @@ OUT=${OUT:-runs/eval_out}; mkdir -p "$OUT" runs
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
 pair="--model countdown-sprint --method sprint --model countdown-sequential --method sequential"
+case ${ONLY:-} in
+  sprint|sequential) pair="--model countdown-$ONLY --method $ONLY" ;;
+  "") ;;
+  *) echo "ONLY must be sprint or sequential, got $ONLY" >&2; exit 2 ;;
+esac
 case $phase in
   check)
     python3 -m pytest -q -p no:cacheprovider -m gpu tests/backends/test_transformers_backend_gpu.py 2>&1 | tail -3
     python3 benchmarks/bench_staged_solve.py --device cuda --max-batch 128 --n 3 2>&1 | tail -12 ;;
   accuracy|latency)
     if [ "$phase" = accuracy ]; then n=$N; c=$C; else n=$M; c=1; fi
-    run=runs/eval_gpu_${phase}_n${n}_s${SEED}
+    run=runs/eval_gpu_${phase}_n${n}_s${SEED}${ONLY:+_$ONLY}; tag=${phase}${ONLY:+_$ONLY}
     timeout "$LIMIT" python3 -m sprint.cli eval --task countdown --n "$n" --seed "$SEED" --concurrency "$c" $pair \
-      --out "$run" --summary-json "$OUT/${phase}_summary.json" --no-progress 2>&1 | tee "$OUT/${phase}.log" | tail -15
+      --out "$run" --summary-json "$OUT/${tag}_summary.json" --no-progress 2>&1 | tee "$OUT/${tag}.log" | tail -15
     echo "exit ${PIPESTATUS[0]} (124: time limit reached; call again to resume)"
-    cp "$run/summary.md" "$OUT/${phase}_summary.md" 2>/dev/null
-    for d in "$run"/*/; do
-      [ -f "$d/results.jsonl" ] && gzip -c "$d/results.jsonl" > "$OUT/${phase}_$(basename "$d")_results.jsonl.gz"
-      [ -f "$d/settings.json" ] && cp "$d/settings.json" "$OUT/${phase}_$(basename "$d")_settings.json"
+    cp "$run/summary.md" "$OUT/${tag}_summary.md" 2>/dev/null
+    for d in "$run"/*/ "$run"/; do  # one folder per model with two, the run folder itself with one (ONLY)
+      name=$(basename "$d"); [ "$d" = "$run/" ] && name=countdown-${ONLY:-}-${ONLY:-}
+      [ -f "$d/results.jsonl" ] && gzip -c "$d/results.jsonl" > "$OUT/${phase}_${name}_results.jsonl.gz"
+      [ -f "$d/settings.json" ] && cp "$d/settings.json" "$OUT/${phase}_${name}_settings.json"
     done
-    wc -l "$run"/*/results.jsonl ;;
+    wc -l "$run"/*/results.jsonl "$run"/results.jsonl 2>/dev/null ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

@@ -240,3 +240,41 @@ def test_solution_lines_reads_back_what_the_search_writes():
     s = search(Problem((17, 18, 51, 1), 16), order="heuristic")
     assert solution_lines(s.sequential_text()) == [s.solution] == ["(51-18)-(17*1)"]
     assert solution_lines("Dead end\nSolution  (1+2)*3 \nno Solution here") == ["(1+2)*3"]
+
+
+def test_superscript_solution_digits_mark_every_solution_expression_but_the_answer():
+    """`trace.solution_digits: superscript`: the executions', the outcome line's and the sequential trace's Solution
+    expressions use superscript digits (single tokens, found nowhere else in a trace); the boxed answer keeps plain
+    digits, and `solution_lines` reads them back as plain."""
+    from sprint.tasks.countdown.search import solution_lines, solution_text
+    from sprint.tasks.countdown.tokenizer import build_countdown_tokenizer
+
+    assert solution_text("(33-12)*(98-89)", "superscript") == "(³³-¹²)*(⁹⁸-⁸⁹)"
+    assert solution_text("(33-12)*9", "plain") == "(33-12)*9"
+    p = Problem((96, 93, 54, 7), 117)
+    cfg = dict(width=6, order="canonical", outcomes=True, outcome_solution=True)
+    plain = build_traces(p, TraceConfig(**cfg))
+    t = build_traces(p, TraceConfig(**cfg, solution_digits="superscript"))
+    marked = solution_text(t.search.solution, "superscript")
+    assert marked != t.search.solution and not re.search(r"\d", marked)
+    assert t.openers[3] == "Dead Solution " + marked
+    rec = build_records("x", t)
+    traj = parse(rec[0]["messages"][2]["content"])
+    assert not traj.diagnostics
+    assert traj.stages[1].executions[1].text.splitlines()[-1] == "Solution " + marked
+    assert traj.final_answer == plain.final_answer == "\\boxed{" + t.search.solution + "}"
+    seq = rec[1]["messages"][2]["content"]
+    assert "Solution " + marked in seq and "\\boxed{" + t.search.solution + "}" in seq
+    # Nothing but the Solution expressions changes, and they read back as the plain solution.
+    plain_seq = build_records("x", plain)[1]["messages"][2]["content"]
+    assert seq.replace(marked, t.search.solution) == plain_seq
+    assert solution_lines(seq) == [t.search.solution]
+    assert check_answer(solution_lines(seq)[0], p.numbers, p.target).ok
+    # One token per superscript digit with the tokenizer the option builds; the default vocabulary's ids stay.
+    tok, tok0 = build_countdown_tokenizer(None, superscripts=True), build_countdown_tokenizer(None)
+    ids = tok("Solution " + marked, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(tok0("Solution " + t.search.solution, add_special_tokens=False)["input_ids"])
+    assert tok.decode(ids) == "Solution " + marked
+    assert tok.get_vocab()["8"] == tok0.get_vocab()["8"]
+    with pytest.raises(ValueError, match="trace.solution_digits"):
+        TraceConfig(solution_digits="roman")

@@ -345,7 +345,8 @@ def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progr
     max_stage = max(12, math.ceil(cfg.trace.max_branches / width) + 1)
     tokenizer = build_countdown_tokenizer(out / "tokenizer", max_value=cfg.trace.max_value, max_stage=max_stage,
                                           max_prompt=max(8, width), context=cfg.trace.context,
-                                          numbers=cfg.trace.numbers)
+                                          numbers=cfg.trace.numbers,
+                                          superscripts=cfg.trace.solution_digits == "superscript")
     counter = CountdownTokenCounter(tokenizer)
     stats: dict[str, Any] = {"config": cfg.to_dict(), "tokenizer_vocab": len(tokenizer), "splits": {}}
     problems = {}

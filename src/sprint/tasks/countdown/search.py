@@ -68,14 +68,41 @@ DEAD_END = "Dead end"
 #: before the results, "compare" restates it and marks each result <, > or = against it. The first is the default.
 CHECKS = ("none", "distance", "target", "compare")
 DEFAULT_CHECK = CHECKS[0]
+#: How a Solution line writes the digits of its expression (`trace.solution_digits`; `solution_text`): "plain"
+#: (`Solution (83+22)/(18-15)`) or "superscript" (`Solution (⁸³+²²)/(¹⁸-¹⁵)`). The first is the default.
+SOLUTION_DIGITS = ("plain", "superscript")
+DEFAULT_SOLUTION_DIGITS = SOLUTION_DIGITS[0]
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+_PLAIN = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+#: The characters `solution_digits="superscript"` writes (the Countdown tokenizer gives each its own token then).
+SUPERSCRIPT_DIGITS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
 #: Orders of the first moves (see the module docstring); the first is the default.
 ORDERS = ("canonical", "heuristic")
 DEFAULT_ORDER = ORDERS[0]
 
 
 def solution_lines(text: str) -> list[str]:
-    """The expressions of the `Solution ...` lines of a text (a model's trace), in order."""
-    return [ln[len(SOLUTION_PREFIX):].strip() for ln in text.splitlines() if ln.startswith(SOLUTION_PREFIX)]
+    """The expressions of the `Solution ...` lines of a text (a model's trace), in order, with plain digits (a
+    superscript digit, `solution_digits="superscript"`, reads as its plain digit)."""
+    return [ln[len(SOLUTION_PREFIX):].strip().translate(_PLAIN) for ln in text.splitlines()
+            if ln.startswith(SOLUTION_PREFIX)]
+
+
+def solution_text(expr: str, digits: str = DEFAULT_SOLUTION_DIGITS) -> str:
+    """An expression as a Solution line writes it, with the digits of `digits` (`SOLUTION_DIGITS`).
+
+    Why superscripts: the SPRINT planner must copy an execution's Solution expression from far back, and with plain
+    digits every digit pair of it also occurs in the pair lines of every execution (`83+22=105`), so a copy that
+    looks for "what came after this token last time" is led astray (the bundled models compose a wrong expression
+    instead, docs/countdown.md). Superscript digits occur in Solution lines only. The boxed answer keeps plain digits.
+    """
+    return expr.translate(_SUPERSCRIPT) if check_solution_digits(digits) == "superscript" else expr
+
+
+def check_solution_digits(digits: str) -> str:
+    if digits not in SOLUTION_DIGITS:
+        raise ValueError(f"trace.solution_digits must be one of {', '.join(SOLUTION_DIGITS)}, got {digits!r}")
+    return digits
 
 
 def check_check(check: str) -> str:
@@ -189,7 +216,7 @@ def pair_line(move_text: str, x: int, y: int, found: list[int], target: int, che
 
 
 def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: int,
-            check: str = DEFAULT_CHECK) -> Branch:
+            check: str = DEFAULT_CHECK, solution_digits: str = DEFAULT_SOLUTION_DIGITS) -> Branch:
     """Depth-first search under one first move (three numbers left), stopping at the first solution.
 
     Written out flat (not with `moves`) because it is the inner loop of data generation; same order and rules.
@@ -223,7 +250,7 @@ def explore(move: Move, state: list[tuple[int, str]], target: int, max_value: in
                 inner = f"({state[i][1]}{op}{state[j][1]})"
                 ex, ey = (inner, other[1]) if r >= other[0] else (other[1], inner)
                 br.solution = f"{ex}{found}{ey}"
-                lines.append(SOLUTION_PREFIX + br.solution)
+                lines.append(SOLUTION_PREFIX + solution_text(br.solution, solution_digits))
                 return br
     lines.append(DEAD_END)
     return br
@@ -242,6 +269,7 @@ class Search:
     max_value: int
     order: str = DEFAULT_ORDER
     check: str = DEFAULT_CHECK
+    solution_digits: str = DEFAULT_SOLUTION_DIGITS
 
     @property
     def solved_at(self) -> int | None:
@@ -260,7 +288,8 @@ class Search:
         """Branch k (1-based), explored on demand (the SPRINT trace explores a whole stage's worth)."""
         while len(self.branches) < k:
             m, st = self.ranked[len(self.branches)]
-            self.branches.append(explore(m, st, self.problem.target, self.max_value, self.check))
+            self.branches.append(explore(m, st, self.problem.target, self.max_value, self.check,
+                                         self.solution_digits))
         return self.branches[k - 1]
 
     def sequential_text(self) -> str:
@@ -291,17 +320,20 @@ def first_moves(start: Sequence[tuple[int, str]], target: int, max_value: int,
 
 
 def search(problem: Problem, max_branches: int = DEFAULT_MAX_BRANCHES,
-           max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER, check: str = DEFAULT_CHECK) -> Search:
+           max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER, check: str = DEFAULT_CHECK,
+           solution_digits: str = DEFAULT_SOLUTION_DIGITS) -> Search:
     """Run the depth-first search on a problem (stopping at the first solution), first moves in `order`, the
-    results of last pairs written with the check `check` (`pair_line`; the search itself is the same)."""
+    results of last pairs written with the check `check` (`pair_line`) and Solution lines with `solution_digits`
+    (`solution_text`; the search itself is the same)."""
     check_check(check)
+    check_solution_digits(solution_digits)
     if len(problem.numbers) != 4:
         raise ValueError(f"the search traces are defined for 4 numbers, got {list(problem.numbers)}")
     start = sort_state([(n, str(n)) for n in problem.numbers])
     target = problem.target
     ranked = first_moves(start, target, max_value, order)[:max_branches]
     intro = f"Reach {target} from {state_text(start)}"
-    s = Search(problem, intro, ranked, [], max_branches, max_value, order, check)
+    s = Search(problem, intro, ranked, [], max_branches, max_value, order, check, solution_digits)
     for k in range(1, len(ranked) + 1):
         if s.branch(k).solved:
             break

@@ -76,8 +76,11 @@ def _bl(text: str, table: dict[int, str]) -> str:
     return "".join(table[b] for b in text.encode("utf-8"))
 
 
-def vocabulary(max_value: int = DEFAULT_MAX_VALUE, numbers: str = DEFAULT_NUMBERS) -> list[str]:
-    """The Unigram pieces (byte-level characters), in id order after the special tokens."""
+def vocabulary(max_value: int = DEFAULT_MAX_VALUE, numbers: str = DEFAULT_NUMBERS,
+               superscripts: bool = False) -> list[str]:
+    """The Unigram pieces (byte-level characters), in id order after the special tokens; `superscripts` appends one
+    piece per superscript digit (with and without a leading space: `trace.solution_digits: superscript`), after
+    every other piece, so the ids of a tokenizer without them do not move."""
     table = _bytes_to_unicode()
     pieces: list[str] = []
     seen: set[str] = set()
@@ -100,19 +103,26 @@ def vocabulary(max_value: int = DEFAULT_MAX_VALUE, numbers: str = DEFAULT_NUMBER
         add(_bl(" " + w, table))
     for k in range(2, MAX_NEWLINES + 1):
         add(_bl("\n" * k, table))
+    if superscripts:
+        from sprint.tasks.countdown.search import SUPERSCRIPT_DIGITS
+
+        for c in SUPERSCRIPT_DIGITS:  # 2-3 UTF-8 bytes each: without a piece of its own, 2-3 tokens
+            add(_bl(c, table))
+            add(_bl(" " + c, table))
     return pieces
 
 
 def build_countdown_tokenizer(out_dir: str | Path | None = None, *, max_value: int = DEFAULT_MAX_VALUE,
                               max_stage: int = 12, max_prompt: int = 8, context: int = DEFAULT_CONTEXT,
-                              numbers: str = DEFAULT_NUMBERS):
-    """Build the Countdown tokenizer (a `PreTrainedTokenizerFast`) and save it to `out_dir` when given."""
+                              numbers: str = DEFAULT_NUMBERS, superscripts: bool = False):
+    """Build the Countdown tokenizer (a `PreTrainedTokenizerFast`) and save it to `out_dir` when given;
+    `superscripts`: the superscript digits are single tokens too (`vocabulary`)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from sprint.testing.tiny import format_special_tokens
 
-    vocab = [(s, 0.0) for s in SPECIALS] + [(p, -1.0) for p in vocabulary(max_value, numbers)]
+    vocab = [(s, 0.0) for s in SPECIALS] + [(p, -1.0) for p in vocabulary(max_value, numbers, superscripts)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=None, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(PRETOKEN_PATTERNS[numbers]), behavior="isolated"),

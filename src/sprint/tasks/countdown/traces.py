@@ -24,7 +24,8 @@ from sprint.curate.packing import DEFAULT_MAX_STAGES, DEFAULT_MIN_RATIO, Packing
 from sprint.tasks.countdown.expr import check_answer
 from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
 from sprint.tasks.countdown.search import (DEAD_END, DEFAULT_CHECK, DEFAULT_MAX_BRANCHES, DEFAULT_ORDER,
-                                          SOLUTION_PREFIX, Search, check_check, check_order, search)
+                                          DEFAULT_SOLUTION_DIGITS, SOLUTION_PREFIX, Search, check_check,
+                                          check_order, check_solution_digits, search, solution_text)
 
 DEFAULT_WIDTH = 4
 #: `TraceConfig.executor_pick` values.
@@ -85,6 +86,10 @@ class TraceConfig:
     #: executions in order and reads each one's last line (it decides Dead or Solution there), so the copy is made
     #: where the planner's reading already is. Needs `outcomes`.
     outcome_solution: bool = False
+    #: How Solution lines write their expression's digits: "plain" or "superscript" (`Solution (⁸³+²²)/(¹⁸-¹⁵)`;
+    #: `sprint.tasks.countdown.search.solution_text` says why). The outcome line's and the restated expression
+    #: follow; the boxed answer keeps plain digits (so the last copy turns them back, from the line above).
+    solution_digits: str = DEFAULT_SOLUTION_DIGITS
 
     def __post_init__(self):
         if self.width is not None and self.width < 1:
@@ -101,6 +106,7 @@ class TraceConfig:
         if self.executor_views is not None and self.executor_views < 1:
             raise ValueError(f"trace.executor_views must be >= 1 or null, got {self.executor_views}")
         check_executor_pick(self.executor_pick)
+        check_solution_digits(self.solution_digits)
         if self.outcome_solution and not self.outcomes:
             raise ValueError("trace.outcome_solution needs trace.outcomes: true (it extends the outcome line)")
         if self.outcome_solution and self.restate_solution:
@@ -144,8 +150,8 @@ def sprint_steps(s: Search, width: int | None,
         steps.append(Step(i + 1, description=f"branch {i}", prompt=b.prompt, execution=b.execution))
         parents[i + 1] = [1]
     final = m + 2
-    steps.append(Step(final, description="answer from the branch that found it",
-                      plan=SOLUTION_PREFIX + s.solution if restate_solution else ""))
+    restated = SOLUTION_PREFIX + solution_text(s.solution, s.solution_digits) if restate_solution else ""
+    steps.append(Step(final, description="answer from the branch that found it", plan=restated))
     parents[final] = [k + 1]
     return steps, parents
 
@@ -184,13 +190,14 @@ def stage_openers(s: Search, steps: list[Step], packing: Packing, *, with_soluti
     for st in steps:
         if st.has_execution:
             branches.setdefault(packing.stages[st.id], []).append(s.branch(st.id - 1))
-    return {k + 1: outcome_line([b.solved for b in v], [b.solution for b in v] if with_solution else None)
+    mark = lambda b: solution_text(b.solution, s.solution_digits) if b.solved else None  # noqa: E731
+    return {k + 1: outcome_line([b.solved for b in v], [mark(b) for b in v] if with_solution else None)
             for k, v in branches.items() if k + 1 <= packing.num_stages}
 
 
 def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     """Search a problem and pack its steps; `reason` is set when the search or the filters reject it."""
-    s = search(problem, cfg.max_branches, cfg.max_value, cfg.order, cfg.check)
+    s = search(problem, cfg.max_branches, cfg.max_value, cfg.order, cfg.check, cfg.solution_digits)
     out = ProblemTraces(problem, s)
     if s.solved_at is None:
         out.reason = f"unsolved: no solution in the first {cfg.max_branches} branches"

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sprint.train.weights import check_weight
+from sprint.train.weights import check_pattern, check_weight
 
 Format = Literal["sprint", "sequential"]
 PLACEHOLDER_FIELDS = (("data", "train"), ("data", "eval"), ("training", "output_dir"))
@@ -54,6 +54,9 @@ class DataSection:
     # Loss weight of each record's final answer (its last \boxed{...}, sprint.train.weights) against 1 for the other
     # completion tokens; 1.0 trains exactly as without it
     answer_loss_weight: float = 1.0
+    # With the weight != 1: a regular expression whose every match in a completion is weighted too (its first
+    # capturing group when it has one, else the whole match), e.g. 'Solution (\S+)' for Countdown's solution lines
+    answer_loss_pattern: str | None = None
     num_proc: int | None = None  # processes that tokenize; None: one per CPU when there are many records and
     #                              more than 2 CPUs (divided among the ranks of this machine), else 1
 
@@ -158,14 +161,23 @@ class TrainConfig:
         if d.executor_branches and d.on_overflow == "truncate":
             raise ValueError("data.executor_branches: on_overflow=truncate would cut branches out of their mask; "
                              "use drop or error")
+        if d.answer_loss_pattern is not None:
+            check_pattern(d.answer_loss_pattern)
+            if check_weight(d.answer_loss_weight) == 1.0:
+                raise ValueError("data.answer_loss_pattern: needs data.answer_loss_weight != 1 (at weight 1 no "
+                                 "token is weighted, so the pattern would do nothing)")
         if check_weight(d.answer_loss_weight) != 1.0:
             if d.executor_branches:
                 raise ValueError("data.answer_loss_weight and data.executor_branches: not supported together (the "
-                                 "merged sequences carry no answer spans); set the weight to 1 or the branches off")
+                                 "merged sequences carry no answer mask); set the weight to 1 or the branches off")
             for key in ("packing", "padding_free"):
                 if t.sft.get(key):
                     raise ValueError(f"data.answer_loss_weight and training.sft.{key}: not supported together (the "
                                      "answer weights need one padded row per sample)")
+            if t.sft.get("truncation_mode", "keep_start") != "keep_start":
+                # The collator keeps the start of a truncated sample's mask, as keep_start keeps the start of its ids.
+                raise ValueError("data.answer_loss_weight and training.sft.truncation_mode: only keep_start is "
+                                 f"supported with the weight, got {t.sft['truncation_mode']!r}")
         if not 0.0 <= t.warmup_ratio < 1.0:
             raise ValueError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
         if t.max_tokens_budget is not None and t.max_tokens_budget <= 0:

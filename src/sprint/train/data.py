@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 from sprint.format import layout
 from sprint.format import tags as T
 from sprint.jsonl import iter_jsonl
-from sprint.train.weights import ANSWER_COLUMNS, answer_token_span
+from sprint.train.weights import ANSWER_MASK, weighted_token_ranges
 
 FORMATS = ("sprint", "sequential")
 ROLES = ("planner", "executor")
@@ -217,8 +217,8 @@ def encode_records(records: Sequence[TrainRecord], tokenizer, *, progress: bool 
 class TokenColumns:
     """Tokenized records as flat arrays: record i's ids are `ids[offsets[i]:offsets[i + 1]]`, of which the first
     `prompt_tokens[i]` are the prompt's (no loss) and the rest the completion's, EOS included. With
-    `data.answer_loss_weight` != 1, `answer_start[i]:answer_end[i]` are record i's answer tokens as indices into its
-    sequence (-1 both: no answer; `sprint.train.weights`); else both are None."""
+    `data.answer_loss_weight` != 1, `answer_mask` (aligned with `ids`) is 1 on every token whose loss is weighted
+    (record i's answer and pattern matches, `sprint.train.weights`) and 0 elsewhere; else it is None."""
 
     record_ids: list[str]
     roles: list[str]
@@ -227,8 +227,7 @@ class TokenColumns:
     offsets: "np.ndarray"  # int64, n + 1
     prompt_tokens: "np.ndarray"  # int64, n
     # Keyword-only, so subclasses (branches.BranchColumns) may add fields without defaults after them.
-    answer_start: "np.ndarray | None" = field(default=None, kw_only=True)  # int64, n
-    answer_end: "np.ndarray | None" = field(default=None, kw_only=True)  # int64, n
+    answer_mask: "np.ndarray | None" = field(default=None, kw_only=True)  # uint8, like ids
 
     def __len__(self) -> int:
         return len(self.record_ids)
@@ -245,10 +244,10 @@ class TokenColumns:
 
         keep = np.asarray(keep, dtype=bool)
         tokens = np.repeat(keep, self.lengths)
-        spans = {name: getattr(self, name)[keep] for name in ANSWER_COLUMNS if getattr(self, name) is not None}
+        mask = None if self.answer_mask is None else self.answer_mask[tokens]
         return TokenColumns([r for r, k in zip(self.record_ids, keep) if k], [r for r, k in zip(self.roles, keep) if k],
                             self.ids[tokens], self.labels[tokens], _offsets(self.lengths[keep]),
-                            self.prompt_tokens[keep], **spans)
+                            self.prompt_tokens[keep], answer_mask=mask)
 
     def row(self, i: int) -> dict:
         """Record i as `encode_records` gives it, less the texts."""
@@ -265,9 +264,10 @@ def _offsets(lengths):
     return offsets
 
 
-def _encode_chunk(records: Sequence[TrainRecord], tokenizer, adds_bos: bool, answer_spans: bool = False):
+def _encode_chunk(records: Sequence[TrainRecord], tokenizer, adds_bos: bool, answer_spans: bool = False,
+                  answer_pattern: str | None = None):
     """(ids, labels, prompt lengths, total lengths) of a batch of records, the first two flat int32 arrays; with
-    `answer_spans`, then (answer starts, answer ends) as `TokenColumns` holds them."""
+    `answer_spans`, then the answer mask as `TokenColumns` holds it (the answer and `answer_pattern`'s matches)."""
     import numpy as np
 
     texts, p_all, c_all, c_offsets = _token_ids(records, tokenizer, adds_bos, offsets=answer_spans)
@@ -283,20 +283,21 @@ def _encode_chunk(records: Sequence[TrainRecord], tokenizer, adds_bos: bool, ans
         labels[start:start + n] = -100
     if not answer_spans:
         return ids, labels, p_lens, lengths
-    spans = np.full((len(records), 2), -1, dtype=np.int64)
-    for i, ((_, completion), offsets, p) in enumerate(zip(texts, c_offsets, p_lens.tolist())):
-        span = answer_token_span(completion, offsets)
-        if span is not None:  # completion token j is sequence token p + j
-            spans[i] = (p + span[0], p + span[1])
-    return ids, labels, p_lens, lengths, spans[:, 0].copy(), spans[:, 1].copy()
+    mask = np.zeros(len(ids), dtype=np.uint8)
+    # The spans are searched in the completion text only: the prompt (an executor's context included) has no loss.
+    for (_, completion), offsets, start, p in zip(texts, c_offsets, _offsets(lengths)[:-1].tolist(), p_lens.tolist()):
+        for lo, hi in weighted_token_ranges(completion, offsets, answer_pattern):
+            mask[start + p + lo:start + p + hi] = 1  # completion token j is sequence token p + j
+    return ids, labels, p_lens, lengths, mask
 
 
-_POOL_JOB = None  # (records, tokenizer, adds_bos, answer_spans), inherited by forked workers instead of pickled
+# (records, tokenizer, adds_bos, answer_spans, answer_pattern), inherited by forked workers instead of pickled
+_POOL_JOB = None
 
 
 def _pool_encode(lo: int):
-    records, tokenizer, adds_bos, answer_spans = _POOL_JOB
-    return _encode_chunk(records[lo:lo + ENCODE_CHUNK], tokenizer, adds_bos, answer_spans)
+    records, tokenizer, adds_bos, answer_spans, answer_pattern = _POOL_JOB
+    return _encode_chunk(records[lo:lo + ENCODE_CHUNK], tokenizer, adds_bos, answer_spans, answer_pattern)
 
 
 POOL_MIN_RECORDS = 20_000  # below this a pool's start-up costs more than it saves
@@ -325,10 +326,12 @@ def auto_num_proc(n_records: int, setting: int | None = None) -> int:
 
 
 def encode_columns(records: Sequence[TrainRecord], tokenizer, *, num_proc: int = 1, progress: bool = True,
-                   desc: str = "tokenizing", answer_spans: bool = False) -> TokenColumns:
+                   desc: str = "tokenizing", answer_spans: bool = False,
+                   answer_pattern: str | None = None) -> TokenColumns:
     """Tokenize records into flat arrays (same ids as `encode_records`, in the same order), with `num_proc` forked
-    processes when more than 1 (where fork exists); with `answer_spans`, find each record's answer tokens too (from
-    the tokenizer's offset mapping: a fast tokenizer is required)."""
+    processes when more than 1 (where fork exists); with `answer_spans`, mark each record's weighted tokens too, its
+    answer and every match of `answer_pattern` (`sprint.train.weights.weighted_char_spans`), from the tokenizer's
+    offset mapping: a fast tokenizer is required."""
     import multiprocessing as mp
     import os
 
@@ -337,6 +340,9 @@ def encode_columns(records: Sequence[TrainRecord], tokenizer, *, num_proc: int =
 
     global _POOL_JOB
     _check_eos(tokenizer)
+    if answer_pattern is not None and not answer_spans:
+        raise ValueError("data.answer_loss_pattern: needs answer_spans (data.answer_loss_weight != 1); it would mark "
+                         "nothing")
     if answer_spans and not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"data.answer_loss_weight: finding the answer's tokens needs a fast tokenizer (offset "
                          f"mapping); {type(tokenizer).__name__} is not one")
@@ -349,7 +355,7 @@ def encode_columns(records: Sequence[TrainRecord], tokenizer, *, num_proc: int =
             # Fork, so the workers inherit the records and the tokenizer: only the arrays travel back. Each worker
             # tokenizes on one thread (TOKENIZERS_PARALLELISM, read by the tokenizers library at every call, is
             # false in the children only): the pool already uses every core.
-            _POOL_JOB = (records, tokenizer, adds_bos, answer_spans)
+            _POOL_JOB = (records, tokenizer, adds_bos, answer_spans, answer_pattern)
             previous = os.environ.get("TOKENIZERS_PARALLELISM")
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
             try:
@@ -368,13 +374,14 @@ def encode_columns(records: Sequence[TrainRecord], tokenizer, *, num_proc: int =
                 _POOL_JOB = None
         else:
             for lo in starts:
-                parts.append(_encode_chunk(records[lo:lo + ENCODE_CHUNK], tokenizer, adds_bos, answer_spans))
+                parts.append(_encode_chunk(records[lo:lo + ENCODE_CHUNK], tokenizer, adds_bos, answer_spans,
+                                           answer_pattern))
                 bar.update(min(ENCODE_CHUNK, len(records) - lo))
-    dtypes = (np.int32, np.int32, np.int64, np.int64) + ((np.int64, np.int64) if answer_spans else ())
-    ids, labels, p_lens, lengths, *spans = ([np.concatenate(arrays) for arrays in zip(*parts)] if parts else
-                                            [np.zeros(0, dtype=t) for t in dtypes])
+    dtypes = (np.int32, np.int32, np.int64, np.int64) + ((np.uint8,) if answer_spans else ())
+    ids, labels, p_lens, lengths, *mask = ([np.concatenate(arrays) for arrays in zip(*parts)] if parts else
+                                           [np.zeros(0, dtype=t) for t in dtypes])
     return TokenColumns(record_ids=[r.id for r in records], roles=[r.role for r in records], ids=ids, labels=labels,
-                        offsets=_offsets(lengths), prompt_tokens=p_lens, **dict(zip(ANSWER_COLUMNS, spans)))
+                        offsets=_offsets(lengths), prompt_tokens=p_lens, answer_mask=mask[0] if mask else None)
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -470,7 +477,7 @@ class PreparedData:
     """What the trainer consumes: tokenized train/eval datasets and what happened on the way.
 
     The datasets have the columns `input_ids`, `labels` (-100 on the prompt), `length` (tokens once truncated to
-    max_length), `prompt_tokens`, `completion_tokens`, `id` and `role` (and `answer_start`, `answer_end` when
+    max_length), `prompt_tokens`, `completion_tokens`, `id` and `role` (and the per-token `answer_mask` when
     data.answer_loss_weight != 1); no texts (`encode_records` gives them for a record) and no completion mask (the
     labels carry it).
     """
@@ -483,7 +490,8 @@ class PreparedData:
     timings: dict = field(default_factory=dict)  # seconds: read_s, tokenize_s, dataset_s
     num_proc: int = 1  # processes that tokenized
     longest: int | None = None  # tokens in the longest sample left after the overflow policy (None: unknown)
-    answer_spans: dict | None = None  # data.answer_loss_weight != 1: the weight and `answer_span_stats` per split
+    # data.answer_loss_weight != 1: the weight, the pattern and `answer_span_stats` per split
+    answer_spans: dict | None = None
 
     def report(self) -> str:
         lines = [self.train_stats.summary("train")]
@@ -494,7 +502,8 @@ class PreparedData:
             parts = [f"{split} {s['with_answer']}/{s['samples']} samples with one, {s['tokens']} tokens = "
                      f"{100 * s['tokens'] / max(1, s['loss_tokens']):.2f}% of {s['loss_tokens']} loss tokens"
                      for split, s in (("train", a["train"]), ("eval", a["eval"])) if s is not None]
-            lines.append(f"answer spans (data.answer_loss_weight={a['weight']:g}, after max_length): "
+            pattern = f", data.answer_loss_pattern='{a['pattern']}'" if a.get("pattern") is not None else ""
+            lines.append(f"answer spans (data.answer_loss_weight={a['weight']:g}{pattern}, after max_length): "
                          + "; ".join(parts))
         action = {"drop": "dropped", "truncate": "truncated", "error": "rejected"}
         if self.dropped:
@@ -524,14 +533,16 @@ def column_values(ds, name: str) -> list:
 
 
 def answer_span_stats(cols: TokenColumns, max_length: int) -> dict:
-    """How many samples have an answer span, and its tokens against the loss tokens, as training sees them (a
-    truncated sample keeps only the part of its span before max_length)."""
+    """How many samples have weighted tokens (`with_answer`), and those tokens against the loss tokens, as training
+    sees them: a truncated sample keeps only the part of its mask before max_length."""
     import numpy as np
 
     kept = np.minimum(cols.lengths, max_length)
-    has = cols.answer_start >= 0
-    tokens = np.clip(np.minimum(cols.answer_end, kept) - cols.answer_start, 0, None)[has]
-    return {"samples": len(cols), "with_answer": int(has.sum()), "tokens": int(tokens.sum()),
+    # Only the weighted tokens' positions (a few percent of the tokens): no per-token index array of the whole data.
+    hot = np.flatnonzero(cols.answer_mask)
+    record = np.searchsorted(cols.offsets, hot, side="right") - 1
+    inside = hot - cols.offsets[record] < kept[record]
+    return {"samples": len(cols), "with_answer": int(np.unique(record[inside]).size), "tokens": int(inside.sum()),
             "loss_tokens": int(np.clip(kept - cols.prompt_tokens, 0, None).sum())}
 
 
@@ -597,9 +608,8 @@ def build_dataset(cols: TokenColumns, max_length: int):
     for name in MASK_COLUMNS:  # merged executor branches only
         if hasattr(cols, name):
             table = table.append_column(name, _list_column(getattr(cols, name), cols.offsets))
-    for name in ANSWER_COLUMNS:  # data.answer_loss_weight != 1 only
-        if getattr(cols, name) is not None:
-            table = table.append_column(name, pa.array(getattr(cols, name).astype(np.int64)))
+    if cols.answer_mask is not None:  # data.answer_loss_weight != 1 only
+        table = table.append_column(ANSWER_MASK, _list_column(cols.answer_mask, cols.offsets))
     return Dataset(InMemoryTable(table), fingerprint=uuid.uuid4().hex)
 
 
@@ -619,11 +629,13 @@ def prepare_data(cfg, tokenizer, *, progress: bool = True) -> PreparedData:
         records = records[: d.max_samples]
     t1 = time.perf_counter()
     num_proc = auto_num_proc(len(records) + len(eval_records), d.num_proc)
-    spans = d.answer_loss_weight != 1.0  # else no span columns at all: the run is exactly one without the option
+    spans = d.answer_loss_weight != 1.0  # else no mask column at all: the run is exactly one without the option
+    pattern = d.answer_loss_pattern if spans else None  # the config refuses a pattern at weight 1 anyway
     train_cols = encode_columns(records, tokenizer, num_proc=num_proc, progress=progress, desc="tokenizing train",
-                                answer_spans=spans)
+                                answer_spans=spans, answer_pattern=pattern)
     eval_cols = encode_columns(eval_records, tokenizer, num_proc=num_proc, progress=progress,
-                               desc="tokenizing eval", answer_spans=spans) if eval_records else None
+                               desc="tokenizing eval", answer_spans=spans,
+                               answer_pattern=pattern) if eval_records else None
     del records, eval_records
     if d.executor_branches:
         from sprint.train.branches import merge_branches
@@ -647,7 +659,8 @@ def prepare_data(cfg, tokenizer, *, progress: bool = True) -> PreparedData:
     longest = max(int(c.lengths.max()) for c in (train_cols, eval_cols) if c is not None)
     answers = None
     if spans:
-        answers = {"weight": d.answer_loss_weight, "train": answer_span_stats(train_cols, d.max_length),
+        answers = {"weight": d.answer_loss_weight, "pattern": pattern,
+                   "train": answer_span_stats(train_cols, d.max_length),
                    "eval": answer_span_stats(eval_cols, d.max_length) if eval_cols is not None else None}
     return PreparedData(train=train, eval=evald, train_stats=train_stats, eval_stats=eval_stats, dropped=dropped,
                         timings=timings, num_proc=num_proc, longest=longest, answer_spans=answers)

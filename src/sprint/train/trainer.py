@@ -291,7 +291,7 @@ def _sft_trainer_class():
             super()._set_signature_columns_if_needed()
             from sprint.train.branches import MASK_COLUMNS
 
-            # Besides `length`: merged executor branches' mask columns, the answer span for the weight collator.
+            # Besides `length`: merged executor branches' mask columns, the answer mask for the weight collator.
             for name in (self.args.length_column_name, *MASK_COLUMNS, *ANSWER_COLUMNS):
                 if self._signature_columns is not None and name not in self._signature_columns:
                     self._signature_columns = [*self._signature_columns, name]

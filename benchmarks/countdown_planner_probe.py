@@ -285,6 +285,9 @@ def main() -> None:
         counts[("should answer" if should else "should continue", "answered" if did else "continued")] += 1
         if should and did:
             counts["named the right execution" if should == did else "named another execution"] += 1
+        if should:  # the outcome line opens the plan; with trace.outcome_solution it carries the far copy
+            counts["answer plans: outcome line exactly as the record"] += (
+                got.split("\n", 1)[0].strip() == ref.split("\n", 1)[0].strip())
         counts["plan exactly as the record"] += got == ref
     print(json.dumps({"model": args.model, "plans": len(todo), **{" / ".join(k) if isinstance(k, tuple) else k: v
                                                                   for k, v in sorted(counts.items(), key=str)}},

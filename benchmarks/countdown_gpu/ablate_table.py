@@ -5,7 +5,10 @@ trajectory, plans and executions) and how many of them the verifier accepts. Tha
 ablation is about: a model that stops at a result that is not the target writes a false Solution line. Two more
 columns follow a run from a true Solution line to its answer: how many runs wrote at least one true Solution line and
 how many of those were solved, and how many answers are a copy of one of the run's Solution lines (the SPRINT planner
-must copy it from an execution far back; the sequential model from the line above).
+must copy it from an execution far back; the sequential model from the line above). For SPRINT runs the last column
+follows the outcome lines (`trace.outcomes`: "Dead Solution ..." after each stage): of the stages whose executions
+wrote a Solution line, in how many the outcome line's Solution word names the first such execution, and in how many
+of those the expression after it (`trace.outcome_solution`) is that execution's Solution line exactly.
 
     python benchmarks/countdown_gpu/ablate_table.py RUN_OR_ARM_DIR [...]
 
@@ -21,8 +24,30 @@ import sys
 from pathlib import Path
 
 from sprint.eval.runner import ResultLog, wilson_interval
+from sprint.format import Prompt, parse
 from sprint.tasks.countdown.expr import check_answer
 from sprint.tasks.countdown.search import solution_lines
+from sprint.tasks.countdown.traces import SOLUTION_WORD
+
+
+def outcome_copies(trajectory: str) -> tuple[int, int, int]:
+    """(stages whose executions wrote a Solution line, those whose next outcome line names the first of them, those
+    of which also copy its expression exactly) for one SPRINT trajectory."""
+    stages = parse(trajectory).stages
+    with_solution = named = exact = 0
+    for st, nxt in zip(stages, stages[1:]):
+        sols = [(solution_lines(e.text) or [None])[-1] for e in st.executions]
+        first = next((i for i, x in enumerate(sols) if x), None)
+        if first is None:
+            continue
+        with_solution += 1
+        text = "".join(p for p in nxt.plan.parts if not isinstance(p, Prompt)).strip()
+        words = text.split("\n", 1)[0].split()
+        if SOLUTION_WORD in words and words.index(SOLUTION_WORD) == first:
+            named += 1
+            after = words[first + 1:first + 2]
+            exact += bool(after) and solution_lines(SOLUTION_WORD + " " + after[0]) == [sols[first]]
+    return with_solution, named, exact
 
 
 def row(path: Path) -> str:
@@ -30,11 +55,14 @@ def row(path: Path) -> str:
     recs = [r for r in ResultLog(run / "results.jsonl").read() if not r.get("error")]
     n = len(recs)
     if not n:
-        return f"| {path.name} | 0 | - | - | - | - | - | - | - |"
+        return f"| {path.name} | 0 | - | - | - | - | - | - | - | - |"
     ok = sum(bool(r["correct"]) for r in recs)
     lo, hi = wilson_interval(ok, n)
     claimed = true = hit = hit_ok = answered = copied = 0
+    outcome = [0, 0, 0]
     for r in recs:
+        if r.get("method") == "sprint" and r.get("trajectory"):
+            outcome = [a + b for a, b in zip(outcome, outcome_copies(r["trajectory"]))]
         meta = r["meta"]
         lines = solution_lines(r.get("trajectory") or "")
         good = [e for e in lines if check_answer(e, meta["numbers"], meta["target"]).ok]
@@ -53,8 +81,9 @@ def row(path: Path) -> str:
         best = json.loads(metrics.read_text()).get("best_eval_loss")
         loss = f"{best:.4f}" if best is not None else "-"
     prec = f"{true} / {claimed} ({100 * true / claimed:.0f}%)" if claimed else "0 / 0"
+    out = f"{outcome[2]} / {outcome[1]} / {outcome[0]}" if outcome[0] else "-"
     return (f"| {path.name} | {n} | {100 * ok / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | {no_answer} | {seq:,.0f} | "
-            f"{prec} | {hit_ok} / {hit} | {copied} / {answered} | {loss} |")
+            f"{prec} | {hit_ok} / {hit} | {copied} / {answered} | {loss} | {out} |")
 
 
 def main(argv: list[str]) -> int:
@@ -62,8 +91,9 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     print("| arm / run | n | accuracy [95% CI] | no answer | mean sequential tokens | true / written Solution lines "
-          "| solved / runs with a true Solution line | answers copying a Solution line / answered | best eval loss |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| solved / runs with a true Solution line | answers copying a Solution line / answered | best eval loss "
+          "| outcome line: exact copy / names the execution / stages with a Solution |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for a in argv:
         print(row(Path(a)))
     return 0

@@ -414,9 +414,10 @@ def test_sprint_train_with_answer_weight(countdown, tmp_path, capsys):
                       "  learning_rate: 1.0e-3\n  logging_steps: 1\n  per_device_train_batch_size: 2\n")
     assert main(["train", "--config", str(config), "--dry-run", "--no-progress", "data.answer_loss_weight=10"]) == 0
     out = capsys.readouterr().out
-    assert "answer spans (data.answer_loss_weight=10, after max_length): train 1/4 samples with one, " in out
-    assert "; eval 1/2 samples with one, " in out
-    plain_tokens = int(re.search(r"train 1/4 samples with one, (\d+) tokens", out).group(1))
+    assert ("answer spans (data.answer_loss_weight=10, after max_length): train 1/4 samples with weighted tokens, "
+            in out)
+    assert "; eval 1/2 samples with weighted tokens, " in out
+    plain_tokens = int(re.search(r"train 1/4 samples with weighted tokens, (\d+) tokens", out).group(1))
     # The pattern weights the planner's copy of the solution too (these executors did not find it).
     pattern = f"data.answer_loss_pattern={SOLUTION}"
     assert main(["train", "--config", str(config), "--dry-run", "--no-progress", "data.answer_loss_weight=10",
@@ -424,7 +425,7 @@ def test_sprint_train_with_answer_weight(countdown, tmp_path, capsys):
     out = capsys.readouterr().out
     assert (f"answer spans (data.answer_loss_weight=10, data.answer_loss_pattern='{SOLUTION}', after max_length): "
             in out)
-    assert int(re.search(r"train 1/4 samples with one, (\d+) tokens", out).group(1)) > plain_tokens
+    assert int(re.search(r"train 1/4 samples with weighted tokens, (\d+) tokens", out).group(1)) > plain_tokens
     assert main(["train", "--config", str(config), "--no-progress", "data.answer_loss_weight=10", pattern]) == 0
     assert "model saved to" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "out" / "train_metrics.json").read_text())

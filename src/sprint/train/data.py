@@ -499,7 +499,7 @@ class PreparedData:
             lines.append(self.eval_stats.summary("eval"))
         if self.answer_spans is not None:
             a = self.answer_spans
-            parts = [f"{split} {s['with_answer']}/{s['samples']} samples with one, {s['tokens']} tokens = "
+            parts = [f"{split} {s['with_answer']}/{s['samples']} samples with weighted tokens, {s['tokens']} tokens = "
                      f"{100 * s['tokens'] / max(1, s['loss_tokens']):.2f}% of {s['loss_tokens']} loss tokens"
                      for split, s in (("train", a["train"]), ("eval", a["eval"])) if s is not None]
             pattern = f", data.answer_loss_pattern='{a['pattern']}'" if a.get("pattern") is not None else ""

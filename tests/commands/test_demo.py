@@ -1,5 +1,7 @@
 """`sprint demo` end to end on the bundled models (real models, real parsing, CPU)."""
 
+import re
+
 import pytest
 
 from sprint.cli import main
@@ -16,3 +18,6 @@ def test_demo_runs_both_bundled_models_offline(capsys):
     # is the model's business, not the demo's: the third bundled pair's planner loops on "Dead" here.
     assert "countdown-sprint: trajectory" in out and "countdown-sequential: trajectory" in out
     assert out.count("</think>") >= 2
+    # Each model's answer and verdict on a line of its own (an answer column was squeezed to nothing at 80 columns).
+    for model in ("countdown-sprint", "countdown-sequential"):
+        assert re.search(rf"^{model}: .+ \((correct|wrong.*)\)$", out, re.M), model

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from sprint.format import tags as T
 from sprint.models import BUNDLED, default_settings, resolve_model
 
 PAIRS = (("countdown-sprint", "sprint"), ("countdown-sequential", "sequential"))
@@ -63,6 +64,7 @@ async def _solve_live(model: str, method: str, question: str, console, show: boo
 def run_demo(question: str | None = None, seed: int = 0, *, live: bool = True, console=None) -> list[DemoRow]:
     """Solve one Countdown problem with both bundled models; print the runs and a comparison; return the rows."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
@@ -78,20 +80,21 @@ def run_demo(question: str | None = None, seed: int = 0, *, live: bool = True, c
     for model, method in PAIRS:
         result = asyncio.run(_solve_live(model, method, q, console, live))
         verdict = check_countdown(result.trajectory, item)
-        console.print(Panel(result.trajectory.split("</Question>", 1)[-1].strip()[-2500:],
+        console.print(Panel(result.trajectory.split(T.close_tag(T.QUESTION), 1)[-1].strip()[-2500:],
                             title=f"{model}: trajectory", border_style="dim"))
         rows.append(DemoRow(model, method, result.answer, verdict.ok, verdict.reason, result.sequential_tokens,
                             result.total_tokens, result.wall_clock_s))
     table = Table(title="SPRINT vs sequential on the same problem (same model size, data and training budget)")
+    # No answer column: on an 80-column terminal rich squeezed it to nothing. The answers go on their own lines below.
     table.add_column("model", no_wrap=True)
-    table.add_column("answer", overflow="fold")
-    for col in ("correct", "sequential tokens", "total tokens", "wall-clock (s)"):
+    for col in ("correct", "sequential\ntokens", "total\ntokens", "wall-clock\n(s)"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
-        table.add_row(r.model, r.answer or "-", "yes" if r.correct else "no", str(r.sequential_tokens),
-                      str(r.total_tokens), f"{r.wall_clock_s:.2f}")
+        table.add_row(r.model, "yes" if r.correct else "no", str(r.sequential_tokens), str(r.total_tokens),
+                      f"{r.wall_clock_s:.2f}")
     console.print(table)
     for r in rows:
-        if not r.correct:
-            console.print(f"[dim]{r.model}: {r.verdict}[/dim]")
+        answer = escape(r.answer) if r.answer else "no answer"
+        verdict = "correct" if r.correct else f"wrong: {escape(r.verdict)}" if r.verdict else "wrong"
+        console.print(f"{r.model}: {answer} [dim]({verdict})[/dim]")
     return rows

@@ -67,10 +67,8 @@ case $phase in
       # for it: its decode loop is bound by one CPU core), to runs/arms/latency (packed).
       mkdir -p $R/latency
       if [ "$ngpu" -ge 2 ]; then
-        for m in sprint:0 sequential:1; do
-          ( export CUDA_VISIBLE_DEVICES=${m#*:} OUT=$R/latency ONLY=${m%:*}
-            M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency > $R/latency_${m%:*}.log 2>&1 ) &
-        done
+        ( export OUT=$R/latency
+          M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency2 > $R/latency.log 2>&1 ) &
       else
         ( export CUDA_VISIBLE_DEVICES=0 OUT=$R/latency
           M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency > $R/latency.log 2>&1 ) &

@@ -6,11 +6,12 @@
 #   bash benchmarks/countdown_gpu/eval.sh latency    # M (50) of the same problems, both models, one at a time
 #   ONLY=sprint|sequential bash ... latency          # one model of the pair (two GPUs: one process on each, so both
 #                                                    # models get through the same problems in one call's time)
+#   bash benchmarks/countdown_gpu/eval.sh latency2   # that: SPRINT on GPU 0, sequential on GPU 1, side by side
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1.
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
-phase=${1:?usage: eval.sh check|accuracy|latency}
+phase=${1:?usage: eval.sh check|accuracy|latency|latency2}
 N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
 OUT=${OUT:-runs/eval_out}; mkdir -p "$OUT" runs
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -38,5 +39,12 @@ case $phase in
       [ -f "$d/settings.json" ] && cp "$d/settings.json" "$OUT/${phase}_${name}_settings.json"
     done
     wc -l "$run"/*/results.jsonl "$run"/results.jsonl 2>/dev/null ;;
+  latency2)
+    # One-at-a-time latency is bound by one CPU core and one GPU per process: two processes on two GPUs do not slow
+    # each other, and the slow sequential model gets the whole call.
+    for m in sprint:0 sequential:1; do
+      ONLY=${m%:*} CUDA_VISIBLE_DEVICES=${m#*:} bash "$0" latency > "$OUT/latency2_${m%:*}.out" 2>&1 &
+    done
+    wait; tail -n 6 "$OUT"/latency2_*.out ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

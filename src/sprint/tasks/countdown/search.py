@@ -72,10 +72,10 @@ DEFAULT_CHECK = CHECKS[0]
 #: (`Solution (83+22)/(18-15)`) or "superscript" (`Solution (⁸³+²²)/(¹⁸-¹⁵)`). The first is the default.
 SOLUTION_DIGITS = ("plain", "superscript")
 DEFAULT_SOLUTION_DIGITS = SOLUTION_DIGITS[0]
-_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-_PLAIN = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
 #: The characters `solution_digits="superscript"` writes (the Countdown tokenizer gives each its own token then).
 SUPERSCRIPT_DIGITS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
+_SUPERSCRIPT = str.maketrans("0123456789", SUPERSCRIPT_DIGITS)
+_PLAIN = str.maketrans(SUPERSCRIPT_DIGITS, "0123456789")
 #: Orders of the first moves (see the module docstring); the first is the default.
 ORDERS = ("canonical", "heuristic")
 DEFAULT_ORDER = ORDERS[0]

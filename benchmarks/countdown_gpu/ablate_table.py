@@ -8,7 +8,9 @@ how many of those were solved, and how many answers are a copy of one of the run
 must copy it from an execution far back; the sequential model from the line above). For SPRINT runs the last column
 follows the outcome lines (`trace.outcomes`: "Dead Solution ..." after each stage): of the stages whose executions
 wrote a Solution line, in how many the outcome line's Solution word names the first such execution, and in how many
-of those the expression after it (`trace.outcome_solution`) is that execution's Solution line exactly.
+of those the expression after it (`trace.outcome_solution`) is that execution's Solution line exactly. The last
+column counts the runs whose first line ("Reach T from [numbers sorted]") is not the problem's: a run that changed
+its problem before it began (the sixth pair's SPRINT model in 39 of 400, its sequential model in none).
 
     python benchmarks/countdown_gpu/ablate_table.py RUN_OR_ARM_DIR [...]
 
@@ -26,7 +28,8 @@ from pathlib import Path
 from sprint.eval.runner import ResultLog, wilson_interval
 from sprint.format import Prompt, parse
 from sprint.tasks.countdown.expr import check_answer
-from sprint.tasks.countdown.search import solution_lines
+from sprint.tasks.countdown.problems import Problem
+from sprint.tasks.countdown.search import intro_text, solution_lines
 from sprint.tasks.countdown.traces import SOLUTION_WORD
 
 
@@ -55,15 +58,16 @@ def row(path: Path) -> str:
     recs = [r for r in ResultLog(run / "results.jsonl").read() if not r.get("error")]
     n = len(recs)
     if not n:
-        return f"| {path.name} | 0 | - | - | - | - | - | - | - | - |"
+        return f"| {path.name} | 0 | - | - | - | - | - | - | - | - | - |"
     ok = sum(bool(r["correct"]) for r in recs)
     lo, hi = wilson_interval(ok, n)
-    claimed = true = hit = hit_ok = answered = copied = 0
+    claimed = true = hit = hit_ok = answered = copied = restated_wrong = 0
     outcome = [0, 0, 0]
     for r in recs:
         if r.get("method") == "sprint" and r.get("trajectory"):
             outcome = [a + b for a, b in zip(outcome, outcome_copies(r["trajectory"]))]
         meta = r["meta"]
+        restated_wrong += intro_text(Problem(tuple(meta["numbers"]), meta["target"])) not in (r.get("trajectory") or "")
         lines = solution_lines(r.get("trajectory") or "")
         good = [e for e in lines if check_answer(e, meta["numbers"], meta["target"]).ok]
         claimed += len(lines)
@@ -83,7 +87,7 @@ def row(path: Path) -> str:
     prec = f"{true} / {claimed} ({100 * true / claimed:.0f}%)" if claimed else "0 / 0"
     out = f"{outcome[2]} / {outcome[1]} / {outcome[0]}" if outcome[0] else "-"
     return (f"| {path.name} | {n} | {100 * ok / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | {no_answer} | {seq:,.0f} | "
-            f"{prec} | {hit_ok} / {hit} | {copied} / {answered} | {loss} | {out} |")
+            f"{prec} | {hit_ok} / {hit} | {copied} / {answered} | {loss} | {out} | {restated_wrong} |")
 
 
 def main(argv: list[str]) -> int:
@@ -92,8 +96,8 @@ def main(argv: list[str]) -> int:
         return 2
     print("| arm / run | n | accuracy [95% CI] | no answer | mean sequential tokens | true / written Solution lines "
           "| solved / runs with a true Solution line | answers copying a Solution line / answered | best eval loss "
-          "| outcome line: exact copy / names the execution / stages with a Solution |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| outcome line: exact copy / names the execution / stages with a Solution | first line wrong |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for a in argv:
         print(row(Path(a)))
     return 0

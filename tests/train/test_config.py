@@ -121,6 +121,14 @@ def test_countdown_preset_trains_both_formats_alike():
     arch = sprint.model.architecture
     assert arch["model_type"] == "llama" and 256 <= arch["hidden_size"] <= 384 and 4 <= arch["num_hidden_layers"] <= 8
     assert sprint.data.max_length == 4096 and sprint.training.max_tokens_budget > 0
+    # The bundled SPRINT model's preset: the same run plus the answer weight on the Solution expressions, nothing else.
+    bundled = load_config(CONFIGS / "countdown-small-sprint.yaml")
+    assert bundled.data.format == "sprint" and bundled.data.answer_loss_weight == 10
+    assert bundled.data.answer_loss_pattern == r"Solution\s(\S+)"
+    bundled.data.answer_loss_weight, bundled.data.answer_loss_pattern = 1.0, None
+    bundled.name = sprint.name
+    assert bundled == sprint
+    assert seq.data.answer_loss_weight == 1.0 and seq.data.answer_loss_pattern is None
 
 
 def test_format_placeholder_needs_a_format():

@@ -94,7 +94,8 @@ def run_demo(question: str | None = None, seed: int = 0, *, live: bool = True, c
                       f"{r.wall_clock_s:.2f}")
     console.print(table)
     for r in rows:
+        # Without a boxed answer the grader's reason is about the whole trajectory, not worth a line.
         answer = escape(r.answer) if r.answer else "no answer"
-        verdict = "correct" if r.correct else f"wrong: {escape(r.verdict)}" if r.verdict else "wrong"
-        console.print(f"{r.model}: {answer} [dim]({verdict})[/dim]")
+        verdict = "correct" if r.correct else f"wrong: {escape(r.verdict)}" if r.verdict and r.answer else "wrong"
+        console.print(f"{r.model}: {answer} [dim]({verdict})[/dim]", soft_wrap=True)  # one line, greppable
     return rows

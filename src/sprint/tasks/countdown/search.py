@@ -319,6 +319,12 @@ def first_moves(start: Sequence[tuple[int, str]], target: int, max_value: int,
     return out
 
 
+def intro_text(problem: Problem) -> str:
+    """The trace's first line: the target and the numbers sorted ("Reach 16 from [51 18 17 1]"). A model that
+    writes it wrong has changed the problem (the SPRINT evaluation counts these runs, `ablate_table.py`)."""
+    return f"Reach {problem.target} from {state_text(sort_state([(n, str(n)) for n in problem.numbers]))}"
+
+
 def search(problem: Problem, max_branches: int = DEFAULT_MAX_BRANCHES,
            max_value: int = DEFAULT_MAX_VALUE, order: str = DEFAULT_ORDER, check: str = DEFAULT_CHECK,
            solution_digits: str = DEFAULT_SOLUTION_DIGITS) -> Search:
@@ -332,8 +338,7 @@ def search(problem: Problem, max_branches: int = DEFAULT_MAX_BRANCHES,
     start = sort_state([(n, str(n)) for n in problem.numbers])
     target = problem.target
     ranked = first_moves(start, target, max_value, order)[:max_branches]
-    intro = f"Reach {target} from {state_text(start)}"
-    s = Search(problem, intro, ranked, [], max_branches, max_value, order, check, solution_digits)
+    s = Search(problem, intro_text(problem), ranked, [], max_branches, max_value, order, check, solution_digits)
     for k in range(1, len(ranked) + 1):
         if s.branch(k).solved:
             break

@@ -203,6 +203,28 @@ def test_countdown_side_by_side_summary_json(tmp_path):
     assert len(combined["runs"]) == 2
 
 
+def test_countdown_question_order_reaches_the_prompts_and_the_settings(tmp_path, capsys):
+    countdown = pytest.importorskip("sprint.tasks.countdown")
+    from sprint.cli import main
+
+    seen = []
+
+    def solver_model(prompt):
+        problem = countdown.parse_question(prompt)
+        seen.append(list(problem.numbers))
+        return f"{T.close_tag(T.THINK)}\n\n\\boxed{{{countdown.first_solution(problem.numbers, problem.target)}}}"
+
+    cfg = EvalConfig(task="countdown", out=tmp_path / "run", methods=["sequential"], models=["a"], n=5, seed=3,
+                     task_options={"question_order": "sorted"}, progress=False)
+    summary = asyncio.run(evaluate(cfg, lambda m, u, t: ScriptedBackend(solver_model)))
+    assert summary["accuracy"] == 1.0 and seen and all(n == sorted(n, reverse=True) for n in seen)
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["task"]["question_order"] == "sorted"
+    capsys.readouterr()
+    assert main(["eval", "--task", "math500", "--question-order", "sorted", "--method", "sequential",
+                 "--out", str(tmp_path / "x")]) != 0
+    assert "--question-order is a countdown option (the task is math500)" in capsys.readouterr().err
+
+
 def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llama_dir, tmp_path, capsys):
     """--backend-mode and --max-batch build the in-process backend with those keywords and are recorded; without them
     settings.json is as before (so older runs resume), and a served model refuses them."""

@@ -173,6 +173,28 @@ def test_countdown_items_are_seeded_held_out_problems():
     assert len(task.load()) == 1000 and task.settings()["split"] == "test"
 
 
+def test_countdown_question_order_sorted_keeps_the_items(tmp_path):
+    pytest.importorskip("sprint.tasks.countdown")
+    given, ordered = load_task("countdown").load(n=20, seed=1), load_task("countdown", question_order="sorted").load(
+        n=20, seed=1)
+    assert [(it.id, it.meta) for it in given] == [(it.id, it.meta) for it in ordered]
+    for it in ordered:
+        listed = [int(x) for x in it.question.split("[")[1].split("]")[0].split(", ")]
+        assert listed == sorted(it.meta["numbers"], reverse=True)
+    assert sum(a.question != b.question for a, b in zip(given, ordered)) > 10
+    # The settings name the order only when it is not the default, so earlier runs resume unchanged.
+    assert "question_order" not in load_task("countdown").settings()
+    assert load_task("countdown", question_order="sorted").settings()["question_order"] == "sorted"
+    # A file's own question text is re-rendered in sorted order.
+    p = tmp_path / "cd.jsonl"
+    p.write_text(json.dumps({"id": "a", "numbers": [3, 5, 7, 2], "target": 24, "question": "make 24 from 3 5 7 2"}) + "\n")
+    assert load_task("countdown", p).load()[0].question == "make 24 from 3 5 7 2"
+    (item,) = load_task("countdown", p, question_order="sorted").load()
+    assert item.question == "Using the numbers [7, 5, 3, 2], create an equation that equals 24."
+    with pytest.raises(ValueError, match="question_order must be one of"):
+        load_task("countdown", question_order="shuffled")
+
+
 def test_countdown_grading_checks_the_boxed_expression(tmp_path):
     pytest.importorskip("sprint.tasks.countdown")
     p = tmp_path / "cd.jsonl"

@@ -74,6 +74,14 @@ def test_question_round_trip():
     assert parse_question(q) == p
 
 
+def test_question_order_sorted_lists_the_numbers_largest_first():
+    p = Problem((19, 36, 55, 7), 65)
+    assert render_question(p, "sorted") == "Using the numbers [55, 36, 19, 7], create an equation that equals 65."
+    assert parse_question(render_question(p, "sorted")).key == p.key  # the same problem
+    with pytest.raises(ValueError, match="question_order must be one of given, sorted, got 'random'"):
+        render_question(p, "random")
+
+
 @pytest.mark.parametrize("text", [
     "Using the numbers [19, 36, 55, 7], create an equation that equals 65. You can use basic arithmetic operations "
     "(+, -, *, /) and each number can only be used once. Show your work in <think> </think> tags.",

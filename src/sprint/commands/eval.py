@@ -52,6 +52,9 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", metavar="NAME_OR_DIR",
                    help="tokenizer whose chat template lays out prompts for a server (default: the model's)")
     p.add_argument("--data", metavar="PATH", help=f"local task data. {TASK_SOURCES}")
+    p.add_argument("--question-order", choices=["given", "sorted"],
+                   help="countdown: list each question's numbers as generated (default) or largest first, the "
+                        "order of the traces' first line (the same problems)")
     p.add_argument("--n", type=int, metavar="N", help="number of items (default: all; countdown: 1000)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for the item sample (with --n), Countdown generation and sampling (default: 0)")
@@ -90,8 +93,11 @@ def run(args) -> int:
 
     from sprint.eval.runner import EvalConfig, run_eval, summary_table
 
+    if args.question_order is not None and args.task != "countdown":
+        raise ValueError(f"--question-order is a countdown option (the task is {args.task})")
+    task_options = {"question_order": args.question_order} if args.question_order else {}
     cfg = EvalConfig(task=args.task, out=Path(args.out), methods=args.method, models=args.model or [None],
-                     base_urls=args.base_url, data=args.data, n=args.n, seed=args.seed,
+                     base_urls=args.base_url, data=args.data, task_options=task_options, n=args.n, seed=args.seed,
                      concurrency=args.concurrency, tokenizer=args.tokenizer, max_tokens=args.max_tokens,
                      temperature=args.temperature, top_p=args.top_p, overrides=dict(args.overrides),
                      backend_options=_backend_options(args),

@@ -431,6 +431,7 @@ class EvalConfig:
     models: list[str | None] = field(default_factory=lambda: [None])
     base_urls: list[str] = field(default_factory=list)
     data: str | None = None            # local task file (else the task's default source)
+    task_options: dict[str, Any] = field(default_factory=dict)  # task keywords, e.g. countdown's question_order
     n: int | None = None
     seed: int = 0
     concurrency: int = 8
@@ -624,7 +625,7 @@ async def evaluate(cfg: EvalConfig, make_backend: Callable[..., Any] = default_b
     if cfg.concurrency < 1:
         raise ValueError(f"--concurrency must be >= 1, got {cfg.concurrency}")
     specs = pair_specs(cfg)
-    task = load_task(cfg.task, cfg.data)
+    task = load_task(cfg.task, cfg.data, **cfg.task_options)
     items = task.load(cfg.n, cfg.seed)
     if not items:
         raise ValueError(f"task {cfg.task} has no items")

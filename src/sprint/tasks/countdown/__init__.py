@@ -24,6 +24,7 @@ from sprint.tasks.countdown.problems import (
     Problem,
     generate,
     parse_question,
+    QUESTION_ORDERS,
     render_question,
     split_of,
 )
@@ -31,5 +32,5 @@ from sprint.tasks.countdown.problems import (
 __all__ = [
     "CountdownItem", "HELDOUT_TARGETS", "Problem", "TRAIN_TARGETS", "Verdict", "check_answer", "check_countdown",
     "first_solution", "generate", "grade_countdown", "item_from_question", "load_countdown", "parse_expression",
-    "parse_question", "render_question", "solutions", "split_of",
+    "parse_question", "QUESTION_ORDERS", "render_question", "solutions", "split_of",
 ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sprint.tasks.countdown.expr import Verdict, check_answer
-from sprint.tasks.countdown.problems import DEFAULT_DIFFICULTY, DEFAULT_MAX_VALUE, Problem, generate, parse_question
+from sprint.tasks.countdown.problems import (DEFAULT_DIFFICULTY, DEFAULT_MAX_VALUE, Problem, check_question_order,
+                                             generate, parse_question, render_question)
 
 
 @dataclass
@@ -34,13 +35,15 @@ class CountdownItem:
                 "solution": self.solution, "split": self.split}
 
 
-def item_from_problem(p: Problem, item_id: str, split: str = "test") -> CountdownItem:
-    return CountdownItem(item_id, p.question, tuple(p.numbers), p.target, p.construction, split)
+def item_from_problem(p: Problem, item_id: str, split: str = "test", question_order: str = "given") -> CountdownItem:
+    return CountdownItem(item_id, render_question(p, question_order), tuple(p.numbers), p.target, p.construction,
+                         split)
 
 
 def load_countdown(split: str = "test", n: int = 1000, seed: int = 0, *, difficulty: str = DEFAULT_DIFFICULTY,
-                   max_value: int = DEFAULT_MAX_VALUE) -> list[CountdownItem]:
-    """`n` problems of `split` generated from `seed` (the same items for the same arguments, on every machine).
+                   max_value: int = DEFAULT_MAX_VALUE, question_order: str = "given") -> list[CountdownItem]:
+    """`n` problems of `split` generated from `seed` (the same items for the same arguments, on every machine),
+    their questions listing the numbers in `question_order` (`QUESTION_ORDERS`: the same problems either way).
 
     Ids are `countdown-<split>-<seed>-<index>`, the ids `sprint countdown data` writes for the same seed.
     """
@@ -48,15 +51,16 @@ def load_countdown(split: str = "test", n: int = 1000, seed: int = 0, *, difficu
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    return [item_from_problem(p, problem_id(split, seed, i), split)
+    check_question_order(question_order)
+    return [item_from_problem(p, problem_id(split, seed, i), split, question_order)
             for i, p in enumerate(generate(split, n, seed, max_value, difficulty))]
 
 
-def item_from_question(text: str, item_id: str = "question") -> CountdownItem:
+def item_from_question(text: str, item_id: str = "question", question_order: str = "given") -> CountdownItem:
     """An item from a question in plain words ("Using the numbers [...], create an equation that equals T. ..."),
-    with the question rewritten in the exact form the models were trained on."""
+    with the question rewritten in the exact form the models were trained on (numbers in `question_order`)."""
     p = parse_question(text)
-    return item_from_problem(p, item_id, split="user")
+    return item_from_problem(p, item_id, "user", question_order)
 
 
 def extract_expression(answer_text: str) -> str | None:

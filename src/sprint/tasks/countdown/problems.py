@@ -240,9 +240,23 @@ def generate(split: Split, n: int, seed: int, max_value: int = DEFAULT_MAX_VALUE
 
 
 # ---------------------------------------------------------------------------------------------- question text
-def render_question(problem: Problem) -> str:
-    """The question exactly as the models are trained on it (the common plain-words phrasing)."""
-    nums = ", ".join(str(n) for n in problem.numbers)
+# How a question lists its numbers: as given (the training data's questions), or largest first, the order of the
+# traces' first line ("Reach T from [51 18 17 1]"), so that line is a copy instead of a sort. The same problem either
+# way (the numbers are a multiset); the sixth SPRINT model miswrote the sort in 39 of 400 test runs (BENCHMARKS.md).
+QUESTION_ORDERS = ("given", "sorted")
+
+
+def check_question_order(order: str) -> str:
+    if order not in QUESTION_ORDERS:
+        raise ValueError(f"question_order must be one of {', '.join(QUESTION_ORDERS)}, got {order!r}")
+    return order
+
+
+def render_question(problem: Problem, order: str = "given") -> str:
+    """The question exactly as the models are trained on it (the common plain-words phrasing), its numbers in
+    `order` (`QUESTION_ORDERS`)."""
+    numbers = problem.numbers if check_question_order(order) == "given" else sorted(problem.numbers, reverse=True)
+    nums = ", ".join(str(n) for n in numbers)
     return f"Using the numbers [{nums}], create an equation that equals {problem.target}."
 
 

@@ -17,7 +17,9 @@
 # `sprint countdown data` on top of configs/countdown-data.yaml and `sprint train` on top of
 # configs/countdown-small.yaml. Arm i runs on GPU i mod the GPU count. Arms with the same data overrides share one
 # data build. Evaluation: N (1000) held-out test problems, SEED (1), C (128) in flight, greedy, the bundled models'
-# limits (SPRINT plan 384 / execution 512 / answer 96 tokens; sequential 4,000), as `eval.sh accuracy` runs them.
+# limits (SPRINT plan 384 / execution 512 / answer 96 tokens; sequential 4,000), as `eval.sh accuracy` runs them;
+# QORDER=sorted lists each question's numbers largest first (`sprint eval --question-order`).
+# A training whose log stands still for STALL_S (180) seconds after it began is killed and started again, once.
 set -u
 phase=${1:?usage: arms.sh start|wait|pack}
 ARMS_FILE=${ARMS_FILE:-benchmarks/countdown_gpu/arms/copy2.txt}
@@ -27,17 +29,40 @@ arms() { grep -v '^\s*#' "$ARMS_FILE" | grep -v '^\s*$'; }
 data_dir() { [ "$1" = - ] && echo $R/data/base || echo "$R/data/$(echo "$1" | tr ',=' '+-' | tr -cd 'A-Za-z0-9_.+-')"; }
 list() { [ "$1" = - ] || echo "$1" | tr ',' ' '; }
 
+watched() {  # LOG CMD...: run CMD in its own process group, appending to LOG; 0 done, 1 failed, 2 killed: LOG stood
+  # still for STALL_S seconds (180) after training began (a "'loss'" line)
+  local log=$1; shift
+  setsid "$@" >> "$log" 2>&1 &
+  local pid=$!
+  while kill -0 $pid 2>/dev/null; do
+    sleep ${STALL_POLL:-15}
+    if grep -q "'loss'" "$log" && [ $(( $(date +%s) - $(stat -c %Y "$log") )) -gt ${STALL_S:-180} ]; then
+      kill -- -$pid 2>/dev/null; sleep 5; kill -9 -- -$pid 2>/dev/null; wait $pid 2>/dev/null; return 2
+    fi
+  done
+  wait $pid && return 0 || return 1
+}
+
 train_and_eval() {  # NAME FORMAT DATA_OVERRIDES TRAIN_OVERRIDES GPU
   local name=$1 fmt=$2 d; d=$(data_dir "$3")
   local limits="--max-tokens 4000"
   [ "$fmt" = sprint ] && limits="--set sprint.max_plan_tokens=384 --set sprint.max_exec_tokens=512 --set sprint.max_answer_tokens=96"
   export CUDA_VISIBLE_DEVICES=$5
-  python3 -m sprint.cli train --config configs/countdown-small.yaml --no-progress data.format=$fmt \
-    model.tokenizer=$d/tokenizer "data.train=$d/{format}_train.jsonl" "data.eval=$d/{format}_val.jsonl" \
-    training.output_dir=$R/$name/model data.num_proc=${PROCS:-4} $(list "${4:--}") > $R/$name.train.log 2>&1 || { echo failed > $R/$name.state; return; }
+  local try rc=1 log=$R/$name.train.log
+  : > $log
+  for try in 1 2; do
+    watched $log python3 -m sprint.cli train --config configs/countdown-small.yaml --no-progress data.format=$fmt \
+      model.tokenizer=$d/tokenizer "data.train=$d/{format}_train.jsonl" "data.eval=$d/{format}_val.jsonl" \
+      training.output_dir=$R/$name/model data.num_proc=${PROCS:-4} $(list "${4:--}"); rc=$?
+    [ $rc = 2 ] || break
+    # One arm hung after its first logging step on 2026-11-27 (its GPU idle): start it again, once.
+    echo "$(date +%T) arms.sh: no log line for ${STALL_S:-180} s after training began: stopped (try $try)" >> $log
+    mv $log $R/$name.train.stalled$try.log; : > $log
+  done
+  [ $rc = 0 ] || { echo failed > $R/$name.state; return; }
   echo eval > $R/$name.state
   python3 -m sprint.cli eval --task countdown --n "$N" --seed "$SEED" --concurrency "$C" --model $R/$name/model \
-    --method $fmt $limits --out $R/$name/eval --summary-json $R/$name/summary.json --no-progress \
+    --method $fmt $limits ${QORDER:+--question-order $QORDER} --out $R/$name/eval --summary-json $R/$name/summary.json --no-progress \
     > $R/$name.eval.log 2>&1 && echo done > $R/$name.state || echo eval-failed > $R/$name.state
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -271,10 +272,53 @@ def test_superscript_solution_digits_mark_every_solution_expression_but_the_answ
     assert solution_lines(seq) == [t.search.solution]
     assert check_answer(solution_lines(seq)[0], p.numbers, p.target).ok
     # One token per superscript digit with the tokenizer the option builds; the default vocabulary's ids stay.
-    tok, tok0 = build_countdown_tokenizer(None, superscripts=True), build_countdown_tokenizer(None)
+    tok, tok0 = build_countdown_tokenizer(None, solution_digits="superscript"), build_countdown_tokenizer(None)
     ids = tok("Solution " + marked, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(tok0("Solution " + t.search.solution, add_special_tokens=False)["input_ids"])
     assert tok.decode(ids) == "Solution " + marked
     assert tok.get_vocab()["8"] == tok0.get_vocab()["8"]
     with pytest.raises(ValueError, match="trace.solution_digits"):
         TraceConfig(solution_digits="roman")
+
+
+def test_superscript_whole_numbers_are_single_tokens():
+    """`trace.solution_digits: superscript_whole`: the same text as `superscript`; the tokenizer gives each
+    superscript number of a problem one token, so a far copy of `(⁷¹-⁴⁰)-(⁴⁸/⁴)` copies numbers, not digits that
+    recur within the line. The plain text tokenizes as before, and the token counter agrees with the tokenizer."""
+    from sprint.tasks.countdown.search import solution_lines, solution_text
+    from sprint.tasks.countdown.tokenizer import CountdownTokenCounter, build_countdown_tokenizer
+
+    line = "Solution " + solution_text("(71-40)-(48/4)", "superscript_whole")
+    assert line == "Solution (⁷¹-⁴⁰)-(⁴⁸/⁴)" and solution_lines(line) == ["(71-40)-(48/4)"]
+    whole = build_countdown_tokenizer(None, solution_digits="superscript_whole")
+    digits = build_countdown_tokenizer(None, solution_digits="superscript")
+    ids = whole(line, add_special_tokens=False)["input_ids"]
+    assert [whole.decode([i]) for i in ids] == ["Solution", " (", "⁷¹", "-", "⁴⁰", ")", "-", "(", "⁴⁸", "/", "⁴", ")"]
+    assert len(digits(line, add_special_tokens=False)["input_ids"]) == len(ids) + 3
+    assert whole.decode(whole(" ⁹⁹", add_special_tokens=False)["input_ids"]) == " ⁹⁹"
+    assert len(whole(" ⁹⁹", add_special_tokens=False)["input_ids"]) == 1
+    assert len(whole("¹²³", add_special_tokens=False)["input_ids"]) == 2  # no piece for 123: still encodes
+    # Everything else tokenizes as with plain digits, and the ids of the plain vocabulary stay.
+    plain = build_countdown_tokenizer(None)
+    text = "Reach 16 from [51 18 17 1]\n51-18=33 [33 17] 16: 50> 16=\n\\boxed{(51-18)-17}"
+    assert whole(text)["input_ids"] == plain(text)["input_ids"]
+    assert len(whole) == len(plain) + 20 + 180
+    counter = CountdownTokenCounter(whole)
+    texts = [line, text + "\n\n" + line, "Dead Solution " + solution_text("(33-12)*(98-89)", "superscript_whole")]
+    assert counter(texts) == [len(whole(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+
+def test_question_order_sorted_changes_only_the_question():
+    """`trace.question_order: sorted`: the records ask with the numbers largest first (the first line then copies
+    them); nothing else in the records changes."""
+    p = Problem((12, 3, 40, 8), 44)
+    cfg = dict(width=6, order="canonical", outcomes=True, outcome_solution=True)
+    given = build_records("x", build_traces(p, TraceConfig(**cfg)))
+    ordered = build_records("x", build_traces(p, TraceConfig(**cfg, question_order="sorted")))
+    asked = "Using the numbers [40, 12, 8, 3], create an equation that equals 44."
+    assert [r["question"] for r in ordered] == [asked] * len(ordered)
+    assert all(r["numbers"] == [12, 3, 40, 8] for r in ordered)
+    for a, b in zip(given, ordered):
+        assert json.dumps(a).replace("[12, 3, 40, 8], create", "[40, 12, 8, 3], create") == json.dumps(b)
+    with pytest.raises(ValueError, match="question_order must be one of"):
+        TraceConfig(question_order="shuffled")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from sprint.tasks.countdown.problems import (DEFAULT_DIFFICULTY, Problem, check_difficulty, check_train_target_max,
-                                             generate)
+                                             generate, render_question)
 from sprint.tasks.countdown.search import DEFAULT_CHECK, DEFAULT_ORDER, SOLUTION_PREFIX
 from sprint.tasks.countdown.traces import (ProblemTraces, TraceConfig, build_records, build_traces,
                                           check_executor_pick)
@@ -104,9 +104,9 @@ def problem_id(split: str, seed: int, index: int) -> str:
     return f"countdown-{split}-{seed}-{index:06d}"
 
 
-def problem_record(pid: str, p: Problem) -> dict:
-    return {"id": pid, "question": p.question, "numbers": list(p.numbers), "target": p.target,
-            "solution": p.construction}
+def problem_record(pid: str, p: Problem, question_order: str = "given") -> dict:
+    return {"id": pid, "question": render_question(p, question_order), "numbers": list(p.numbers),
+            "target": p.target, "solution": p.construction}
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -145,7 +145,8 @@ def trace_metrics(t: ProblemTraces, counter) -> dict:
     from sprint.curate.packing import to_trajectory
     from sprint.format import SequentialTrace, sequential_metrics, trajectory_metrics
 
-    m = trajectory_metrics(to_trajectory(t.problem.question, t.steps, t.packing, t.final_answer, openers=t.openers),
+    question = t.question or t.problem.question
+    m = trajectory_metrics(to_trajectory(question, t.steps, t.packing, t.final_answer, openers=t.openers),
                            counter)
     s = sequential_metrics(SequentialTrace(t.sequential_thinking, t.final_answer), counter)
     return {"sprint_sequential": m.sequential_tokens, "sprint_total": m.total_tokens,
@@ -346,7 +347,7 @@ def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progr
     tokenizer = build_countdown_tokenizer(out / "tokenizer", max_value=cfg.trace.max_value, max_stage=max_stage,
                                           max_prompt=max(8, width), context=cfg.trace.context,
                                           numbers=cfg.trace.numbers,
-                                          superscripts=cfg.trace.solution_digits == "superscript")
+                                          solution_digits=cfg.trace.solution_digits)
     counter = CountdownTokenCounter(tokenizer)
     stats: dict[str, Any] = {"config": cfg.to_dict(), "tokenizer_vocab": len(tokenizer), "splits": {}}
     problems = {}
@@ -355,7 +356,8 @@ def build_countdown_data(cfg: CountdownDataConfig, out_dir: str | Path, *, progr
         problems[split] = generate(split, n, cfg.seed, cfg.trace.max_value, cfg.difficulty,
                                    cfg.train_target_max if split != "test" else 100)
         _write_jsonl(out / f"{split}.jsonl",
-                     (problem_record(problem_id(split, cfg.seed, i), p) for i, p in enumerate(problems[split])))
+                     (problem_record(problem_id(split, cfg.seed, i), p, cfg.trace.question_order)
+                      for i, p in enumerate(problems[split])))
     for split in ("train", "val"):
         sprint_recs, seq_recs, split_stats = build_split_records(split, problems[split], cfg, tokenizer, counter,
                                                                  progress, workers, out / "tokenizer")

@@ -69,8 +69,9 @@ DEAD_END = "Dead end"
 CHECKS = ("none", "distance", "target", "compare")
 DEFAULT_CHECK = CHECKS[0]
 #: How a Solution line writes the digits of its expression (`trace.solution_digits`; `solution_text`): "plain"
-#: (`Solution (83+22)/(18-15)`) or "superscript" (`Solution (⁸³+²²)/(¹⁸-¹⁵)`). The first is the default.
-SOLUTION_DIGITS = ("plain", "superscript")
+#: (`Solution (83+22)/(18-15)`) or "superscript" (`Solution (⁸³+²²)/(¹⁸-¹⁵)`); "superscript_whole" writes the same
+#: text and makes the tokenizer give each superscript number one token. The first is the default.
+SOLUTION_DIGITS = ("plain", "superscript", "superscript_whole")
 DEFAULT_SOLUTION_DIGITS = SOLUTION_DIGITS[0]
 #: The characters `solution_digits="superscript"` writes (the Countdown tokenizer gives each its own token then).
 SUPERSCRIPT_DIGITS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
@@ -96,7 +97,7 @@ def solution_text(expr: str, digits: str = DEFAULT_SOLUTION_DIGITS) -> str:
     looks for "what came after this token last time" is led astray (the bundled models compose a wrong expression
     instead, docs/countdown.md). Superscript digits occur in Solution lines only. The boxed answer keeps plain digits.
     """
-    return expr.translate(_SUPERSCRIPT) if check_solution_digits(digits) == "superscript" else expr
+    return expr.translate(_SUPERSCRIPT) if check_solution_digits(digits) != "plain" else expr
 
 
 def check_solution_digits(digits: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE
+from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, NUMBER_RANGE
 
 SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>"]
 #: How numbers are split: one token per digit (the default) or one token per number up to `max_value`.
@@ -77,10 +77,12 @@ def _bl(text: str, table: dict[int, str]) -> str:
 
 
 def vocabulary(max_value: int = DEFAULT_MAX_VALUE, numbers: str = DEFAULT_NUMBERS,
-               superscripts: bool = False) -> list[str]:
-    """The Unigram pieces (byte-level characters), in id order after the special tokens; `superscripts` appends one
-    piece per superscript digit (with and without a leading space: `trace.solution_digits: superscript`), after
-    every other piece, so the ids of a tokenizer without them do not move."""
+               solution_digits: str = "plain") -> list[str]:
+    """The Unigram pieces (byte-level characters), in id order after the special tokens. For the Solution lines'
+    superscript digits (`trace.solution_digits`, `sprint.tasks.countdown.search.solution_text`) it appends, after
+    every other piece (so the ids of a tokenizer without them do not move), one piece per superscript digit
+    (`superscript`) and with `superscript_whole` also one per superscript number of a problem (10..99), each with
+    and without a leading space."""
     table = _bytes_to_unicode()
     pieces: list[str] = []
     seen: set[str] = set()
@@ -103,29 +105,44 @@ def vocabulary(max_value: int = DEFAULT_MAX_VALUE, numbers: str = DEFAULT_NUMBER
         add(_bl(" " + w, table))
     for k in range(2, MAX_NEWLINES + 1):
         add(_bl("\n" * k, table))
-    if superscripts:
-        from sprint.tasks.countdown.search import SUPERSCRIPT_DIGITS
+    from sprint.tasks.countdown.search import SUPERSCRIPT_DIGITS, check_solution_digits, solution_text
 
+    if check_solution_digits(solution_digits) != "plain":
         for c in SUPERSCRIPT_DIGITS:  # 2-3 UTF-8 bytes each: without a piece of its own, 2-3 tokens
             add(_bl(c, table))
             add(_bl(" " + c, table))
+    if solution_digits == "superscript_whole":
+        for n in range(10, NUMBER_RANGE[1] + 1):
+            add(_bl(solution_text(str(n), solution_digits), table))
+            add(_bl(" " + solution_text(str(n), solution_digits), table))
     return pieces
+
+
+def _pretoken_regex(numbers: str, solution_digits: str) -> str:
+    """The splitting pattern; with `superscript_whole` a run of superscript digits is one piece (one token when it
+    is a problem's number), so the planner's far copy of a Solution line copies numbers, not digits that recur
+    within the line (`⁴⁰` and `⁴⁸` both start with `⁴`)."""
+    from sprint.tasks.countdown.search import SUPERSCRIPT_DIGITS
+
+    pattern = PRETOKEN_PATTERNS[check_numbers(numbers)]
+    return f" ?[{SUPERSCRIPT_DIGITS}]+|" + pattern if solution_digits == "superscript_whole" else pattern
 
 
 def build_countdown_tokenizer(out_dir: str | Path | None = None, *, max_value: int = DEFAULT_MAX_VALUE,
                               max_stage: int = 12, max_prompt: int = 8, context: int = DEFAULT_CONTEXT,
-                              numbers: str = DEFAULT_NUMBERS, superscripts: bool = False):
+                              numbers: str = DEFAULT_NUMBERS, solution_digits: str = "plain"):
     """Build the Countdown tokenizer (a `PreTrainedTokenizerFast`) and save it to `out_dir` when given;
-    `superscripts`: the superscript digits are single tokens too (`vocabulary`)."""
+    `solution_digits` (`trace.solution_digits`): the superscript digits, or numbers, are single tokens too
+    (`vocabulary`)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from sprint.testing.tiny import format_special_tokens
 
-    vocab = [(s, 0.0) for s in SPECIALS] + [(p, -1.0) for p in vocabulary(max_value, numbers, superscripts)]
+    vocab = [(s, 0.0) for s in SPECIALS] + [(p, -1.0) for p in vocabulary(max_value, numbers, solution_digits)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=None, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKEN_PATTERNS[numbers]), behavior="isolated"),
+        pre_tokenizers.Split(Regex(_pretoken_regex(numbers, solution_digits)), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()

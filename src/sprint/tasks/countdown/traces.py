@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from sprint.curate.packing import DEFAULT_MAX_STAGES, DEFAULT_MIN_RATIO, Packing, Step, pack
 from sprint.tasks.countdown.expr import check_answer
-from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem
+from sprint.tasks.countdown.problems import DEFAULT_MAX_VALUE, Problem, check_question_order, render_question
 from sprint.tasks.countdown.search import (DEAD_END, DEFAULT_CHECK, DEFAULT_MAX_BRANCHES, DEFAULT_ORDER,
                                           DEFAULT_SOLUTION_DIGITS, SOLUTION_PREFIX, Search, check_check,
                                           check_order, check_solution_digits, search, solution_text)
@@ -90,6 +90,9 @@ class TraceConfig:
     #: `sprint.tasks.countdown.search.solution_text` says why). The outcome line's and the restated expression
     #: follow; the boxed answer keeps plain digits (so the last copy turns them back, from the line above).
     solution_digits: str = DEFAULT_SOLUTION_DIGITS
+    #: How the records' questions list the numbers: "given" (as generated) or "sorted" (largest first, the order of
+    #: the first line "Reach T from [...]", which then copies instead of sorting; `sprint eval --question-order`).
+    question_order: str = "given"
 
     def __post_init__(self):
         if self.width is not None and self.width < 1:
@@ -107,6 +110,7 @@ class TraceConfig:
             raise ValueError(f"trace.executor_views must be >= 1 or null, got {self.executor_views}")
         check_executor_pick(self.executor_pick)
         check_solution_digits(self.solution_digits)
+        check_question_order(self.question_order)
         if self.outcome_solution and not self.outcomes:
             raise ValueError("trace.outcome_solution needs trace.outcomes: true (it extends the outcome line)")
         if self.outcome_solution and self.restate_solution:
@@ -125,6 +129,7 @@ class ProblemTraces:
     final_answer: str | None = None
     reason: str | None = None
     openers: dict[int, str] = field(default_factory=dict)  # stage -> outcome line (`trace.outcomes`)
+    question: str = ""  # the question as the records ask it (`trace.question_order`)
 
     @property
     def sequential_thinking(self) -> str:
@@ -198,7 +203,7 @@ def stage_openers(s: Search, steps: list[Step], packing: Packing, *, with_soluti
 def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     """Search a problem and pack its steps; `reason` is set when the search or the filters reject it."""
     s = search(problem, cfg.max_branches, cfg.max_value, cfg.order, cfg.check, cfg.solution_digits)
-    out = ProblemTraces(problem, s)
+    out = ProblemTraces(problem, s, question=render_question(problem, cfg.question_order))
     if s.solved_at is None:
         out.reason = f"unsolved: no solution in the first {cfg.max_branches} branches"
         return out
@@ -224,7 +229,7 @@ def build_records(item_id: str, traces: ProblemTraces, *, executor_records: bool
     if traces.reason is not None or traces.packing is None:
         raise ValueError(f"{item_id}: traces are not usable ({traces.reason})")
     p = traces.problem
-    records = curate_records(item_id, p.question, traces.search.solution, traces.sequential_thinking, traces.steps,
+    records = curate_records(item_id, traces.question or p.question, traces.search.solution, traces.sequential_thinking, traces.steps,
                              traces.packing, traces.final_answer, executor_records=executor_records,
                              openers=traces.openers)
     for rec in records:

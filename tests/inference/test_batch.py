@@ -105,6 +105,21 @@ def test_load_items_names_field_and_line(tmp_path):
         load_items(p)
     p.write_text('{"q": "a", "k": "x"}\n')
     assert load_items(p, "q", "k") == [BatchItem("x", "a", 1)]
+    with pytest.raises(ValueError, match=r"in.jsonl:1: no field 'problem' \(fields: q, k; choose with --question-field"):
+        load_items(p)
+
+
+def test_load_items_finds_the_common_field_names(tmp_path):
+    p = tmp_path / "in.jsonl"
+    p.write_text('{"id": "a", "question": "Using the numbers [1, 2, 3, 4], create an equation that equals 10."}\n'
+                 '{"id": "b", "question": "What is 2 + 2?"}\n')
+    assert [(it.id, it.question[:4]) for it in load_items(p)] == [("a", "Usin"), ("b", "What")]
+    p.write_text('{"prompt": "x", "unique_id": 3, "id": "ignored"}\n')
+    assert load_items(p) == [BatchItem("3", "x", 1)]
+    # The field is chosen on the first line; every later line must have it.
+    p.write_text('{"question": "x", "id": 1}\n{"problem": "y", "id": 2}\n')
+    with pytest.raises(ValueError, match=r"in.jsonl:2: no field 'question'"):
+        load_items(p)
 
 
 def test_load_items_reads_math500(shared_dir):

@@ -38,8 +38,9 @@ def register(subparsers) -> None:
     g = p.add_argument_group("batch")
     g.add_argument("--input", metavar="FILE.jsonl", help="questions, one JSON object per line")
     g.add_argument("--concurrency", type=int, default=8, help="questions in flight at once (default 8)")
-    g.add_argument("--question-field", default="problem", help="field holding the question (default problem)")
-    g.add_argument("--id-field", default="unique_id", help="field holding the id (default unique_id)")
+    g.add_argument("--question-field", help="field holding the question (default: the first of problem, question, "
+                                            "prompt that the file has)")
+    g.add_argument("--id-field", help="field holding the id (default: unique_id, else id)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     s = p.add_argument_group("generation (unset = the method's default)")
     s.add_argument("--no-eager", action="store_true", help="sprint: start executors only when the plan is complete")

@@ -68,8 +68,8 @@ class RunOptions:
     method: str = "sprint"
     settings: dict = field(default_factory=dict)   # passed to `make_config`
     concurrency: int = 8
-    question_field: str = "problem"
-    id_field: str = "unique_id"
+    question_field: str | None = None  # None: found in the file (`sprint.inference.batch.load_items`)
+    id_field: str | None = None
     tokenizer: str | None = None
     progress: bool = True
 

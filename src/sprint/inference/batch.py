@@ -41,14 +41,23 @@ class BatchSummary:
     out_path: str = ""
 
 
-def load_items(path: str | Path, question_field: str = "problem", id_field: str = "unique_id") -> list[BatchItem]:
-    """Questions from a JSONL file. Every line needs `question_field` and `id_field` (ids must be unique)."""
+#: Field names tried, in order, when none is given: MATH-500's first, then the common ones.
+QUESTION_FIELDS = ("problem", "question", "prompt")
+ID_FIELDS = ("unique_id", "id")
+
+
+def load_items(path: str | Path, question_field: str | None = None, id_field: str | None = None) -> list[BatchItem]:
+    """Questions from a JSONL file. Every line needs `question_field` and `id_field` (ids must be unique); each not
+    given is the first of `QUESTION_FIELDS` / `ID_FIELDS` that the first line has."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     items: list[BatchItem] = []
     seen: dict[str, int] = {}
     for n, rec in iter_jsonl(path):
+        if not items:
+            question_field = question_field or next((f for f in QUESTION_FIELDS if f in rec), QUESTION_FIELDS[0])
+            id_field = id_field or next((f for f in ID_FIELDS if f in rec), ID_FIELDS[0])
         for fld in (question_field, id_field):
             if fld not in rec:
                 flag = "--question-field" if fld == question_field else "--id-field"

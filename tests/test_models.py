@@ -36,7 +36,9 @@ def test_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
 def test_question_adapter_rewrites_plain_words_for_countdown_models_only():
     adapt = question_adapter("countdown-sprint")
     q = "Using the numbers [19, 36, 55, 7], create an equation that equals 65. Show your work in <think> tags."
-    assert adapt(q) == "Using the numbers [19, 36, 55, 7], create an equation that equals 65."
+    # The bundled models are asked with the numbers largest first (the order of their traces' first line).
+    assert adapt(q) == "Using the numbers [55, 36, 19, 7], create an equation that equals 65."
+    assert question_adapter("countdown-sequential")(q) == adapt(q)
     assert question_adapter("/some/other/model") is None
     with pytest.raises(ValueError, match="numbers"):
         adapt("What is 2 + 2?")

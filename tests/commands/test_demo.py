@@ -14,6 +14,7 @@ def test_demo_runs_both_bundled_models_offline(capsys):
     assert rc == 0
     assert "countdown-sprint" in out and "countdown-sequential" in out
     assert "SPRINT vs sequential" in out and "wall-clock" in out
+    assert "Using the numbers [40, 12, 8, 3]" in out  # asked with the numbers largest first (sprint.models)
     # Both trajectories are shown (their last part). Whether the SPRINT planner reaches <Final_answer> on this problem
     # is the model's business, not the demo's: the third bundled pair's planner loops on "Dead" here.
     assert "countdown-sprint: trajectory" in out and "countdown-sequential: trajectory" in out

@@ -30,11 +30,12 @@ class DemoRow:
 
 def pick_question(question: str | None, seed: int) -> str:
     """The question in the models' phrasing: the user's (plain words), or a held-out test problem from `seed`."""
+    from sprint.models import COUNTDOWN_QUESTION_ORDER
     from sprint.tasks.countdown.loader import item_from_question, load_countdown
 
     if question:
-        return item_from_question(question).question
-    return load_countdown("test", 1, seed)[0].question
+        return item_from_question(question, question_order=COUNTDOWN_QUESTION_ORDER).question
+    return load_countdown("test", 1, seed, question_order=COUNTDOWN_QUESTION_ORDER)[0].question
 
 
 async def _solve_live(model: str, method: str, question: str, console, show: bool):

@@ -54,7 +54,8 @@ def register(subparsers) -> None:
     p.add_argument("--data", metavar="PATH", help=f"local task data. {TASK_SOURCES}")
     p.add_argument("--question-order", choices=["given", "sorted"],
                    help="countdown: list each question's numbers as generated (default) or largest first, the "
-                        "order of the traces' first line (the same problems)")
+                        "order of the traces' first line and how `sprint run` asks the bundled models (the same "
+                        "problems)")
     p.add_argument("--n", type=int, metavar="N", help="number of items (default: all; countdown: 1000)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for the item sample (with --n), Countdown generation and sampling (default: 0)")

@@ -145,8 +145,7 @@ def trace_metrics(t: ProblemTraces, counter) -> dict:
     from sprint.curate.packing import to_trajectory
     from sprint.format import SequentialTrace, sequential_metrics, trajectory_metrics
 
-    question = t.question or t.problem.question
-    m = trajectory_metrics(to_trajectory(question, t.steps, t.packing, t.final_answer, openers=t.openers),
+    m = trajectory_metrics(to_trajectory(t.question, t.steps, t.packing, t.final_answer, openers=t.openers),
                            counter)
     s = sequential_metrics(SequentialTrace(t.sequential_thinking, t.final_answer), counter)
     return {"sprint_sequential": m.sequential_tokens, "sprint_total": m.total_tokens,

@@ -123,13 +123,13 @@ class ProblemTraces:
 
     problem: Problem
     search: Search
+    question: str  # the question as the records ask it (`trace.question_order`)
     steps: list[Step] = field(default_factory=list)
     parents: dict[int, list[int]] = field(default_factory=dict)
     packing: Packing | None = None
     final_answer: str | None = None
     reason: str | None = None
     openers: dict[int, str] = field(default_factory=dict)  # stage -> outcome line (`trace.outcomes`)
-    question: str = ""  # the question as the records ask it (`trace.question_order`)
 
     @property
     def sequential_thinking(self) -> str:
@@ -203,7 +203,7 @@ def stage_openers(s: Search, steps: list[Step], packing: Packing, *, with_soluti
 def build_traces(problem: Problem, cfg: TraceConfig) -> ProblemTraces:
     """Search a problem and pack its steps; `reason` is set when the search or the filters reject it."""
     s = search(problem, cfg.max_branches, cfg.max_value, cfg.order, cfg.check, cfg.solution_digits)
-    out = ProblemTraces(problem, s, question=render_question(problem, cfg.question_order))
+    out = ProblemTraces(problem, s, render_question(problem, cfg.question_order))
     if s.solved_at is None:
         out.reason = f"unsolved: no solution in the first {cfg.max_branches} branches"
         return out
@@ -229,8 +229,8 @@ def build_records(item_id: str, traces: ProblemTraces, *, executor_records: bool
     if traces.reason is not None or traces.packing is None:
         raise ValueError(f"{item_id}: traces are not usable ({traces.reason})")
     p = traces.problem
-    records = curate_records(item_id, traces.question or p.question, traces.search.solution, traces.sequential_thinking, traces.steps,
-                             traces.packing, traces.final_answer, executor_records=executor_records,
+    records = curate_records(item_id, traces.question, traces.search.solution, traces.sequential_thinking,
+                             traces.steps, traces.packing, traces.final_answer, executor_records=executor_records,
                              openers=traces.openers)
     for rec in records:
         rec["numbers"] = list(p.numbers)

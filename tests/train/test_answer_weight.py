@@ -324,6 +324,32 @@ def test_weighted_loss_matches_a_hand_computation(countdown, tmp_path, pattern):
     assert trainer._metrics["train"]["mean_token_accuracy"]  # TRL's metrics still logged
 
 
+@pytest.mark.integration
+def test_weighted_loss_with_executor_branches_is_the_separate_records_loss(countdown, tmp_path):
+    """With data.executor_branches the weighted training loss over every merged sequence equals the weighted loss
+    over every separate record (same weights, same loss tokens, the same divisor): each token keeps its record's
+    weight and its record's context (tiny random Llama, CPU)."""
+    from sprint.train.trainer import build_trainer
+
+    common = ["data.format=sprint", "data.answer_loss_weight=5", f"data.answer_loss_pattern={SOLUTION}",
+              "data.max_length=16384", "training.per_device_train_batch_size=256"]
+    losses, counts = {}, {}
+    for name, extra in (("merged", ["data.executor_branches=true"]), ("separate", [])):
+        trainer, data = build_trainer(_cfg(countdown, tmp_path / name, *common, *extra), progress=False)
+        batch = next(iter(trainer.get_train_dataloader()))  # the whole (small) training set in one batch
+        assert len(batch["input_ids"]) == len(data.train)
+        assert (batch[LOSS_WEIGHTS] == 5).sum() > 0
+        if name == "merged":
+            assert (batch["seg_start"] > 0).any()
+        n = (batch["labels"][:, 1:] != -100).sum()
+        counts[name] = (int(n), int(((batch[LOSS_WEIGHTS][:, 1:] == 5) & (batch["labels"][:, 1:] != -100)).sum()))
+        trainer.model.train()
+        with torch.no_grad():
+            losses[name] = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=n).item()
+    assert counts["merged"] == counts["separate"]  # every loss token once, every weighted one once
+    assert losses["merged"] == pytest.approx(losses["separate"], rel=1e-4)
+
+
 def test_weight_one_is_the_standard_run(countdown, tmp_path):
     from sprint.train.trainer import build_trainer
 
@@ -371,9 +397,8 @@ def test_weight_parses_and_refuses_what_it_cannot_weight(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("data:\n  train: x.jsonl\n  answer_loss_weight: 2.5\nmodel:\n  name_or_path: m\n")
     assert load_config(yaml_file).data.answer_loss_weight == 2.5
-    with pytest.raises(ValueError, match="data.answer_loss_weight and data.executor_branches"):
-        load_config(None, base + ["data.answer_loss_weight=10", "data.executor_branches=true"])
-    assert load_config(None, base + ["data.executor_branches=true"]).data.executor_branches  # weight 1: fine
+    both = load_config(None, base + ["data.answer_loss_weight=10", "data.executor_branches=true"]).data
+    assert both.executor_branches and both.answer_loss_weight == 10.0  # merged sequences keep each record's mask
     with pytest.raises(ValueError, match="data.answer_loss_weight and training.sft.packing"):
         load_config(None, base + ["data.answer_loss_weight=10", "training.sft.packing=true"])
 

@@ -139,6 +139,37 @@ def test_merged_logits_match_the_separate_records(any_tokenizer, attention):
     assert worst < 1e-4, worst
 
 
+def test_branches_keep_each_records_answer_mask(any_tokenizer):
+    """With the answer weight on, the planner's part keeps its record's answer mask and each branch its executor
+    record's, so every weighted loss token of the separate records is weighted once in the merged sequences."""
+    import numpy as np
+
+    from sprint.train.branches import merge_branches
+    from sprint.train.data import encode_columns, read_records
+
+    d, tok, _ = any_tokenizer
+    cols = encode_columns(read_records(d / "sprint_train.jsonl", "sprint"), tok, progress=False, answer_spans=True,
+                          answer_pattern=r"Solution (\S+)")
+    merged = merge_branches(cols)
+    assert merged.answer_mask is not None and merged.answer_mask.dtype == np.uint8
+    assert len(merged.answer_mask) == len(merged.ids)
+    by_id = {rid: i for i, rid in enumerate(cols.record_ids)}
+    for s, rid in enumerate(merged.record_ids):
+        lo, hi = int(merged.offsets[s]), int(merged.offsets[s + 1])
+        seg, ctx, mask = merged.seg_start[lo:hi], merged.ctx_end[lo:hi], merged.answer_mask[lo:hi]
+        p = by_id[rid]
+        n = int(cols.offsets[p + 1] - cols.offsets[p])
+        assert mask[:n].tolist() == cols.answer_mask[cols.offsets[p]:cols.offsets[p + 1]].tolist()
+        execs = [r for r in cols.record_ids if r.startswith(rid + "#exec-")]
+        for start, eid in zip(sorted(set(seg[seg > 0].tolist())), execs):
+            e = by_id[eid]
+            want = cols.answer_mask[cols.offsets[e] + int(ctx[start]):cols.offsets[e + 1]]
+            assert mask[start:start + len(want)].tolist() == want.tolist(), eid
+    weighted_loss_tokens = lambda c: int(((c.answer_mask == 1) & (c.labels != -100)).sum())
+    assert weighted_loss_tokens(merged) == weighted_loss_tokens(cols) > 0
+    assert merge_branches(_columns(d, tok)).answer_mask is None  # no weight, no column
+
+
 def test_orphan_executor_record_is_an_error(countdown):
     from sprint.train.branches import merge_branches
 

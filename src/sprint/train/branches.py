@@ -75,13 +75,16 @@ def merge_branches(cols) -> BranchColumns:
                              f"{parent!r} in the same file")
         children[index[parent]].append(i)
 
-    ids_parts, label_parts, pos_parts, seg_parts, ctx_parts = [], [], [], [], []
+    ids_parts, label_parts, pos_parts, seg_parts, ctx_parts, mask_parts = [], [], [], [], [], []
+    amask = cols.answer_mask  # data.answer_loss_weight != 1 only: each token keeps its own record's 0/1
     lengths, no_loss, n_branches, out_ids, out_roles = [], [], [], [], []
     off = cols.offsets
     for rid, pi in index.items():
         p_lo, p_hi = int(off[pi]), int(off[pi + 1])
         trunk = cols.ids[p_lo:p_hi]
         seq_ids, seq_labels = [trunk], [cols.labels[p_lo:p_hi]]
+        if amask is not None:
+            mask_parts.append(amask[p_lo:p_hi])
         n = len(trunk)
         pos, seg, ctx = [np.arange(n, dtype=np.int32)], [np.zeros(n, np.int32)], [np.zeros(n, np.int32)]
         masked = int(cols.prompt_tokens[pi])
@@ -101,6 +104,8 @@ def merge_branches(cols) -> BranchColumns:
             seq_ids.append(branch)
             labels = cols.labels[e_lo + shared:e_hi]
             seq_labels.append(labels)
+            if amask is not None:
+                mask_parts.append(amask[e_lo + shared:e_hi])
             masked += int((labels == -100).sum())
             pos.append(np.arange(shared, shared + k, dtype=np.int32))
             seg.append(np.full(k, n, np.int32))
@@ -123,7 +128,8 @@ def merge_branches(cols) -> BranchColumns:
                          labels=cat(label_parts, np.int32), offsets=offsets,
                          prompt_tokens=np.asarray(no_loss, dtype=np.int64), position_ids=cat(pos_parts, np.int32),
                          seg_start=cat(seg_parts, np.int32), ctx_end=cat(ctx_parts, np.int32),
-                         branches=np.asarray(n_branches, dtype=np.int64))
+                         branches=np.asarray(n_branches, dtype=np.int64),
+                         answer_mask=None if amask is None else cat(mask_parts, np.uint8))
 
 
 #: The per-token columns a merged dataset carries besides input_ids and labels.

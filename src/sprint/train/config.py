@@ -167,9 +167,6 @@ class TrainConfig:
                 raise ValueError("data.answer_loss_pattern: needs data.answer_loss_weight != 1 (at weight 1 no "
                                  "token is weighted, so the pattern would do nothing)")
         if check_weight(d.answer_loss_weight) != 1.0:
-            if d.executor_branches:
-                raise ValueError("data.answer_loss_weight and data.executor_branches: not supported together (the "
-                                 "merged sequences carry no answer mask); set the weight to 1 or the branches off")
             for key in ("packing", "padding_free"):
                 if t.sft.get(key):
                     raise ValueError(f"data.answer_loss_weight and training.sft.{key}: not supported together (the "

@@ -12,7 +12,7 @@
 # GPU 1 side by side (both on GPU 0, one after the other, with one GPU), so both get through the same problems.
 # The GPU machine is given back after 30 s without a call: issue each `wait` right after the previous call returns
 # (a local check in between lost a four-GPU run on 2026-11-27); `start` + two `wait 590` + `pack` fit 30 minutes.
-# Arms come from ARMS_FILE (default benchmarks/countdown_gpu/arms/order.txt): one line per arm,
+# Arms come from ARMS_FILE (default benchmarks/countdown_gpu/arms/sorted.txt): one line per arm,
 # `NAME FORMAT DATA_OVERRIDES [TRAIN_OVERRIDES]` with comma-separated KEY=VALUE lists (`-` for none) for
 # `sprint countdown data` on top of configs/countdown-data.yaml and `sprint train` on top of
 # configs/countdown-small.yaml. Arm i runs on GPU i mod the GPU count. Arms with the same data overrides share one
@@ -22,7 +22,7 @@
 # A training whose log stands still for STALL_S (180) seconds after it began is killed and started again, once.
 set -u
 phase=${1:?usage: arms.sh start|wait|pack}
-ARMS_FILE=${ARMS_FILE:-benchmarks/countdown_gpu/arms/order.txt}
+ARMS_FILE=${ARMS_FILE:-benchmarks/countdown_gpu/arms/sorted.txt}
 N=${N:-1000}; SEED=${SEED:-1}; C=${C:-128}; R=runs/arms
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 arms() { grep -v '^\s*#' "$ARMS_FILE" | grep -v '^\s*$'; }

@@ -13,7 +13,8 @@ Models are random-weight Llamas built locally (nothing downloaded), or any local
   small   hidden 512, 8 layers, 8 heads (4 KV heads), MLP 1408 (~24M parameters)
 
 Modes: `exact` (batch-invariant: fixed-tile linears, per-row attention; the CPU default) and `fast` (the model's
-own linears, a slot KV cache and one batched attention call per layer for all decoding sequences; the GPU default).
+own linears, a slot KV cache and one batched attention call per layer for all decoding sequences; the GPU default)
+and `graphs` (fast, with decode-only steps replayed from CUDA graphs: `cuda_graphs=True`; CUDA only).
 
     python benchmarks/bench_decode.py [--models tiny small] [--batches 1 2 4 8] [--modes exact fast]
         [--device cpu] [--threads N] [--new-tokens 64] [--step-tokens N] [--out benchmarks/results/decode_cpu.json]
@@ -64,7 +65,8 @@ def measure(model_dir: Path, mode: str, batch: int, args) -> dict:
     from sprint.backends import TransformersBackend
 
     backend = TransformersBackend(str(model_dir), device=args.device, exact=(mode == "exact"),
-                                  max_batch=max(args.batches), step_tokens=args.step_tokens)
+                                  max_batch=max(args.batches), step_tokens=args.step_tokens,
+                                  cuda_graphs=(mode == "graphs"))
     if args.step_tokens is None:   # every prompt prefilled in the first step: all B sequences then decode together
         backend.step_tokens = max(backend.step_tokens, sum(len(backend.encode_prompt(p)) + 1
                                                            for p in prompts(batch, args.prompt_words)))
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["tiny", "small"], help="tiny, small, or a local model directory")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8])
-    ap.add_argument("--modes", nargs="+", default=["exact", "fast"], choices=["exact", "fast"])
+    ap.add_argument("--modes", nargs="+", default=["exact", "fast"], choices=["exact", "fast", "graphs"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--new-tokens", type=int, default=64)

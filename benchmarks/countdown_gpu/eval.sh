@@ -9,6 +9,8 @@
 #   bash benchmarks/countdown_gpu/eval.sh latency2   # that: SPRINT on GPU 0, sequential on GPU 1, side by side
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1;
 # QORDER=sorted lists each question's numbers largest first (`--question-order`; its own run folders).
+# MODE=graphs runs the in-process backend with CUDA graphs (`--backend-mode graphs`; its own run folders); `check`
+# then also times a decode step of the bundled SPRINT model with and without them (bench_decode.py).
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
@@ -26,19 +28,24 @@ esac
 case $phase in
   check)
     python3 -m pytest -q -p no:cacheprovider -m gpu tests/backends/test_transformers_backend_gpu.py 2>&1 | tail -3
-    python3 benchmarks/bench_staged_solve.py --device cuda --max-batch 128 --n 3 2>&1 | tail -12 ;;
+    python3 benchmarks/bench_staged_solve.py --device cuda --max-batch 128 --n 3 2>&1 | tail -12
+    if [ "${MODE:-}" = graphs ]; then
+      python3 benchmarks/bench_decode.py --device cuda --models src/sprint/data/models/countdown-sprint \
+        --batches 1 2 4 8 16 --modes fast graphs --out "$OUT/decode_graphs.json" 2>&1 | tail -12
+    fi ;;
   accuracy|latency)
     if [ "$phase" = accuracy ]; then n=$N; c=$C; else n=$M; c=1; fi
-    run=runs/eval_gpu_${phase}_n${n}_s${SEED}${QORDER:+_$QORDER}${ONLY:+_$ONLY}; tag=${phase}${QORDER:+_$QORDER}${ONLY:+_$ONLY}
+    sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}
+    run=runs/eval_gpu_${phase}_n${n}_s${SEED}${sfx}${ONLY:+_$ONLY}; tag=${phase}${sfx}${ONLY:+_$ONLY}
     timeout "$LIMIT" python3 -m sprint.cli eval --task countdown --n "$n" --seed "$SEED" --concurrency "$c" $pair \
-      ${QORDER:+--question-order $QORDER} \
+      ${QORDER:+--question-order $QORDER} ${MODE:+--backend-mode $MODE} \
       --out "$run" --summary-json "$OUT/${tag}_summary.json" --no-progress 2>&1 | tee "$OUT/${tag}.log" | tail -15
     echo "exit ${PIPESTATUS[0]} (124: time limit reached; call again to resume)"
     cp "$run/summary.md" "$OUT/${tag}_summary.md" 2>/dev/null
     for d in "$run"/*/ "$run"/; do  # one folder per model with two, the run folder itself with one (ONLY)
       name=$(basename "$d"); [ "$d" = "$run/" ] && name=countdown-${ONLY:-}-${ONLY:-}
-      [ -f "$d/results.jsonl" ] && gzip -c "$d/results.jsonl" > "$OUT/${phase}${QORDER:+_$QORDER}_${name}_results.jsonl.gz"
-      [ -f "$d/settings.json" ] && cp "$d/settings.json" "$OUT/${phase}${QORDER:+_$QORDER}_${name}_settings.json"
+      [ -f "$d/results.jsonl" ] && gzip -c "$d/results.jsonl" > "$OUT/${phase}${sfx}_${name}_results.jsonl.gz"
+      [ -f "$d/settings.json" ] && cp "$d/settings.json" "$OUT/${phase}${sfx}_${name}_settings.json"
     done
     wc -l "$run"/*/results.jsonl "$run"/results.jsonl 2>/dev/null ;;
   latency2)

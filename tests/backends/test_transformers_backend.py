@@ -468,3 +468,82 @@ def test_fast_decode_step_host_traffic_does_not_grow_with_the_context(make):
         assert c["host_built"] == 1 and c["host_built_numel"] <= 2 * 7, (ctx, c)
         assert {k: v for k, v in c.items() if k.startswith("read:")} == {"read:tolist": 1}, (ctx, c)
     assert len({c["ops"] for _, c in pairs}) == 1
+
+
+def _with_padded_decode(backend):
+    """The CUDA-graph step's layout run eagerly (a CPU has no CUDA graphs): every decode-only step padded to a bucket
+    of rows laid out by slot, attending over the whole buffer capacity with a key-length mask."""
+    from sprint.backends.decode_graphs import DecodeGraphs
+
+    backend._graphs = DecodeGraphs(backend, capture=False)
+    return backend
+
+
+def test_padded_decode_steps_match_the_fast_mode(make):
+    """The decode step CUDA graphs capture (rows by slot, dummy rows for free slots, the whole capacity masked by key
+    length) computes what the fast mode computes: the same logits to rounding and the same greedy text, with
+    sequences joining, finishing and leaving holes in the slots, prefix reuse, and a capacity change (256 -> 512)."""
+    base_log, padded_log = LogitLog(), LogitLog()
+    base = make(exact=False, max_batch=5, on_logits=base_log)
+    padded = _with_padded_decode(make(exact=False, max_batch=5, on_logits=padded_log))
+
+    async def scenario(backend):
+        long_run = asyncio.create_task(backend.generate(LONG, GenerationParams(max_tokens=120)))
+        await asyncio.sleep(0.05)
+        short = await together(backend, [(p, GenerationParams(max_tokens=n)) for p, n in
+                                         zip(PROMPTS, (3, 9, 5, 14))])   # finish at different steps: slot holes
+        again = await together(backend, [(LONG + " Then", GenerationParams(max_tokens=7)),
+                                         (PROMPTS[0], GenerationParams(max_tokens=6))])
+        return [await long_run, *short, *again]
+
+    want = run(scenario(base), timeout=120)
+    got = run(scenario(padded), timeout=120)
+    assert [c.text for c in got] == [c.text for c in want]
+    assert want[0].prompt_tokens + want[0].generated_tokens > 256   # the buffers outgrew their first capacity
+    g = padded._graphs
+    assert padded.stats.graph_steps == g.replays > 100 and g.captures >= 3   # several buckets and capacities
+    assert padded.stats.forward_passes > padded.stats.graph_steps   # prefill steps ran eagerly
+    shared = base_log.seen.keys() & padded_log.seen.keys()
+    assert len(shared) == len(base_log.seen) == len(padded_log.seen)
+    for key in shared:
+        assert (base_log.seen[key] - padded_log.seen[key]).abs().max() < 1e-4
+    # Idle: the buffers the graphs are bound to stay; every slot is free again.
+    assert sorted(padded._slots.free) == list(range(5)) and padded._slots.keys
+
+
+def test_padded_decode_samples_and_picks_by_slot(make):
+    """Seeded sampling through the padded step gives what the fast mode gives (the sampling rows' logits are read by
+    slot), alone and next to a greedy request."""
+    params = GenerationParams(max_tokens=12, temperature=0.8, top_p=0.9, seed=11)
+    calls = [(PROMPTS[1], params), (PROMPTS[2], GenerationParams(max_tokens=12))]
+    want = [c.text for c in run(together(make(exact=False), calls))]
+    padded = _with_padded_decode(make(exact=False))
+    assert [c.text for c in run(together(padded, calls))] == want
+    assert padded.stats.graph_steps > 0
+
+
+def test_cuda_graphs_need_the_fast_mode_on_cuda(make):
+    with pytest.raises(ValueError, match="cuda_graphs: needs the fast mode on a CUDA device"):
+        make(exact=False, cuda_graphs=True)
+
+
+def test_graph_buckets():
+    from sprint.backends.decode_graphs import buckets
+
+    assert buckets(1) == [1] and buckets(8) == [1, 2, 4, 8] and buckets(6) == [1, 2, 4, 6]
+    assert buckets(128)[-2:] == [64, 128]
+
+
+def test_a_failed_capture_falls_back_to_eager_decoding(make, caplog):
+    """A model whose forward pass cannot be captured decodes eagerly after one warning, with the same text."""
+    want = run(make(exact=False).generate(PROMPTS[1], GenerationParams(max_tokens=10))).text
+    backend = _with_padded_decode(make(exact=False))
+
+    def cannot_capture(b, capacity):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    backend._graphs._build = cannot_capture
+    with caplog.at_level("WARNING"):
+        got = run(backend.generate(PROMPTS[1], GenerationParams(max_tokens=10))).text
+    assert got == want and backend._graphs.disabled and backend.stats.graph_steps == 0
+    assert "decoding without CUDA graphs" in caplog.text

@@ -243,5 +243,8 @@ def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llam
     assert "backend_options" in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "c"), "--max-batch", "0"]) == 2
     assert "--max-batch" in capsys.readouterr().err
+    # graphs: the fast mode with CUDA graphs, which a CPU refuses with the backend's own message.
+    assert main(base + ["--out", str(tmp_path / "d"), "--backend-mode", "graphs"]) == 2
+    assert "cuda_graphs: needs the fast mode on a CUDA device" in capsys.readouterr().err
     with pytest.raises(ValueError, match="in-process backend"):
         default_backend("m", ["http://localhost:1/v1"], None, exact=False)

@@ -50,6 +50,11 @@ PyTorch prefers cuDNN on H100/H200, and cuDNN builds (and may JIT-compile) an ex
 while every decode step attends over one key more than the last, so each step would pay for a new plan;
 flash/memory-efficient kernels take any length.
 
+A small model's decode step is bound by the host (Python and kernel launches: 7-9 ms per step for the bundled
+Countdown models on an H200, whatever the batch). `cuda_graphs=True` replays decode-only steps from CUDA graphs
+captured per (row bucket, buffer capacity) (`sprint.backends.decode_graphs`); prefill steps stay eager. Off by
+default until its speed is measured on a GPU (`benchmarks/bench_decode.py --modes fast graphs`).
+
 Text
 ----
 Tokens are detokenized incrementally (with a few prompt tokens of context, so leading spaces come out right); stop
@@ -62,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
@@ -78,6 +84,9 @@ from sprint.backends.stops import StopScanner
 log = logging.getLogger(__name__)
 
 ATTENTION_NAME = "sprint_rows"
+# Buffer generations of every SlotCache in the process: unique, so a graph bound to one cache's buffers can never
+# match a newer allocation (`sprint.backends.decode_graphs`).
+_GENERATIONS = itertools.count(1)
 
 # Keep scaled_dot_product_attention off cuDNN on CUDA devices during forward passes (see module doc); a benchmark
 # may set it to False to compare with PyTorch's own choice.
@@ -210,6 +219,7 @@ class SlotCache:
         self.keys: dict[int, Any] = {}
         self.values: dict[int, Any] = {}
         self.free = list(range(slots))
+        self.generation = next(_GENERATIONS)   # changes whenever a buffer is allocated or dropped
 
     def acquire(self) -> SlotSeq:
         # The lowest free slot: running sequences stay packed at the front, so the decode attention (over slots
@@ -228,6 +238,7 @@ class SlotCache:
     def clear(self) -> None:
         """Drop the buffers (no sequence is running): their memory goes back to the allocator."""
         self.keys, self.values = {}, {}
+        self.generation = next(_GENERATIONS)
 
     def ensure(self, layer: int, like_k, like_v, needed: int, slots: int = 1) -> None:
         """Make `layer`'s buffers hold at least `needed` positions for slots 0 .. `slots`-1; `like_*`
@@ -244,6 +255,7 @@ class SlotCache:
             nk[:n_rows, :, :old] = buf
             nv[:n_rows, :, :old] = self.values[layer]
         self.keys[layer], self.values[layer] = nk, nv
+        self.generation = next(_GENERATIONS)
 
     def copy_prefix(self, source: "SlotSeq | KVStore", dest: SlotSeq, n: int) -> None:
         """Copy the first `n` positions of a running sequence's slot or of a finished sequence's store into `dest`."""
@@ -419,6 +431,7 @@ class BackendStats:
     rows_computed: int = 0
     max_sequences_in_step: int = 0   # the most sequences one forward pass advanced
     requests: int = 0
+    graph_steps: int = 0             # decode steps replayed from a CUDA graph (cuda_graphs=True)
 
 
 @dataclass(eq=False)   # identity semantics: requests are compared as objects, never field by field
@@ -503,13 +516,16 @@ class TransformersBackend:
     64 in exact mode, max_batch + 512 in fast mode, so a newcomer's prefill is not starved by a full batch of decoding
     sequences); `exact` (default: on CPU) selects the batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for
     reuse. A `model` object given directly is adapted in place (attention function, and tiled linears when exact).
+    `cuda_graphs` (fast mode on CUDA only; off by default until its speed is measured) replays decode-only steps from
+    CUDA graphs (`sprint.backends.decode_graphs`).
     """
 
     def __init__(self, model_name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
                  max_batch: int | None = None, step_tokens: int | None = None, exact: bool | None = None,
                  tile_rows: int = 8,
                  prefix_cache_tokens: int = 65536, add_special_tokens: bool | None = None,
-                 trust_remote_code: bool = False, extra_eos_ids=(), on_logits=None, model=None, tokenizer=None):
+                 trust_remote_code: bool = False, extra_eos_ids=(), on_logits=None, model=None, tokenizer=None,
+                 cuda_graphs: bool = False):
         import torch
 
         if model is None:
@@ -542,6 +558,13 @@ class TransformersBackend:
         self.on_logits = on_logits
         self._cache = _PrefixCache(prefix_cache_tokens)
         self._prepare_model(torch)
+        self._graphs = None
+        if cuda_graphs:
+            if self.exact or self.device.type != "cuda":
+                raise ValueError("cuda_graphs: needs the fast mode on a CUDA device (exact=False, device cuda)")
+            from sprint.backends.decode_graphs import DecodeGraphs
+
+            self._graphs = DecodeGraphs(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._pending: deque[_Request] = deque()
@@ -764,8 +787,10 @@ class TransformersBackend:
                 self._attach_prefix(req)
                 self._active.append(req)
             if not self._active:
-                if self._slots.idle():
-                    self._slots.clear()   # nothing runs: give the fast-mode KV buffers back
+                if self._slots.idle() and self._graphs is None:
+                    # Nothing runs: give the fast-mode KV buffers back. With CUDA graphs they stay, bound to the
+                    # graphs: each SPRINT stage starts after an idle moment and would re-capture otherwise.
+                    self._slots.clear()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -792,6 +817,13 @@ class TransformersBackend:
         the picked tokens come back with one `.tolist()`, the step's only synchronisation unless rows sample."""
         import torch
 
+        if self._graphs is not None:
+            picks = self._graphs.step(rows, ids, positions, sample)
+            if picks is not None:
+                self.stats.graph_steps += 1
+                for start, end, store, pos0 in rows.segments:
+                    store.length = pos0 + end - start
+                return picks
         n, keep_rows = len(ids), [r for _, r in sample]
         plan = rows if self.exact else self._slot_rows(rows, positions)
         extra = [] if self.exact else plan.index_lists()

@@ -20,6 +20,7 @@
 # limits (SPRINT plan 384 / execution 512 / answer 96 tokens; sequential 4,000), as `eval.sh accuracy` runs them;
 # QORDER=sorted lists each question's numbers largest first (`sprint eval --question-order`).
 # A training whose log stands still for STALL_S (180) seconds after it began is killed and started again, once.
+# GRAPHS=1 (four GPUs) also checks and times the CUDA-graph decode while the data builds (see the pipeline).
 set -u
 phase=${1:?usage: arms.sh start|wait|pack}
 ARMS_FILE=${ARMS_FILE:-benchmarks/countdown_gpu/arms/sorted.txt}
@@ -84,7 +85,7 @@ case $phase in
     mkdir -p $R/data
     ngpu=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$ngpu" -lt 1 ] && ngpu=1
     sets=$(arms | awk '{print $3}' | sort -u); nsets=$(echo "$sets" | wc -l)
-    spare=1; [ "${LATENCY_M:-0}" -gt 0 ] && spare=5
+    spare=1; [ "${LATENCY_M:-0}" -gt 0 ] && spare=5; [ "${GRAPHS:-0}" = 1 ] && spare=$((spare + 4))
     workers=$(( ($(nproc) - spare) / nsets )); [ $workers -lt 1 ] && workers=1
     echo "$(date +%T) data: $nsets recipe(s), $workers workers each; $ngpu GPU(s)"
     if [ "${LATENCY_M:-0}" -gt 0 ]; then
@@ -97,6 +98,22 @@ case $phase in
       else
         ( export CUDA_VISIBLE_DEVICES=0 OUT=$R/latency
           M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency > $R/latency.log 2>&1 ) &
+      fi
+    fi
+    if [ "${GRAPHS:-0}" = 1 ] && [ "$ngpu" -ge 4 ]; then
+      # The CUDA-graph decode (cuda_graphs=True) while the data builds: its GPU tests and decode-step timing on GPU 2,
+      # and with LATENCY_M the bundled pair's one-at-a-time latency with graphs (SPRINT on GPU 2, sequential on 3),
+      # beside the eager one on GPUs 0 and 1 (the same problems, the same machine), into runs/arms/graphs and
+      # runs/arms/latency. The tests share GPU 2 with the SPRINT model's run: if anything, that slows SPRINT.
+      mkdir -p $R/graphs
+      ( export CUDA_VISIBLE_DEVICES=2
+        timeout 240 python3 -m pytest -q -p no:cacheprovider -m gpu tests/backends/test_transformers_backend_gpu.py \
+          > $R/graphs/tests.log 2>&1
+        timeout 150 python3 benchmarks/bench_decode.py --device cuda --models src/sprint/data/models/countdown-sprint \
+          --batches 1 2 4 8 16 --modes fast graphs --repeats 2 --out $R/graphs/decode_graphs.json > $R/graphs/bench.log 2>&1 ) &
+      if [ "${LATENCY_M:-0}" -gt 0 ]; then
+        ( export OUT=$R/latency MODE=graphs G0=2 G1=3; mkdir -p $R/latency
+          M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency2 > $R/latency_graphs.log 2>&1 ) &
       fi
     fi
     for s in $sets; do
@@ -140,7 +157,7 @@ case $phase in
   pack)
     : "${OUT:?set OUT}"; shift
     names=${*:-$(arms | awk '{print $1}')}
-    tar czf "$OUT/arms_results.tgz" $R/*.log $R/*.state $R/data/*/stats.json $R/latency \
+    tar czf "$OUT/arms_results.tgz" $R/*.log $R/*.state $R/data/*/stats.json $R/latency $R/graphs \
       $(for n in $names; do echo $R/$n/eval $R/$n/summary.json $R/$n/model/train_metrics.json; done) 2>/dev/null
     for n in $names; do  # the model as shipped: no checkpoints, no optimizer state (PACK_MODELS=0: results only)
       [ "${PACK_MODELS:-1}" = 1 ] && [ -f $R/$n/model/model.safetensors ] || continue

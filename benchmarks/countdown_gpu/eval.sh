@@ -51,9 +51,11 @@ case $phase in
   latency2)
     # One-at-a-time latency is bound by one CPU core and one GPU per process: two processes on two GPUs do not slow
     # each other, and the slow sequential model gets the whole call.
-    for m in sprint:0 sequential:1; do
-      ONLY=${m%:*} CUDA_VISIBLE_DEVICES=${m#*:} bash "$0" latency > "$OUT/latency2_${m%:*}.out" 2>&1 &
+    # G0/G1 pick the two GPUs (default 0 and 1).
+    sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}
+    for m in sprint:${G0:-0} sequential:${G1:-1}; do
+      ONLY=${m%:*} CUDA_VISIBLE_DEVICES=${m#*:} bash "$0" latency > "$OUT/latency2${sfx}_${m%:*}.out" 2>&1 &
     done
-    wait; tail -n 6 "$OUT"/latency2_*.out ;;
+    wait; tail -n 6 "$OUT"/latency2${sfx}_*.out ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sequential", action="store_true",
                     help="probe a sequential model on the branches of the sequential traces instead")
+    ap.add_argument("--dump", metavar="PATH", help="also write one JSON line per branch: id, the record's execution "
+                                                   "(ref), the model's (text), its finish reason")
     args = ap.parse_args()
     if args.n < 1:
         raise SystemExit(f"--n must be >= 1, got {args.n}")
@@ -120,7 +122,13 @@ def main() -> None:
                                       for c in cases))
 
     start = time.perf_counter()
-    outs = [o.text for o in asyncio.run(run())]
+    done = asyncio.run(run())
+    outs = [o.text for o in done]
+    if args.dump:
+        with open(args.dump, "w") as f:
+            for c, o in zip(cases, done):
+                f.write(json.dumps({"id": c["id"], "ref": c["ref"], "text": o.text, "finish": o.finish_reason,
+                                    "numbers": c["numbers"], "target": c["target"]}) + "\n")
     print(json.dumps({"model": args.model, "problems": args.n, "seed": args.seed, **score(cases, outs),
                       "seconds": round(time.perf_counter() - start, 1)}, indent=1))
 

@@ -501,7 +501,7 @@ def test_padded_decode_steps_match_the_fast_mode(make):
     assert [c.text for c in got] == [c.text for c in want]
     assert want[0].prompt_tokens + want[0].generated_tokens > 256   # the buffers outgrew their first capacity
     g = padded._graphs
-    assert padded.stats.graph_steps == g.replays > 100 and g.captures >= 3   # several buckets and capacities
+    assert padded.stats.graph_steps > 100 and g.captures >= 3   # several buckets and capacities
     assert padded.stats.forward_passes > padded.stats.graph_steps   # prefill steps ran eagerly
     shared = base_log.seen.keys() & padded_log.seen.keys()
     assert len(shared) == len(base_log.seen) == len(padded_log.seen)

@@ -69,7 +69,6 @@ class DecodeGraphs:
         self.graphs: dict[tuple[int, int], _Graph] = {}
         self.generation = -1
         self.disabled = False   # set when a capture fails: the model then decodes eagerly
-        self.replays = 0    # steps run through a graph (or its eager stand-in)
         self.captures = 0   # graphs captured (or eager stand-ins built)
 
     def bucket(self, span: int) -> int | None:
@@ -87,9 +86,11 @@ class DecodeGraphs:
         if self.disabled or not segments or any(end - start != 1 for start, end, _, _ in segments):
             return None
         cache = self.backend._slots
-        n_layers = self.backend.model.config.num_hidden_layers
-        if len(cache.keys) != n_layers:
-            return None   # the first step of a run is a prefill, which builds every layer's buffers
+        n_layers = getattr(self.backend.model.config, "num_hidden_layers", None)
+        if not n_layers or len(cache.keys) != n_layers:
+            # The first step of a run is a prefill, which builds every layer's buffers. (A config without
+            # num_hidden_layers cannot say when that is done: such a model decodes eagerly.)
+            return None
         span = max(seq.slot for _, _, seq, _ in segments) + 1
         b = self.bucket(span)
         if b is None:
@@ -122,7 +123,6 @@ class DecodeGraphs:
                 g.graph.replay()
             else:
                 self._forward(g)
-        self.replays += 1
         argmax = g.argmax.tolist()
         picks: list[int] = []
         sampled = [i for i, (req, _) in enumerate(sample) if req.params.temperature > 0]

@@ -59,7 +59,8 @@ def merge_branches(cols) -> BranchColumns:
 
     Each executor record (id `<planner id>#exec-<stage>.<index>`, `sprint.curate.records.executor_record_id`) must
     come with its planner record in the same columns; records keep the planner records'
-    order, and branches their order in `cols`. Raises ValueError naming the record when an executor record has no
+    order, and branches their order in `cols`. With the answer weight on (`cols.answer_mask`), every token keeps its
+    own record's mask entry, so the weighted loss tokens are the separate records'. Raises ValueError naming the record when an executor record has no
     planner record, or shares no token with it (no common context: not a view of that trajectory).
     """
     import numpy as np

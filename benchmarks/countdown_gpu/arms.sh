@@ -15,7 +15,9 @@
 # Arms come from ARMS_FILE (default benchmarks/countdown_gpu/arms/sorted.txt): one line per arm,
 # `NAME FORMAT DATA_OVERRIDES [TRAIN_OVERRIDES]` with comma-separated KEY=VALUE lists (`-` for none) for
 # `sprint countdown data` on top of configs/countdown-data.yaml and `sprint train` on top of
-# configs/countdown-small.yaml. Arm i runs on GPU i mod the GPU count. Arms with the same data overrides share one
+# configs/countdown-small.yaml. Arm i runs on GPU i mod the GPU count (GPUS_PER_ARM=2: arm i trains data-parallel on
+# GPUs 2i and 2i+1 through torchrun, a global batch twice the per-GPU one, and evaluates on the first; halve
+# training.gradient_accumulation_steps in its overrides to keep the tokens per step). Arms with the same data overrides share one
 # data build. Evaluation: N (1000) held-out test problems, SEED (1), C (128) in flight, greedy, the bundled models'
 # limits (SPRINT plan 384 / execution 512 / answer 96 tokens; sequential 4,000), as `eval.sh accuracy` runs them;
 # QORDER=sorted lists each question's numbers largest first (`sprint eval --question-order`).
@@ -49,10 +51,12 @@ train_and_eval() {  # NAME FORMAT DATA_OVERRIDES TRAIN_OVERRIDES GPU
   local limits="--max-tokens 4000"
   [ "$fmt" = sprint ] && limits="--set sprint.max_plan_tokens=384 --set sprint.max_exec_tokens=512 --set sprint.max_answer_tokens=96"
   export CUDA_VISIBLE_DEVICES=$5
+  local launcher=python3 g=${GPUS_PER_ARM:-1}
+  [ "$g" -gt 1 ] && launcher="python3 -m torch.distributed.run --standalone --nproc_per_node $g"
   local try rc=1 log=$R/$name.train.log
   : > $log
   for try in 1 2; do
-    watched $log python3 -m sprint.cli train --config configs/countdown-small.yaml --no-progress data.format=$fmt \
+    watched $log $launcher -m sprint.cli train --config configs/countdown-small.yaml --no-progress data.format=$fmt \
       model.tokenizer=$d/tokenizer "data.train=$d/{format}_train.jsonl" "data.eval=$d/{format}_val.jsonl" \
       training.output_dir=$R/$name/model data.num_proc=${PROCS:-4} $(list "${4:--}"); rc=$?
     [ $rc = 2 ] || break
@@ -122,11 +126,12 @@ case $phase in
     done
     wait
     for s in $sets; do tail -1 "$(data_dir "$s").log"; done
-    narms=$(arms | wc -l); export PROCS=$(( $(nproc) / narms )); [ $PROCS -lt 1 ] && PROCS=1  # tokenizing side by side
+    narms=$(arms | wc -l); export PROCS=$(( $(nproc) / (narms * ${GPUS_PER_ARM:-1}) )); [ $PROCS -lt 1 ] && PROCS=1  # tokenizing side by side (every rank tokenizes)
     i=0
     while read -r name fmt dov tov; do
       echo train > $R/$name.state
-      train_and_eval "$name" "$fmt" "$dov" "${tov:--}" $((i % ngpu)) &
+      g=${GPUS_PER_ARM:-1}; first=$(( (i * g) % ngpu ))
+      train_and_eval "$name" "$fmt" "$dov" "${tov:--}" "$(seq -s, $first $((first + g - 1)))" &
       i=$((i + 1))
     done < <(arms)
     wait; echo "$(date +%T) all arms over"; touch $R/DONE ;;

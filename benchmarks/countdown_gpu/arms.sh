@@ -48,6 +48,12 @@ watched() {  # LOG CMD...: run CMD in its own process group, appending to LOG; 0
 
 train_and_eval() {  # NAME FORMAT DATA_OVERRIDES TRAIN_OVERRIDES GPU
   local name=$1 fmt=$2 d; d=$(data_dir "$3")
+  # Each arm starts when its own data is built (not when every recipe's data and the side jobs are done).
+  while [ ! -e "$d.ok" ]; do
+    [ -e "$d.failed" ] && { echo data-failed > $R/$name.state; return; }
+    sleep 5
+  done
+  echo train > $R/$name.state
   local limits="--max-tokens 4000"
   [ "$fmt" = sprint ] && limits="--set sprint.max_plan_tokens=384 --set sprint.max_exec_tokens=512 --set sprint.max_answer_tokens=96"
   export CUDA_VISIBLE_DEVICES=$5
@@ -121,20 +127,20 @@ case $phase in
       fi
     fi
     for s in $sets; do
-      python3 -m sprint.cli countdown data --config configs/countdown-data.yaml --out "$(data_dir "$s")" \
-        --workers $workers --no-progress $(list "$s") > "$(data_dir "$s").log" 2>&1 &
+      ( python3 -m sprint.cli countdown data --config configs/countdown-data.yaml --out "$(data_dir "$s")" \
+          --workers $workers --no-progress $(list "$s") > "$(data_dir "$s").log" 2>&1 \
+        && touch "$(data_dir "$s").ok" || touch "$(data_dir "$s").failed" ) &
     done
-    wait
-    for s in $sets; do tail -1 "$(data_dir "$s").log"; done
     narms=$(arms | wc -l); export PROCS=$(( $(nproc) / (narms * ${GPUS_PER_ARM:-1}) )); [ $PROCS -lt 1 ] && PROCS=1  # tokenizing side by side (every rank tokenizes)
     i=0
     while read -r name fmt dov tov; do
-      echo train > $R/$name.state
       g=${GPUS_PER_ARM:-1}; first=$(( (i * g) % ngpu ))
       train_and_eval "$name" "$fmt" "$dov" "${tov:--}" "$(seq -s, $first $((first + g - 1)))" &
       i=$((i + 1))
     done < <(arms)
-    wait; echo "$(date +%T) all arms over"; touch $R/DONE ;;
+    wait
+    for s in $sets; do tail -1 "$(data_dir "$s").log"; done
+    echo "$(date +%T) all arms over"; touch $R/DONE ;;
   wait)
     deadline=$((SECONDS + ${2:-540}))
     while :; do

@@ -28,6 +28,8 @@ phase=${1:?usage: arms.sh start|wait|pack}
 ARMS_FILE=${ARMS_FILE:-benchmarks/countdown_gpu/arms/sorted.txt}
 N=${N:-1000}; SEED=${SEED:-1}; C=${C:-128}; R=runs/arms
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+# NVLink multicast stays off for the data-parallel runs (GPUS_PER_ARM=2), as the lent machines require.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 arms() { grep -v '^\s*#' "$ARMS_FILE" | grep -v '^\s*$'; }
 data_dir() { [ "$1" = - ] && echo $R/data/base || echo "$R/data/$(echo "$1" | tr ',=' '+-' | tr -cd 'A-Za-z0-9_.+-')"; }
 list() { [ "$1" = - ] || echo "$1" | tr ',' ' '; }

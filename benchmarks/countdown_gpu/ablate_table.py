@@ -12,7 +12,11 @@ of those the expression after it (`trace.outcome_solution`) is that execution's 
 column counts the runs whose first line ("Reach T from [numbers sorted]") is not the problem's: a run that changed
 its problem before it began (the sixth pair's SPRINT model in 39 of 400, its sequential model in none).
 
-    python benchmarks/countdown_gpu/ablate_table.py RUN_OR_ARM_DIR [...]
+    python benchmarks/countdown_gpu/ablate_table.py RUN_OR_ARM_DIR [...] [--against SEQUENTIAL_RUN]
+
+`--against` adds a second table: each run against a reference run (the sequential partner) on the problems both
+have: sequential tokens as a ratio of means, overall and on the third of problems where the reference is longest
+(the issue's two token targets), and the problems solved by one and not the other.
 
 A directory with `eval/` inside (an arm, `runs/arms/NAME`: `model/train_metrics.json` next to it) or a run folder
 with `results.jsonl`.
@@ -90,7 +94,35 @@ def row(path: Path) -> str:
             f"{prec} | {hit_ok} / {hit} | {copied} / {answered} | {loss} | {out} | {restated_wrong} |")
 
 
+def _results(path: Path) -> dict:
+    run = path / "eval" if (path / "eval").is_dir() else path
+    return {r["id"]: r for r in ResultLog(run / "results.jsonl").read() if not r.get("error")}
+
+
+def against(path: Path, ref: dict) -> str:
+    """One row of the comparison with the reference run's results `ref` (by problem id)."""
+    mine = _results(path)
+    ids = [i for i in mine if i in ref]
+    if not ids:
+        return f"| {path.name} | 0 | - | - | - | - |"
+    tokens = lambda rs, sel: statistics.fmean(rs[i]["sequential_tokens"] for i in sel)
+    longest = sorted(ids, key=lambda i: -ref[i]["sequential_tokens"])[:max(1, len(ids) // 3)]
+    wins = sum(bool(mine[i]["correct"]) and not ref[i]["correct"] for i in ids)
+    losses = sum(bool(ref[i]["correct"]) and not mine[i]["correct"] for i in ids)
+    return (f"| {path.name} | {len(ids)} | {tokens(mine, ids) / tokens(ref, ids):.2f} "
+            f"({tokens(mine, ids):,.0f} / {tokens(ref, ids):,.0f}) | {tokens(mine, longest) / tokens(ref, longest):.2f} "
+            f"({len(longest)} problems) | {wins} | {losses} |")
+
+
 def main(argv: list[str]) -> int:
+    ref_path = None
+    if "--against" in argv:
+        k = argv.index("--against")
+        if k + 1 >= len(argv):
+            print("--against needs a run folder", file=sys.stderr)
+            return 2
+        ref_path = Path(argv[k + 1])
+        argv = argv[:k] + argv[k + 2:]
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
@@ -100,6 +132,14 @@ def main(argv: list[str]) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for a in argv:
         print(row(Path(a)))
+    if ref_path is not None:
+        ref = _results(ref_path)
+        print(f"\nAgainst {ref_path} ({len(ref)} problems):\n")
+        print("| arm / run | problems in both | sequential tokens, ratio of means | on the reference's longest third "
+              "| solved here, not there | solved there, not here |")
+        print("|---|---|---|---|---|---|")
+        for a in argv:
+            print(against(Path(a), ref))
     return 0
 
 

@@ -547,3 +547,30 @@ def test_a_failed_capture_falls_back_to_eager_decoding(make, caplog):
         got = run(backend.generate(PROMPTS[1], GenerationParams(max_tokens=10))).text
     assert got == want and backend._graphs.disabled and backend.stats.graph_steps == 0
     assert "decoding without CUDA graphs" in caplog.text
+
+
+def test_cpu_decode_attends_in_runs_of_slots_each_to_its_own_length(make):
+    """CPU fast mode: with more decoding slots than SLOT_GROUP and very different lengths, the batched decode
+    attention runs per run of slots, each over its own longest sequence; the logits stay the exact mode's."""
+    from sprint.backends import transformers_backend as tb
+
+    exact_log, fast_log = LogitLog(), LogitLog()
+    params = GenerationParams(max_tokens=6)
+    calls = [(PROMPTS[i % 4], params) for i in range(tb.SLOT_GROUP)] + [(LONG * 2 + str(i), params) for i in range(4)]
+    run(together(make(max_batch=16, on_logits=exact_log), calls), timeout=120)
+    fast = make(exact=False, max_batch=16, on_logits=fast_log)
+    plans, inner = [], fast._slot_rows
+
+    def recording(rows, positions):
+        plan = inner(rows, positions)
+        plans.append(plan.groups)
+        return plan
+
+    fast._slot_rows = recording
+    run(together(fast, calls), timeout=120)
+    grouped = [g for g in plans if g]
+    assert grouped and all(g[0][2] < g[-1][2] for g in grouped)   # the short runs stop early
+    shared = exact_log.seen.keys() & fast_log.seen.keys()
+    assert len(shared) >= len(calls) * 4
+    for key in shared:
+        assert (exact_log.seen[key] - fast_log.seen[key]).abs().max() < 1e-3

@@ -35,8 +35,9 @@ The fast mode (default on GPU) uses the model's own linear layers and a slot cac
 layer one buffer [slots, kv_heads, capacity, head_dim] (`SlotCache`; capacity doubles when a sequence outgrows it),
 each running sequence owning a slot. A step writes all its rows' keys/values with one indexed store per layer; all
 single-row segments (the decoding sequences) attend in ONE `scaled_dot_product_attention` call per layer over the
-slot buffers with a key-length mask (GQA folded into the query length, so no key copies); only multi-row prefill
-chunks get a call each. Prefix reuse copies the matching rows into the new slot; a finished sequence's rows are
+slot buffers with a key-length mask (GQA folded into the query length, so no key copies); on a CPU, which computes
+every masked key, in one call per run of `SLOT_GROUP` slots, each up to its own longest sequence. Only multi-row
+prefill chunks get a call each. Prefix reuse copies the matching rows into the new slot; a finished sequence's rows are
 copied out into the prefix cache and its slot is freed (the buffers themselves are dropped when the backend idles).
 Same results as exact mode up to floating-point noise, as with vLLM.
 
@@ -87,6 +88,9 @@ ATTENTION_NAME = "sprint_rows"
 # Buffer generations of every SlotCache in the process: unique, so a graph bound to one cache's buffers can never
 # match a newer allocation (`sprint.backends.decode_graphs`).
 _GENERATIONS = itertools.count(1)
+
+# CPU fast mode: decoding slots attend in runs of this many, each up to its own longest sequence (`_slot_rows`).
+SLOT_GROUP = 4
 
 # Keep scaled_dot_product_attention off cuDNN on CUDA devices during forward passes (see module doc); a benchmark
 # may set it to False to compare with PyTorch's own choice.
@@ -302,6 +306,8 @@ class SlotRows:
     chunks: list[tuple[int, int, int, int]]   # multi-row segments: (first row, end row, slot, first position)
     full: bool = False        # every slot in the span decodes and has max_len keys: no mask needed
     aligned: bool = False     # no chunks and row i is slot i's decoding row: no scatter/gather of queries needed
+    groups: list[tuple[int, int, int, bool]] | None = None   # CPU: (first slot, end slot, keys, all slots that long)
+                                                              # per batched call
     _masks: dict = field(default_factory=dict)
 
     def index_lists(self) -> list[list[int]]:
@@ -347,6 +353,26 @@ class SlotRows:
         return self._masks[key]
 
 
+def _batched_decode_attention(q, ks, vs, rows: SlotRows, sliding_window, scaling):
+    """The decoding rows' attention, q [span, kv_heads, group, head_dim] in slot order: one call over every slot's
+    keys up to the longest (the GPU: one launch), or on the CPU one call per run of slots (`rows.groups`), each up
+    to its own longest, so a short sequence next to a long one does not pay for the long one's keys (a CPU computes
+    every masked key). Slices of consecutive slots are views: no key is copied."""
+    import torch.nn.functional as F
+
+    mask = rows.single_mask(sliding_window)
+    if not rows.groups:
+        return F.scaled_dot_product_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len],
+                                              attn_mask=mask, scale=scaling)
+    out = q.new_empty(q.shape)
+    for a, b, n, full in rows.groups:
+        # A run whose slots all attend to exactly n keys needs no mask (SDPA's faster path), unless a window cuts it.
+        m = None if mask is None or (full and (not sliding_window or sliding_window >= n)) else mask[a:b, :, :, :n]
+        out[a:b] = F.scaled_dot_product_attention(q[a:b], ks[a:b, :, :n], vs[a:b, :, :n], attn_mask=m,
+                                                  scale=scaling)
+    return out
+
+
 def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_window):
     """Fast-mode attention (see module doc): one indexed KV write, one batched call for all decoding rows, one call
     per prefill chunk. Returns [1, rows, heads, head_dim]."""
@@ -362,10 +388,9 @@ def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_w
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
     if rows.aligned:
         # A decode-only step whose rows are slots 0 .. span-1 in order: the queries are already in slot order.
-        o = F.scaled_dot_product_attention(
-            query[0].transpose(0, 1).reshape(rows.span, kv_heads, heads // kv_heads, dim),
-            ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len],
-            attn_mask=rows.single_mask(sliding_window), scale=scaling)
+        o = _batched_decode_attention(
+            query[0].transpose(0, 1).reshape(rows.span, kv_heads, heads // kv_heads, dim), ks, vs, rows,
+            sliding_window, scaling)
         return o.reshape(1, rows.span, heads, dim), None
     out = query.new_zeros(query.shape[2], heads, dim)
     if rows.single_rows.numel():
@@ -374,9 +399,8 @@ def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_w
         # without repeating keys and on kernels that take a boolean mask.
         q = query.new_zeros(rows.span, heads, dim)
         q[rows.single_slots] = query[0, :, rows.single_rows].transpose(0, 1)
-        o = F.scaled_dot_product_attention(
-            q.view(rows.span, kv_heads, heads // kv_heads, dim), ks[:rows.span, :, :rows.max_len],
-            vs[:rows.span, :, :rows.max_len], attn_mask=rows.single_mask(sliding_window), scale=scaling)
+        o = _batched_decode_attention(q.view(rows.span, kv_heads, heads // kv_heads, dim), ks, vs, rows,
+                                      sliding_window, scaling)
         out[rows.single_rows] = o.reshape(rows.span, heads, dim)[rows.single_slots]
     gqa = heads != kv_heads
     for i, (start, end, slot, pos0) in enumerate(rows.chunks):
@@ -890,8 +914,18 @@ class TransformersBackend:
                 lengths[seq.slot] = pos0 + 1
         b = len(single_rows)
         in_order = list(range(b))
+        groups = None
+        if self.device.type == "cpu" and span > SLOT_GROUP:
+            # Runs of SLOT_GROUP slots, each attending up to its own longest sequence (`_batched_decode_attention`),
+            # when that saves a tenth of the key positions or more: the slots of one SPRINT problem (the planner
+            # and its executors share a context) sit next to each other, other problems' may be much longer.
+            runs = [lengths[a:a + SLOT_GROUP] for a in range(0, span, SLOT_GROUP)]
+            groups = [(a, a + len(r), max(r), min(r) == max(r)) for a, r in zip(range(0, span, SLOT_GROUP), runs)]
+            if sum((b - a) * n for a, b, n, _ in groups) > 0.9 * span * max(lengths):
+                groups = None
         return SlotRows(
             cache=self._slots, capacity=max(pos0 + end - start for start, end, _, pos0 in rows.segments),
+            groups=groups,
             slots=max(seq.slot for _, _, seq, _ in rows.segments) + 1,
             write_slot=write_slot, write_pos=positions, single_rows=single_rows, single_slots=single_slots,
             lengths=lengths, span=span, max_len=max(lengths) if lengths else 0, chunks=chunks,

@@ -511,6 +511,21 @@ def test_padded_decode_steps_match_the_fast_mode(make):
     assert sorted(padded._slots.free) == list(range(5)) and padded._slots.keys
 
 
+def test_graphs_survive_the_idle_moment_between_stages(make):
+    """With graphs the slot buffers stay when the backend idles (as between two SPRINT stages), so the next
+    request of the same shape replays the graph built for the first instead of building another."""
+    backend = _with_padded_decode(make(exact=False))
+
+    async def two_stages():
+        first = await backend.generate(PROMPTS[0], GenerationParams(max_tokens=8))
+        await asyncio.sleep(0.05)   # the scheduler idles
+        return first, await backend.generate(PROMPTS[1], GenerationParams(max_tokens=8))
+
+    run(two_stages())
+    assert backend._graphs.captures == 1 and backend.stats.graph_steps >= 14
+    assert backend._slots.keys   # kept through the idle moment
+
+
 def test_padded_decode_samples_and_picks_by_slot(make):
     """Seeded sampling through the padded step gives what the fast mode gives (the sampling rows' logits are read by
     slot), alone and next to a greedy request."""

@@ -142,10 +142,6 @@ def test_cuda_graphs_match_the_eager_fast_mode(noisy_llama_dir):
     assert len(shared) >= 0.9 * len(eager_log.seen)
     for key in shared:
         assert (eager_log.seen[key] - graph_log.seen[key]).abs().max() < 1e-3
-    # A second round reuses the graphs (the buffers stay while idle): no new capture.
-    before = g.captures
-    _generate_all(graphs, prompts[:2], 20)
-    assert g.captures == before
 
 
 def test_bundled_countdown_model_same_greedy_plan_with_cuda_graphs():

@@ -16,6 +16,7 @@
 set -u
 phase=${1:?usage: eval.sh check|accuracy|latency|latency2}
 N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
+sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}   # run folders and file names of a question order or backend mode
 OUT=${OUT:-runs/eval_out}; mkdir -p "$OUT" runs
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
@@ -35,7 +36,6 @@ case $phase in
     fi ;;
   accuracy|latency)
     if [ "$phase" = accuracy ]; then n=$N; c=$C; else n=$M; c=1; fi
-    sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}
     run=runs/eval_gpu_${phase}_n${n}_s${SEED}${sfx}${ONLY:+_$ONLY}; tag=${phase}${sfx}${ONLY:+_$ONLY}
     timeout "$LIMIT" python3 -m sprint.cli eval --task countdown --n "$n" --seed "$SEED" --concurrency "$c" $pair \
       ${QORDER:+--question-order $QORDER} ${MODE:+--backend-mode $MODE} \
@@ -52,7 +52,6 @@ case $phase in
     # One-at-a-time latency is bound by one CPU core and one GPU per process: two processes on two GPUs do not slow
     # each other, and the slow sequential model gets the whole call.
     # G0/G1 pick the two GPUs (default 0 and 1).
-    sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}
     for m in sprint:${G0:-0} sequential:${G1:-1}; do
       ONLY=${m%:*} CUDA_VISIBLE_DEVICES=${m#*:} bash "$0" latency > "$OUT/latency2${sfx}_${m%:*}.out" 2>&1 &
     done

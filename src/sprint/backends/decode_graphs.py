@@ -123,19 +123,14 @@ class DecodeGraphs:
                 g.graph.replay()
             else:
                 self._forward(g)
-        argmax = g.argmax.tolist()
-        picks: list[int] = []
+        by_slot = g.argmax.tolist()
+        order = [slot_of_row[row] for _, row in sample]   # sample[i]'s slot
         sampled = [i for i, (req, _) in enumerate(sample) if req.params.temperature > 0]
-        host_logits: dict = {}
-        if sampled:
-            slots = torch.tensor([slot_of_row[sample[i][1]] for i in sampled], device=g.logits.device)
-            host_logits = dict(zip(sampled, g.logits.index_select(0, slots).float().cpu()))
-        for i, (req, row) in enumerate(sample):
-            slot = slot_of_row[row]
-            if self.backend.on_logits is not None:
-                self.backend.on_logits(list(req.tokens), g.logits[slot])
-            picks.append(self.backend._sample(host_logits[i], req) if i in host_logits else argmax[slot])
-        return picks
+        host: dict = {}
+        if sampled:   # one device-to-host copy for the sampling rows' logits
+            slots = torch.tensor([order[i] for i in sampled], device=g.logits.device)
+            host = dict(zip(sampled, g.logits.index_select(0, slots).float().cpu()))
+        return self.backend._picks(sample, [by_slot[s] for s in order], lambda i: g.logits[order[i]], host)
 
     # ------------------------------------------------------------------------------------------ building
     def _plan(self, g: _Graph):

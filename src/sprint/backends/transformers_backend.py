@@ -864,11 +864,7 @@ class TransformersBackend:
             argmax = logits.argmax(-1).tolist() if any(greedy) else []
             # One device-to-host copy for all sampling rows, not one per request.
             host = logits.float().cpu() if not all(greedy) else None
-            picks: list[int] = []
-            for i, (req, _) in enumerate(sample):
-                if self.on_logits is not None:
-                    self.on_logits(list(req.tokens), logits[i])
-                picks.append(argmax[i] if greedy[i] else self._sample(host[i], req))
+            picks = self._picks(sample, argmax, lambda i: logits[i], host)
         for start, end, store, pos0 in rows.segments:
             store.length = pos0 + end - start
         return picks
@@ -931,6 +927,17 @@ class TransformersBackend:
             lengths=lengths, span=span, max_len=max(lengths) if lengths else 0, chunks=chunks,
             full=span == b and bool(lengths) and min(lengths) == max(lengths),
             aligned=not chunks and span == b > 0 and single_rows == in_order and single_slots == in_order)
+
+    def _picks(self, sample, argmax, logits_of, host) -> list[int]:
+        """Each sampling row's next token: `argmax[i]` for a greedy request, else a draw from `host[i]` (its logits on
+        the host); the `on_logits` observer sees `logits_of(i)`. Row i is sample[i]'s (the eager step and the
+        CUDA-graph step share this rule)."""
+        picks: list[int] = []
+        for i, (req, _) in enumerate(sample):
+            if self.on_logits is not None:
+                self.on_logits(list(req.tokens), logits_of(i))
+            picks.append(argmax[i] if req.params.temperature <= 0 else self._sample(host[i], req))
+        return picks
 
     @staticmethod
     def _sample(logits, req: _Request) -> int:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sprint.models import BUNDLED, DEFAULT_MODEL, default_settings, question_adapter, resolve_model
+from sprint.models import (BUNDLED, DEFAULT_MODEL, countdown_question_order, default_settings, question_adapter,
+                           resolve_model)
 
 
 def test_bundled_names_resolve_to_hf_model_directories():
@@ -54,3 +55,10 @@ def test_default_settings_only_for_the_method_the_model_was_trained_for():
     context = json.loads((bundled("countdown-sequential").path / "config.json").read_text())["max_position_embeddings"]
     assert default_settings("countdown-sequential", "sequential")["max_tokens"] <= context
     assert default_settings(None, "sprint") == {}
+
+
+def test_eval_asks_bundled_models_in_their_trained_order_only_when_every_model_is_bundled():
+    assert countdown_question_order(["countdown-sprint", "countdown-sequential"]) == "sorted"
+    assert countdown_question_order(["countdown-sprint"]) == BUNDLED["countdown-sprint"].question_order
+    assert countdown_question_order(["countdown-sprint", "/my/model"]) == "given"
+    assert countdown_question_order([None]) == "given"

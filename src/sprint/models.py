@@ -31,9 +31,9 @@ class BundledModel:
         return _DATA / self.name
 
 
-#: The bundled Countdown models are asked with the numbers largest first, the order of their first line ("Reach T
-#: from [...]"), which they then copy instead of sorting: the SPRINT model miswrote that sort in 39 of 400 test runs
-#: (BENCHMARKS.md, "Sixth pair"). Both models were trained on questions in the given order; sorted is one of them.
+#: The bundled Countdown models were trained on questions that list the numbers largest first (the order of their
+#: first line, "Reach T from [...]", which they then copy instead of sorting) and are asked so: `sprint run`,
+#: `sprint demo`, and `sprint eval` unless told otherwise (`countdown_question_order`).
 COUNTDOWN_QUESTION_ORDER = "sorted"
 BUNDLED: dict[str, BundledModel] = {
     "countdown-sprint": BundledModel("countdown-sprint", "sprint", "countdown",
@@ -69,6 +69,13 @@ def question_adapter(name_or_path: str | None) -> Callable[[str], str] | None:
     from sprint.tasks.countdown.problems import parse_question, render_question
 
     return lambda text: render_question(parse_question(text), b.question_order)
+
+
+def countdown_question_order(models: list[str | None]) -> str:
+    """How `sprint eval` lists a Countdown question's numbers when not told: the bundled models' order when every
+    model is a bundled one (and they agree), else the generated order."""
+    orders = {b.question_order if (b := bundled(m)) else None for m in models}
+    return orders.pop() if len(orders) == 1 and None not in orders else "given"
 
 
 def default_settings(name_or_path: str | None, method: str) -> dict:

@@ -225,6 +225,26 @@ def test_countdown_question_order_reaches_the_prompts_and_the_settings(tmp_path,
     assert "--question-order is a countdown option (the task is math500)" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--model", "countdown-sprint", "--model", "countdown-sequential"], {"question_order": "sorted"}),
+    (["--model", "countdown-sprint", "--question-order", "given"], {}),
+    (["--model", "/my/model"], {}),
+    (["--model", "/my/model", "--question-order", "sorted"], {"question_order": "sorted"}),
+])
+def test_eval_defaults_to_the_bundled_models_question_order(monkeypatch, tmp_path, argv, expected):
+    """The bundled models were trained on sorted questions: `sprint eval` asks them so unless told; other models get
+    the generated order."""
+    import sprint.eval.runner as runner
+    from sprint.cli import main
+
+    seen = []
+    monkeypatch.setattr(runner, "run_eval", lambda cfg: seen.append(cfg) or {"runs": []})
+    monkeypatch.setattr(runner, "summary_table", lambda runs: "")
+    methods = ["--method", "sprint"] * (len([a for a in argv if a == "--model"]))
+    assert main(["eval", "--task", "countdown", *methods, *argv, "--out", str(tmp_path / "r")]) == 0
+    assert seen[0].task_options == expected
+
 def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llama_dir, tmp_path, capsys):
     """--backend-mode and --max-batch build the in-process backend with those keywords and are recorded; without them
     settings.json is as before (so older runs resume), and a served model refuses them."""

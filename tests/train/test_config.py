@@ -121,11 +121,20 @@ def test_countdown_preset_trains_both_formats_alike():
     arch = sprint.model.architecture
     assert arch["model_type"] == "llama" and 256 <= arch["hidden_size"] <= 384 and 4 <= arch["num_hidden_layers"] <= 8
     assert sprint.data.max_length == 4096 and sprint.training.max_tokens_budget > 0
-    # The bundled SPRINT model's preset: the same run plus the answer weight on the Solution expressions, nothing else.
+    # The bundled SPRINT model's preset: the same run plus the answer weight on the Solution expressions and the
+    # executor records as merged branches (longer sequences, so a longer limit and as many tokens per optimizer
+    # step in fewer, unaccumulated sequences), nothing else.
     bundled = load_config(CONFIGS / "countdown-small-sprint.yaml")
     assert bundled.data.format == "sprint" and bundled.data.answer_loss_weight == 10
     assert bundled.data.answer_loss_pattern == r"Solution\s(\S+)"
+    assert bundled.data.executor_branches and bundled.data.max_length == 8192
+    t = bundled.training
+    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps) == (26, 1)
+    assert t.max_tokens_budget == sprint.training.max_tokens_budget and t.seed == sprint.training.seed
     bundled.data.answer_loss_weight, bundled.data.answer_loss_pattern = 1.0, None
+    bundled.data.executor_branches, bundled.data.max_length = False, sprint.data.max_length
+    t.per_device_train_batch_size = sprint.training.per_device_train_batch_size
+    t.gradient_accumulation_steps = sprint.training.gradient_accumulation_steps
     bundled.name = sprint.name
     assert bundled == sprint
     assert seq.data.answer_loss_weight == 1.0 and seq.data.answer_loss_pattern is None

@@ -53,9 +53,9 @@ def register(subparsers) -> None:
                    help="tokenizer whose chat template lays out prompts for a server (default: the model's)")
     p.add_argument("--data", metavar="PATH", help=f"local task data. {TASK_SOURCES}")
     p.add_argument("--question-order", choices=["given", "sorted"],
-                   help="countdown: list each question's numbers as generated (default) or largest first, the "
-                        "order of the traces' first line and how `sprint run` asks the bundled models (the same "
-                        "problems)")
+                   help="countdown: list each question's numbers as generated or largest first, the order of the "
+                        "traces' first line (the same problems). Default: sorted when every model is a bundled one "
+                        "(they were trained so), else given")
     p.add_argument("--n", type=int, metavar="N", help="number of items (default: all; countdown: 1000)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for the item sample (with --n), Countdown generation and sampling (default: 0)")
@@ -99,7 +99,13 @@ def run(args) -> int:
 
     if args.question_order is not None and args.task != "countdown":
         raise ValueError(f"--question-order is a countdown option (the task is {args.task})")
-    task_options = {"question_order": args.question_order} if args.question_order else {}
+    task_options = {}
+    if args.task == "countdown":
+        from sprint.models import countdown_question_order
+
+        order = args.question_order or countdown_question_order(args.model or [None])
+        if order != "given":
+            task_options["question_order"] = order
     cfg = EvalConfig(task=args.task, out=Path(args.out), methods=args.method, models=args.model or [None],
                      base_urls=args.base_url, data=args.data, task_options=task_options, n=args.n, seed=args.seed,
                      concurrency=args.concurrency, tokenizer=args.tokenizer, max_tokens=args.max_tokens,

@@ -13,8 +13,8 @@ Models are random-weight Llamas built locally (nothing downloaded), or any local
   small   hidden 512, 8 layers, 8 heads (4 KV heads), MLP 1408 (~24M parameters)
 
 Modes: `exact` (batch-invariant: fixed-tile linears, per-row attention; the CPU default) and `fast` (the model's
-own linears, a slot KV cache and one batched attention call per layer for all decoding sequences; the GPU default)
-and `graphs` (fast, with decode-only steps replayed from CUDA graphs: `cuda_graphs=True`; CUDA only).
+own linears, a slot KV cache and one batched attention call per layer for all decoding sequences; here without CUDA
+graphs) and `graphs` (fast, with decode-only steps replayed from CUDA graphs: the GPU default; CUDA only).
 
     python benchmarks/bench_decode.py [--models tiny small] [--batches 1 2 4 8] [--modes exact fast]
         [--device cpu] [--threads N] [--new-tokens 64] [--step-tokens N] [--out benchmarks/results/decode_cpu.json]

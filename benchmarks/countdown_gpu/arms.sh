@@ -102,10 +102,11 @@ case $phase in
     echo "$(date +%T) data: $nsets recipe(s), $workers workers each; $ngpu GPU(s)"
     if [ "${LATENCY_M:-0}" -gt 0 ]; then
       # The GPUs idle while the data builds: the bundled pair's one-at-a-time latency meanwhile (cores kept free
-      # for it: its decode loop is bound by one CPU core), to runs/arms/latency (packed).
+      # for it: its decode loop is bound by one CPU core), to runs/arms/latency (packed). With GRAPHS=1 this one runs
+      # without CUDA graphs (MODE=fast), beside the default (graphs) run below.
       mkdir -p $R/latency
       if [ "$ngpu" -ge 2 ]; then
-        ( export OUT=$R/latency
+        ( export OUT=$R/latency; [ "${GRAPHS:-0}" = 1 ] && [ "$ngpu" -ge 4 ] && export MODE=fast
           M=$LATENCY_M LIMIT=${LATENCY_LIMIT:-170} bash benchmarks/countdown_gpu/eval.sh latency2 > $R/latency.log 2>&1 ) &
       else
         ( export CUDA_VISIBLE_DEVICES=0 OUT=$R/latency
@@ -113,9 +114,9 @@ case $phase in
       fi
     fi
     if [ "${GRAPHS:-0}" = 1 ] && [ "$ngpu" -ge 4 ]; then
-      # The CUDA-graph decode (cuda_graphs=True) while the data builds: its GPU tests and decode-step timing on GPU 2,
+      # The CUDA-graph decode (the GPU default) while the data builds: its GPU tests and decode-step timing on GPU 2,
       # and with LATENCY_M the bundled pair's one-at-a-time latency with graphs (SPRINT on GPU 2, sequential on 3),
-      # beside the eager one on GPUs 0 and 1 (the same problems, the same machine), into runs/arms/graphs and
+      # beside the eager one (MODE=fast) on GPUs 0 and 1 (the same problems, the same machine), into runs/arms/graphs and
       # runs/arms/latency. The tests share GPU 2 with the SPRINT model's run: if anything, that slows SPRINT.
       mkdir -p $R/graphs
       ( export CUDA_VISIBLE_DEVICES=2

@@ -9,8 +9,9 @@
 #   bash benchmarks/countdown_gpu/eval.sh latency2   # that: SPRINT on GPU 0, sequential on GPU 1, side by side
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1;
 # QORDER=sorted lists each question's numbers largest first (`--question-order`; its own run folders).
-# MODE=graphs runs the in-process backend with CUDA graphs (`--backend-mode graphs`; its own run folders); `check`
-# then also times a decode step of the bundled SPRINT model with and without them (bench_decode.py).
+# The in-process backend replays decode steps from CUDA graphs (the GPU default); MODE=fast runs it without them and
+# MODE=graphs names them (`--backend-mode`; each its own run folders). `check` also times a decode step of the bundled
+# SPRINT model with and without them (bench_decode.py).
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
@@ -30,10 +31,8 @@ case $phase in
   check)
     python3 -m pytest -q -p no:cacheprovider -m gpu tests/backends/test_transformers_backend_gpu.py 2>&1 | tail -3
     python3 benchmarks/bench_staged_solve.py --device cuda --max-batch 128 --n 3 2>&1 | tail -12
-    if [ "${MODE:-}" = graphs ]; then
-      python3 benchmarks/bench_decode.py --device cuda --models src/sprint/data/models/countdown-sprint \
-        --batches 1 2 4 8 16 --modes fast graphs --out "$OUT/decode_graphs.json" 2>&1 | tail -12
-    fi ;;
+    python3 benchmarks/bench_decode.py --device cuda --models src/sprint/data/models/countdown-sprint \
+      --batches 1 2 4 8 16 --modes fast graphs --out "$OUT/decode_graphs.json" 2>&1 | tail -12 ;;
   accuracy|latency)
     if [ "$phase" = accuracy ]; then n=$N; c=$C; else n=$M; c=1; fi
     run=runs/eval_gpu_${phase}_n${n}_s${SEED}${sfx}${ONLY:+_$ONLY}; tag=${phase}${sfx}${ONLY:+_$ONLY}

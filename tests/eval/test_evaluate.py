@@ -245,6 +245,7 @@ def test_eval_defaults_to_the_bundled_models_question_order(monkeypatch, tmp_pat
     assert main(["eval", "--task", "countdown", *methods, *argv, "--out", str(tmp_path / "r")]) == 0
     assert seen[0].task_options == expected
 
+
 def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llama_dir, tmp_path, capsys):
     """--backend-mode and --max-batch build the in-process backend with those keywords and are recorded; without them
     settings.json is as before (so older runs resume), and a served model refuses them."""
@@ -255,7 +256,7 @@ def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llam
             "--method", "sequential", "--max-tokens", "6", "--no-progress"]
     assert main(base + ["--out", str(tmp_path / "a"), "--backend-mode", "fast", "--max-batch", "3"]) == 0
     settings = json.loads((tmp_path / "a" / "settings.json").read_text())
-    assert settings["backend_options"] == {"exact": False, "max_batch": 3}
+    assert settings["backend_options"] == {"exact": False, "cuda_graphs": False, "max_batch": 3}
     assert main(base + ["--out", str(tmp_path / "b")]) == 0
     assert "backend_options" not in json.loads((tmp_path / "b" / "settings.json").read_text())
     # Resuming with another mode is another computation: refused, naming the difference.

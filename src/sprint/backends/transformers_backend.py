@@ -52,9 +52,10 @@ while every decode step attends over one key more than the last, so each step wo
 flash/memory-efficient kernels take any length.
 
 A small model's decode step is bound by the host (Python and kernel launches: 7-9 ms per step for the bundled
-Countdown models on an H200, whatever the batch). `cuda_graphs=True` replays decode-only steps from CUDA graphs
-captured per (row bucket, buffer capacity) (`sprint.backends.decode_graphs`); prefill steps stay eager. Off by
-default until its speed is measured on a GPU (`benchmarks/bench_decode.py --modes fast graphs`).
+Countdown models on an H200, whatever the batch). So on CUDA the fast mode replays decode-only steps from CUDA graphs
+captured per (row bucket, buffer capacity) (`sprint.backends.decode_graphs`; `cuda_graphs=False` turns it off);
+prefill steps stay eager. Measured on an H200: 12.5 -> 1.0 ms per decode step at batch 1, 14.6 -> 1.3 ms at 16
+(`benchmarks/bench_decode.py --modes fast graphs`, BENCHMARKS.md).
 
 Text
 ----
@@ -540,8 +541,8 @@ class TransformersBackend:
     64 in exact mode, max_batch + 512 in fast mode, so a newcomer's prefill is not starved by a full batch of decoding
     sequences); `exact` (default: on CPU) selects the batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for
     reuse. A `model` object given directly is adapted in place (attention function, and tiled linears when exact).
-    `cuda_graphs` (fast mode on CUDA only; off by default until its speed is measured) replays decode-only steps from
-    CUDA graphs (`sprint.backends.decode_graphs`).
+    `cuda_graphs` (fast mode on CUDA only; the default there) replays decode-only steps from CUDA graphs
+    (`sprint.backends.decode_graphs`); False decodes eagerly.
     """
 
     def __init__(self, model_name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
@@ -549,7 +550,7 @@ class TransformersBackend:
                  tile_rows: int = 8,
                  prefix_cache_tokens: int = 65536, add_special_tokens: bool | None = None,
                  trust_remote_code: bool = False, extra_eos_ids=(), on_logits=None, model=None, tokenizer=None,
-                 cuda_graphs: bool = False):
+                 cuda_graphs: bool | None = None):
         import torch
 
         if model is None:
@@ -583,6 +584,8 @@ class TransformersBackend:
         self._cache = _PrefixCache(prefix_cache_tokens)
         self._prepare_model(torch)
         self._graphs = None
+        if cuda_graphs is None:
+            cuda_graphs = not self.exact and self.device.type == "cuda"
         if cuda_graphs:
             if self.exact or self.device.type != "cuda":
                 raise ValueError("cuda_graphs: needs the fast mode on a CUDA device (exact=False, device cuda)")

@@ -69,8 +69,8 @@ def register(subparsers) -> None:
                    help="a method setting, e.g. sprint.max_stages=8 or baseline.samples=16 (repeatable)")
     p.add_argument("--backend-mode", choices=["exact", "fast", "graphs"],
                    help="in-process backend: exact (batch-invariant results; the CPU default), fast (batched "
-                        "attention and linears; the GPU default, about 2x the exact mode's throughput on a CPU) or "
-                        "graphs (fast, decode steps replayed from CUDA graphs; CUDA only, not yet the default)")
+                        "attention and linears, about 2x the exact mode's throughput on a CPU; no CUDA graphs) or "
+                        "graphs (fast, decode steps replayed from CUDA graphs; CUDA only, the GPU default)")
     p.add_argument("--max-batch", type=int, metavar="N",
                    help="in-process backend: sequences computed at once (default 128 on a GPU, 8 on a CPU)")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary here")
@@ -83,8 +83,8 @@ def _backend_options(args) -> dict:
     options = {}
     if args.backend_mode is not None:
         options["exact"] = args.backend_mode == "exact"
-        if args.backend_mode == "graphs":
-            options["cuda_graphs"] = True
+        if args.backend_mode != "exact":   # named, so a run's settings say whether it used CUDA graphs
+            options["cuda_graphs"] = args.backend_mode == "graphs"
     if args.max_batch is not None:
         if args.max_batch < 1:
             raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")

@@ -205,9 +205,12 @@ def test_count_tokens_and_bad_inputs(make, tmp_path):
         TransformersBackend(str(tmp_path / "missing"))
 
 
-def test_fast_mode_matches_exact_up_to_rounding(make):
+def test_fast_mode_matches_exact_up_to_rounding(make, monkeypatch):
     """The fast path (model's own linears, slot cache, one batched attention call for the decoding rows, one masked
     call per prefill chunk) computes the same model."""
+    from sprint.backends import transformers_backend
+
+    monkeypatch.setattr(transformers_backend, "LONE_PREFILL_TOKENS", 0)   # chunked even when nothing decodes
     exact_log, fast_log = LogitLog(), LogitLog()
     params = GenerationParams(max_tokens=8)
     calls = [(LONG, params), (PROMPTS[1], params), (LONG + " Then", params)]
@@ -218,6 +221,27 @@ def test_fast_mode_matches_exact_up_to_rounding(make):
     assert len(shared) >= 8
     for key in shared:
         assert (exact_log.seen[key] - fast_log.seen[key]).abs().max() < 1e-3
+
+
+def test_fast_mode_prefills_a_lone_prompt_in_one_step_and_chunks_beside_decoding(make):
+    """With nothing decoding a long prompt is one step (a chunk limit would only add eager steps); next to a decoding
+    sequence it is chunked to `step_tokens`, so that sequence keeps its pace."""
+    backend = make(exact=False, max_batch=2, step_tokens=16)
+    n = len(backend.encode_prompt(LONG))
+    assert n > 4 * 16
+    run(backend.generate(LONG, GenerationParams(max_tokens=1)))
+    assert backend.stats.forward_passes == 1
+
+    async def beside_decoding():
+        first = asyncio.create_task(backend.generate(PROMPTS[0], GenerationParams(max_tokens=40)))
+        await asyncio.sleep(0.05)
+        passes = backend.stats.forward_passes
+        await backend.generate(LONG + " So", GenerationParams(max_tokens=1))
+        return backend.stats.forward_passes - passes, await first
+
+    backend._cache = type(backend._cache)(0)   # no prefix reuse: the whole prompt is prefilled
+    steps, _ = run(beside_decoding(), timeout=60)
+    assert steps >= n // 16
 
 
 def test_failures_reach_the_caller_instead_of_hanging(make):
@@ -522,8 +546,89 @@ def test_graphs_survive_the_idle_moment_between_stages(make):
         return first, await backend.generate(PROMPTS[1], GenerationParams(max_tokens=8))
 
     run(two_stages())
-    assert backend._graphs.captures == 1 and backend.stats.graph_steps >= 14
+    g = backend._graphs
+    # One decode graph, replayed by both requests (the second prompt's short prefill has a multi-row graph of its own).
+    assert g.captures == len(g.graphs) and all(k[0] == 1 for k in g.graphs)   # nothing captured twice
+    assert sum(k[1] == 1 for k in g.graphs) == 1 and backend.stats.graph_steps >= 14
     assert backend._slots.keys   # kept through the idle moment
+
+
+def test_short_prefills_run_in_multi_row_graph_steps_with_the_fast_modes_results(make):
+    """An executor-like request (a running sequence's context plus a few new tokens: its prefix is reused, so only
+    those are prefilled) joins while others decode; the step takes it as Q rows of its slot (padded by repeating its
+    last token) instead of running eagerly, with the fast mode's logits and text."""
+    from sprint.backends import decode_graphs
+
+    base_log, padded_log = LogitLog(), LogitLog()
+    base = make(exact=False, max_batch=4, on_logits=base_log)
+    padded = _with_padded_decode(make(exact=False, max_batch=4, on_logits=padded_log))
+    steps = []
+    original = padded._graphs.step
+    padded._graphs.step = lambda rows, *a: steps.append(max(e - s for s, e, _, _ in rows.segments)) or original(
+        rows, *a)
+
+    async def scenario(backend):
+        planner = asyncio.create_task(backend.generate(LONG, GenerationParams(max_tokens=60)))
+        await asyncio.sleep(0.3)
+        # Executors: the planner's prompt plus a short "prompt" each, arriving one after another.
+        execs = []
+        for i, tail in enumerate([" Then", " So we", " Next, the"]):
+            execs.append(asyncio.create_task(backend.generate(LONG + tail, GenerationParams(max_tokens=10 + i))))
+            await asyncio.sleep(0.05)
+        return [await planner, *[await e for e in execs]]
+
+    want = run(scenario(base), timeout=120)
+    got = run(scenario(padded), timeout=120)
+    assert [c.text for c in got] == [c.text for c in want]
+    multi = [k for k in padded._graphs.graphs if k[1] > 1]
+    assert multi and all(k[1] in decode_graphs.QUERY_BUCKETS for k in multi)
+    assert any(1 < n <= 8 for n in steps)   # short prefills reached the graph step
+    assert padded.stats.reused_prompt_tokens > 0
+    shared = base_log.seen.keys() & padded_log.seen.keys()
+    assert len(shared) == len(base_log.seen) == len(padded_log.seen)
+    for key in shared:
+        assert (base_log.seen[key] - padded_log.seen[key]).abs().max() < 1e-4
+
+
+def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode():
+    """A whole SPRINT solve of the bundled Countdown model through the CUDA-graph step layout (run eagerly on the
+    CPU) gives the fast mode's trajectory with one eager step per stage (the question, then the planner reading each
+    stage's executions); the executors' prompts go through multi-row steps (26 eager steps of 4 stages before)."""
+    from sprint.inference.orchestrator import SprintConfig, solve
+    from sprint.models import default_settings, resolve_model
+    from sprint.tasks.countdown.loader import load_countdown
+
+    path = resolve_model("countdown-sprint")
+    item = load_countdown("test", 2, 1, question_order="sorted")[1]
+    config = SprintConfig(**default_settings("countdown-sprint", "sprint"))
+    results = []
+    for padded in (False, True):
+        backend = TransformersBackend(path, device="cpu", exact=False, max_batch=8)
+        if padded:
+            _with_padded_decode(backend)
+        results.append(run(solve(item.question, backend, config, backend.tokenizer), timeout=300))
+    base, got = results
+    assert got.trajectory == base.trajectory and got.stages == base.stages >= 2
+    assert [k for k in backend._graphs.graphs if k[1] > 1]
+    # Eager: the question's prefill, then the planner's read of each stage's executions (every stage but the last).
+    assert backend.stats.forward_passes - backend.stats.graph_steps == got.stages
+
+
+def test_long_prefills_and_oversized_buckets_stay_eager(make, monkeypatch):
+    """A prefill longer than the largest query bucket, or a bucket past MAX_GRAPH_ROWS, runs eagerly."""
+    from sprint.backends import decode_graphs
+
+    padded = _with_padded_decode(make(exact=False, max_batch=4))
+    run(padded.generate(PROMPTS[0], GenerationParams(max_tokens=4)))   # builds the buffers
+    passes, graphs = padded.stats.forward_passes, padded.stats.graph_steps
+    run(padded.generate(LONG, GenerationParams(max_tokens=1)))   # a long prompt: one eager prefill
+    assert len(padded.encode_prompt(LONG)) > decode_graphs.QUERY_BUCKETS[-1]
+    assert padded.stats.forward_passes - passes == 1 and padded.stats.graph_steps == graphs
+    monkeypatch.setattr(decode_graphs, "MAX_GRAPH_ROWS", 4)
+    before, built = padded.stats.graph_steps, set(padded._graphs.graphs)
+    run(padded.generate(PROMPTS[1], GenerationParams(max_tokens=3)))   # B=1, Q=8 or 32 > 4 rows: eager prefill
+    assert padded.stats.graph_steps - before == 2   # only its two decode steps
+    assert all(k[1] == 1 for k in set(padded._graphs.graphs) - built)
 
 
 def test_padded_decode_samples_and_picks_by_slot(make):
@@ -554,7 +659,7 @@ def test_a_failed_capture_falls_back_to_eager_decoding(make, caplog):
     want = run(make(exact=False).generate(PROMPTS[1], GenerationParams(max_tokens=10))).text
     backend = _with_padded_decode(make(exact=False))
 
-    def cannot_capture(b, capacity):
+    def cannot_capture(b, capacity, queries=1):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     backend._graphs._build = cannot_capture

@@ -157,3 +157,25 @@ def test_bundled_countdown_model_same_greedy_plan_with_cuda_graphs():
     graphs = TransformersBackend(path, device="cuda")   # the CUDA default
     got = _generate_all(graphs, [prompt], 200)[0]
     assert got.text == eager.text and graphs.stats.graph_steps > 0
+
+
+def test_bundled_sprint_solve_runs_its_executor_prefills_in_graphs():
+    """A whole SPRINT solve of the bundled model on the CUDA default: the executors' short prompt prefills replay
+    multi-row graphs (so each stage has about one eager step, the planner reading the executions), and the run
+    ends in an answer as the eager solve does (texts may fork at a near-tie, so only completion is compared)."""
+    from sprint.inference.orchestrator import SprintConfig, solve
+    from sprint.models import default_settings, resolve_model
+    from sprint.tasks.countdown.loader import load_countdown
+
+    path = resolve_model("countdown-sprint")
+    item = load_countdown("test", 1, 1, question_order="sorted")[0]
+    config = SprintConfig(**default_settings("countdown-sprint", "sprint"))
+    results = {}
+    for graphs in (False, True):
+        backend = TransformersBackend(path, device="cuda", cuda_graphs=graphs)
+        results[graphs] = asyncio.run(asyncio.wait_for(solve(item.question, backend, config, backend.tokenizer), 300))
+        if graphs:
+            multi = [k for k in backend._graphs.graphs if k[1] > 1]
+            eager = backend.stats.forward_passes - backend.stats.graph_steps
+            assert multi and eager <= 2 * results[graphs].stages + 2, (multi, eager, results[graphs].stages)
+    assert all(r.answer for r in results.values())

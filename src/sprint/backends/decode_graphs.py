@@ -1,26 +1,32 @@
-"""CUDA graphs for the in-process backend's decode-only steps (fast mode): one graph launch per step instead of
-hundreds of kernel launches from Python.
+"""CUDA graphs for the in-process backend's decode steps and short prefills (fast mode): one graph launch per step
+instead of hundreds of kernel launches from Python.
 
 Why: a small model's decode step on a GPU is bound by the host, not the device. The bundled Countdown models (8
 layers, hidden 256) take 7-9 ms per step on an H200 whatever the batch (BENCHMARKS.md), nearly all of it Python and
 kernel launches; the device work is a fraction of a millisecond. A captured graph replays the whole forward pass
 (embedding, every layer's projections, rotary, KV write, attention, the LM head and the greedy argmax) as one launch.
 
-What is captured: the fast mode's *aligned* decode step at a fixed shape. A step qualifies when every row decodes
-(one row per sequence, no prefill chunk). Its rows are laid out by slot: row s is slot s, for slots 0 .. B-1, where B
-is the smallest bucket (1, 2, 4, ... up to `max_batch`) that holds the highest running slot. Slots without a
-decoding sequence get a dummy row: token 0, written at the buffers' last position (capacity - 1), attending to one
-key. That write is harmless: a free slot's keys are never read before a new sequence writes them, and a running
-sequence cannot own position capacity - 1 yet (it would need a larger capacity this step, which means new buffers
-and a new graph); the real rows write their own positions after. Attention runs over the whole capacity with a
-key-length mask, so the shapes depend only on (B, capacity).
+What is captured: the fast mode's *aligned* step at a fixed shape. A step qualifies when no sequence in it brings
+more than `QUERY_BUCKETS[-1]` new tokens: every decoding sequence (one token), and short prefills, such as a SPRINT
+executor's prompt after its shared prefix is reused (7 tokens for the bundled Countdown model: each executor's start
+would otherwise be an eager step, 6 per stage). Rows are laid out by slot, `Q` rows per slot: row s * Q + j is slot
+s's j-th new token, for slots 0 .. B-1, where B is the smallest bucket (1, 2, 4, ... up to `max_batch`) that holds
+the highest running slot and Q the smallest of `QUERY_BUCKETS` that holds the longest segment. A slot with fewer than
+Q new tokens repeats its last one (same token, same position: the same key and value written to the same place, and
+the same logits); so row s * Q + Q - 1 always carries slot s's next-token logits, and only those B rows go through the
+LM head. Slots without a sequence get dummy rows: token 0, written at the buffers' last position (capacity - 1),
+attending to one key. That write is harmless: a free slot's keys are never read before a new sequence writes them,
+and a running sequence cannot own position capacity - 1 yet (it would need a larger capacity this step, which means
+new buffers and a new graph); the real rows write their own positions after. Attention runs over the whole capacity
+with a key-length mask per row, so the shapes depend only on (B, Q, capacity). Longer prefills (a question, the
+planner reading a stage's executions) run eagerly.
 
 A graph is keyed by (B, capacity) and bound to the slot cache's buffers of one *generation*: `SlotCache` bumps its
 generation whenever it allocates or drops buffers, and the graphs of an older generation are dropped (they point at
 the old buffers, which they keep alive until then). With graphs on, the backend keeps its buffers when it idles
 (else every SPRINT stage, which begins after the planner's request ends, would re-allocate and re-capture).
 
-Host traffic per step: one copy of 3 x B integers in (ids, positions, key lengths), one `.tolist()` of B picked
+Host traffic per step: one copy of 3 x B x Q integers in (ids, positions, key lengths), one `.tolist()` of B picked
 tokens out; sampling rows (temperature > 0) and the `on_logits` observer read their rows of the graph's logits.
 
 `capture=False` runs the same padded step eagerly (no graph): the layout and masking logic is then testable on a
@@ -36,6 +42,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: New tokens per slot a captured step takes (1: decoding only). 8 holds a Countdown executor's prompt (7 tokens).
+QUERY_BUCKETS = (1, 8, 32)
+#: Rows (B x Q) a multi-row graph may have: its activations and masks grow with them (a bucket past this runs eagerly).
+MAX_GRAPH_ROWS = 256
+
 
 def buckets(max_batch: int) -> list[int]:
     """Row counts a graph is captured for: powers of two below `max_batch`, and `max_batch` itself."""
@@ -48,19 +59,22 @@ def buckets(max_batch: int) -> list[int]:
 
 @dataclass
 class _Graph:
-    """One captured step: its static input [3, B] (ids, positions, key lengths), outputs and the buffers it uses."""
+    """One captured step: its static input [3, B * Q] (ids, positions, key lengths), outputs [B] (each slot's
+    next-token logits and argmax) and the buffers it uses."""
 
-    rows: int
+    rows: int       # B: slots
     capacity: int
     inputs: Any
     logits: Any
     argmax: Any
+    queries: int = 1   # Q: rows per slot
+    keep: Any = None   # Q > 1: the rows whose logits are computed (each slot's last)
     graph: Any = None
     buffers: list = field(default_factory=list)   # the generation's KV buffers, kept alive while the graph lives
 
 
 class DecodeGraphs:
-    """Captures and replays decode-only steps of a fast-mode `TransformersBackend` (see module doc)."""
+    """Captures and replays the decode steps (and short prefills) of a fast-mode `TransformersBackend` (module doc)."""
 
     def __init__(self, backend, *, capture: bool = True) -> None:
         self.backend = backend
@@ -77,13 +91,22 @@ class DecodeGraphs:
                 return b
         return None
 
+    def query_bucket(self, longest: int) -> int | None:
+        for q in QUERY_BUCKETS:
+            if q >= longest:
+                return q
+        return None
+
     def step(self, rows, ids: list[int], positions: list[int], sample) -> list[int] | None:
         """Run a step through a graph and return each sampling row's pick, or None when the step does not qualify
-        (a prefill chunk in it, or the layers' buffers not built yet): the caller then runs it eagerly."""
+        (a longer prefill chunk in it, or the layers' buffers not built yet): the caller then runs it eagerly."""
         import torch
 
         segments = rows.segments
-        if self.disabled or not segments or any(end - start != 1 for start, end, _, _ in segments):
+        if self.disabled or not segments:
+            return None
+        q = self.query_bucket(max(end - start for start, end, _, _ in segments))
+        if q is None:
             return None
         cache = self.backend._slots
         n_layers = getattr(self.backend.model.config, "num_hidden_layers", None)
@@ -93,7 +116,7 @@ class DecodeGraphs:
             return None
         span = max(seq.slot for _, _, seq, _ in segments) + 1
         b = self.bucket(span)
-        if b is None:
+        if b is None or (q > 1 and b * q > MAX_GRAPH_ROWS):
             return None
         needed = max(positions) + 1
         for layer in list(cache.keys):
@@ -102,20 +125,24 @@ class DecodeGraphs:
             self.graphs.clear()   # they point at buffers that are gone (or about to be)
             self.generation = cache.generation
         capacity = cache.keys[0].shape[2]
-        g = self.graphs.get((b, capacity))
+        g = self.graphs.get((b, q, capacity))
         if g is None:
             try:
-                g = self.graphs[(b, capacity)] = self._build(b, capacity)
+                g = self.graphs[(b, q, capacity)] = self._build(b, capacity, q)
             except Exception as e:   # noqa: BLE001 - any capture failure: this model decodes eagerly from now on
                 log.warning("CUDA graph capture failed (%s: %s); decoding without CUDA graphs", type(e).__name__, e)
                 self.disabled = True
                 self.graphs.clear()
                 return None
-        tok, pos, keys = [0] * b, [capacity - 1] * b, [1] * b   # dummy rows (see module doc)
+        n = b * q
+        tok, pos, keys = [0] * n, [capacity - 1] * n, [1] * n   # dummy rows (see module doc)
         slot_of_row = {}
-        for start, _end, seq, pos0 in segments:
-            tok[seq.slot], pos[seq.slot], keys[seq.slot] = ids[start], pos0, pos0 + 1
-            slot_of_row[start] = seq.slot
+        for start, end, seq, pos0 in segments:
+            base, last = seq.slot * q, end - start - 1
+            for j in range(q):   # a slot's rows past its last new token repeat that token (see module doc)
+                k = min(j, last)
+                tok[base + j], pos[base + j], keys[base + j] = ids[start + k], pos0 + k, pos0 + k + 1
+            slot_of_row[end - 1] = seq.slot   # a sampling row is always its segment's last
         host = torch.tensor([tok, pos, keys], dtype=torch.long, pin_memory=self.backend.device.type == "cuda")
         g.inputs.copy_(host, non_blocking=True)   # complete before the .tolist() below returns
         with torch.no_grad():
@@ -134,38 +161,41 @@ class DecodeGraphs:
 
     # ------------------------------------------------------------------------------------------ building
     def _plan(self, g: _Graph):
-        """The static step plan: row s writes slot s at its position and attends to its first `lengths[s]` keys."""
+        """The static step plan: row r writes slot r // Q at its position and attends to its first `lengths[r]` keys."""
         import torch
 
         from sprint.backends.transformers_backend import SlotRows
 
-        b = g.rows
+        b, q = g.rows, g.queries
         slots = torch.arange(b, device=g.inputs.device)
-        return SlotRows(cache=self.backend._slots, capacity=g.capacity, slots=b, write_slot=slots,
-                        write_pos=g.inputs[1], single_rows=slots, single_slots=slots, lengths=g.inputs[2], span=b,
-                        max_len=g.capacity, chunks=[], full=False, aligned=True)
+        return SlotRows(cache=self.backend._slots, capacity=g.capacity, slots=b,
+                        write_slot=slots if q == 1 else slots.repeat_interleave(q), write_pos=g.inputs[1],
+                        single_rows=slots, single_slots=slots, lengths=g.inputs[2], span=b, max_len=g.capacity,
+                        chunks=[], full=False, aligned=True, queries=q)
 
     def _forward(self, g: _Graph) -> None:
         """The padded step itself, writing the graph's output tensors in place."""
-        b = g.rows
-        out = self.backend.model(input_ids=g.inputs[0].view(1, b), position_ids=g.inputs[1].view(1, b),
-                                 use_cache=False, sprint_rows=self._plan(g), logits_to_keep=0)
+        n = g.rows * g.queries
+        out = self.backend.model(input_ids=g.inputs[0].view(1, n), position_ids=g.inputs[1].view(1, n),
+                                 use_cache=False, sprint_rows=self._plan(g),
+                                 logits_to_keep=0 if g.queries == 1 else g.keep)
         logits = out.logits[0]
         g.logits.copy_(logits)
         g.argmax.copy_(logits.argmax(-1))
 
-    def _build(self, b: int, capacity: int) -> _Graph:
+    def _build(self, b: int, capacity: int, queries: int = 1) -> _Graph:
         import torch
 
         model, device = self.backend.model, self.backend.device
         cache = self.backend._slots
         vocab = model.get_output_embeddings().weight.shape[0]
         dtype = model.get_output_embeddings().weight.dtype
-        inputs = torch.zeros((3, b), dtype=torch.long, device=device)
+        inputs = torch.zeros((3, b * queries), dtype=torch.long, device=device)
         inputs[1].fill_(capacity - 1)
         inputs[2].fill_(1)
+        keep = torch.arange(b, device=device) * queries + queries - 1 if queries > 1 else None
         g = _Graph(rows=b, capacity=capacity, inputs=inputs, logits=torch.empty((b, vocab), dtype=dtype, device=device),
-                   argmax=torch.empty(b, dtype=torch.long, device=device),
+                   argmax=torch.empty(b, dtype=torch.long, device=device), queries=queries, keep=keep,
                    buffers=[*cache.keys.values(), *cache.values.values()])
         self.captures += 1
         if not self.capture:

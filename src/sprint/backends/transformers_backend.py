@@ -52,10 +52,12 @@ while every decode step attends over one key more than the last, so each step wo
 flash/memory-efficient kernels take any length.
 
 A small model's decode step is bound by the host (Python and kernel launches: 7-9 ms per step for the bundled
-Countdown models on an H200, whatever the batch). So on CUDA the fast mode replays decode-only steps from CUDA graphs
-captured per (row bucket, buffer capacity) (`sprint.backends.decode_graphs`; `cuda_graphs=False` turns it off);
-prefill steps stay eager. Measured on an H200: 12.5 -> 1.0 ms per decode step at batch 1, 14.6 -> 1.3 ms at 16
-(`benchmarks/bench_decode.py --modes fast graphs`, BENCHMARKS.md).
+Countdown models on an H200, whatever the batch). So on CUDA the fast mode replays steps from CUDA graphs captured
+per (row bucket, rows per slot, buffer capacity) (`sprint.backends.decode_graphs`; `cuda_graphs=False` turns it
+off): decode steps, and steps whose prefills are short (a SPRINT executor's prompt after its reused prefix). Longer
+prefills stay eager, in one step when nothing else decodes (`LONE_PREFILL_TOKENS`). Measured on an H200: 12.5 -> 1.0
+ms per decode step at batch 1, 14.6 -> 1.3 ms at 16 (`benchmarks/bench_decode.py --modes fast graphs`,
+BENCHMARKS.md).
 
 Text
 ----
@@ -90,6 +92,8 @@ ATTENTION_NAME = "sprint_rows"
 # match a newer allocation (`sprint.backends.decode_graphs`).
 _GENERATIONS = itertools.count(1)
 
+#: Fast mode: prefill rows one step may take when no sequence is decoding (then `step_tokens` protects no one).
+LONE_PREFILL_TOKENS = 4096
 # CPU fast mode: decoding slots attend in runs of this many, each up to its own longest sequence (`_slot_rows`).
 SLOT_GROUP = 4
 
@@ -307,8 +311,11 @@ class SlotRows:
     chunks: list[tuple[int, int, int, int]]   # multi-row segments: (first row, end row, slot, first position)
     full: bool = False        # every slot in the span decodes and has max_len keys: no mask needed
     aligned: bool = False     # no chunks and row i is slot i's decoding row: no scatter/gather of queries needed
+    queries: int = 1          # aligned only: rows per slot (row s * queries + j is slot s's j-th; the CUDA-graph
+                              # step with short prefills), `lengths` then one per row
     groups: list[tuple[int, int, int, bool]] | None = None   # CPU: (first slot, end slot, keys, all slots that long)
                                                               # per batched call
+    group: int = 1            # query heads per KV head (set by `slot_attention` for the multi-row aligned mask)
     _masks: dict = field(default_factory=dict)
 
     def index_lists(self) -> list[list[int]]:
@@ -333,7 +340,12 @@ class SlotRows:
             mask = kpos < self.lengths[:, None]
             if sliding_window:
                 mask &= kpos >= self.lengths[:, None] - sliding_window
-            self._masks[key] = mask[:, None, None, :]
+            if self.queries == 1:
+                self._masks[key] = mask[:, None, None, :]
+            else:   # [span * queries, max_len] -> [span, 1, queries * group, max_len], each row's mask `group` times
+                group = self.group
+                mask = mask.view(self.span, self.queries, 1, self.max_len).expand(-1, -1, group, -1)
+                self._masks[key] = mask.reshape(self.span, 1, self.queries * group, self.max_len)
         return self._masks[key]
 
     def chunk_mask(self, i: int, sliding_window: int | None):
@@ -387,12 +399,21 @@ def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_w
     ks[rows.write_slot, :, rows.write_pos] = key[0].transpose(0, 1)
     vs[rows.write_slot, :, rows.write_pos] = value[0].transpose(0, 1)
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
-    if rows.aligned:
+    if rows.aligned and rows.queries == 1:
         # A decode-only step whose rows are slots 0 .. span-1 in order: the queries are already in slot order.
         o = _batched_decode_attention(
             query[0].transpose(0, 1).reshape(rows.span, kv_heads, heads // kv_heads, dim), ks, vs, rows,
             sliding_window, scaling)
         return o.reshape(1, rows.span, heads, dim), None
+    if rows.aligned:
+        # `queries` rows per slot (a CUDA-graph step with short prefills): slot s's rows, each with its own key
+        # length, become the query rows of slot s's call, every query head of a KV head per row (GQA folded in).
+        group, n = heads // kv_heads, rows.queries
+        rows.group = group
+        q = query[0].transpose(0, 1).reshape(rows.span, n, kv_heads, group, dim).transpose(1, 2)
+        o = _batched_decode_attention(q.reshape(rows.span, kv_heads, n * group, dim), ks, vs, rows, sliding_window,
+                                      scaling)
+        return o.view(rows.span, kv_heads, n, group, dim).transpose(1, 2).reshape(1, rows.span * n, heads, dim), None
     out = query.new_zeros(query.shape[2], heads, dim)
     if rows.single_rows.numel():
         # Scatter the decoding rows' queries to their slots; GQA: the `heads // kv_heads` query heads sharing a KV
@@ -541,7 +562,7 @@ class TransformersBackend:
     64 in exact mode, max_batch + 512 in fast mode, so a newcomer's prefill is not starved by a full batch of decoding
     sequences); `exact` (default: on CPU) selects the batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for
     reuse. A `model` object given directly is adapted in place (attention function, and tiled linears when exact).
-    `cuda_graphs` (fast mode on CUDA only; the default there) replays decode-only steps from CUDA graphs
+    `cuda_graphs` (fast mode on CUDA only; the default there) replays decode steps and short prefills from CUDA graphs
     (`sprint.backends.decode_graphs`); False decodes eagerly.
     """
 
@@ -769,6 +790,10 @@ class TransformersBackend:
         decoding = [r for r in self._active if len(r.tokens) - r.computed == 1]
         prefilling = [r for r in self._active if len(r.tokens) - r.computed > 1]
         budget = self.step_tokens - len(decoding)
+        if not decoding and not self.exact:
+            # Nothing decodes, so a longer chunk stalls no one: fewer eager steps (a SPRINT planner reading a
+            # stage's executions, ~1,400 tokens for the bundled Countdown model, was three).
+            budget = max(budget, LONE_PREFILL_TOKENS)
         row = 0
         for req in decoding + prefilling:
             start_pos = req.computed

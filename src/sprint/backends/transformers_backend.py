@@ -8,7 +8,9 @@ sequence at its absolute position. Every sequence in its decode phase gets one r
 decode side by side); prompts being prefilled fill the remaining rows in chunks (`step_tokens` rows per step in all),
 so a newcomer's prefill never stalls the sequences already decoding, and new requests join at step boundaries
 (continuous batching). The forward pass runs in a worker thread, so the event loop (the orchestrator, streaming
-consumers) stays responsive.
+consumers) stays responsive, and the text of one step's tokens (detokenizing, stop strings, the callers' queues) is
+emitted while the next step computes: a sequence that a stop string ends keeps one row in that step, whose token is
+dropped (its KV is cached and its slot freed after the step).
 
 KV cache and prefix reuse
 -------------------------
@@ -618,6 +620,8 @@ class TransformersBackend:
         self._pending: deque[_Request] = deque()
         self._active: list[_Request] = []
         self._wake: asyncio.Event | None = None
+        self._stepping = False   # a forward pass is running (the event loop emits text meanwhile: `_schedule`)
+        self._deferred: list[_Request] = []   # finished while a step ran: their KV is kept/freed after it
         # Forward passes run in this one thread (started at the first step), not in the event loop's shared pool.
         self._executor: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sprint-forward")
 
@@ -733,6 +737,7 @@ class TransformersBackend:
             # Queues and events belong to one loop; requests of a finished loop cannot be waited on any more.
             self._loop, self._pending, self._active = loop, deque(), []
             self._slots = SlotCache(self.max_batch)   # slots of a dead loop's requests are never released
+            self._stepping, self._deferred = False, []
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._scheduler(), name="sprint-transformers-scheduler")
         ids = self.encode_prompt(prompt)
@@ -829,6 +834,7 @@ class TransformersBackend:
 
     async def _schedule(self) -> None:
         assert self._wake is not None
+        emit: list[_Request] = []   # requests whose newest token's text is still to be emitted
         while True:
             for req in [r for r in self._active if r.cancelled]:
                 self._finish(req, "cancelled")
@@ -847,9 +853,16 @@ class TransformersBackend:
                 await self._wake.wait()
                 continue
             rows, ids, positions, sample, owners = self._plan()
+            step = asyncio.get_running_loop().run_in_executor(self._executor, self._step, rows, ids, positions, sample)
+            self._stepping = True
             try:
-                tokens = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._step, rows, ids, positions, sample)
+                # The previous step's text (detokenizing, stop strings, the callers' queues and whatever they wake)
+                # while this step computes, off the critical path: for a small model on a GPU a step is about a
+                # millisecond and that host work is a good part of it. A request its stop string ends here still
+                # has a row in this step: that token is dropped, and its KV is kept or freed once the step is done.
+                self._emit(emit)
+                emit = []
+                tokens = await step
             except Exception as e:   # a failed forward pass fails the requests in it, not the backend
                 log.exception("forward pass failed")
                 err = BackendError(f"{self.name}: forward pass failed: {type(e).__name__}: {e}")
@@ -858,9 +871,14 @@ class TransformersBackend:
                     req.finish = "error"
                     if isinstance(req.store, SlotSeq):
                         self._slots.release(req.store)
-                self._active = []
+                self._active, emit = [], []
                 continue
-            self._advance(rows, owners, sample, tokens)
+            finally:
+                self._stepping = False
+                deferred, self._deferred = self._deferred, []
+                for req in deferred:
+                    self._drop_store(req)
+            emit = self._advance(rows, owners, sample, tokens)
 
     def _step(self, rows: StepRows, ids: list[int], positions: list[int], sample) -> list[int]:
         """One forward pass (worker thread): compute the rows, then pick each sampling row's next token.
@@ -979,8 +997,9 @@ class TransformersBackend:
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
         return int(torch.multinomial(probs, 1, generator=req.generator))
 
-    def _advance(self, rows: StepRows, owners: list[_Request], sample, tokens: list[int]) -> None:
-        """After a step (event loop): count, append sampled tokens, emit text, finish sequences."""
+    def _advance(self, rows: StepRows, owners: list[_Request], sample, tokens: list[int]) -> list[_Request]:
+        """After a step (event loop): count, append sampled tokens, finish sequences at EOS or their length limit.
+        Returns the requests whose new token's text is still to be emitted (`_emit`, while the next step runs)."""
         st = self.stats
         st.forward_passes += 1
         st.rows_computed += sum(e - s for s, e, _, _ in rows.segments)
@@ -988,8 +1007,9 @@ class TransformersBackend:
         for (start, end, _, pos0), req in zip(rows.segments, owners):
             st.prefilled_tokens += max(0, min(pos0 + end - start, len(req.prompt_ids)) - pos0)
         now = time.perf_counter()
+        emit = []
         for (req, _), tok in zip(sample, tokens):
-            if req.cancelled:
+            if req.cancelled or req.finish is not None:   # finished while this step ran (its stop string)
                 continue
             if req.first_token is None:
                 req.first_token = now
@@ -999,14 +1019,24 @@ class TransformersBackend:
                 self._finish(req, "stop")
                 continue
             req.tokens.append(tok)
+            if req.generated >= req.params.max_tokens or (self.max_positions and
+                                                         len(req.tokens) >= self.max_positions):
+                self._emit([req])   # a stop string in this last token still wins
+                self._finish(req, "length")
+            else:
+                emit.append(req)
+        return emit
+
+    def _emit(self, reqs: list[_Request]) -> None:
+        """Each request's new text to its queue; a request whose stop string appears finishes."""
+        for req in reqs:
+            if req.finish is not None:
+                continue
             text = req.scanner.feed(self._detokenize(req))
             if text:
                 req.queue.put_nowait(text)
             if req.scanner.hit is not None:
                 self._finish(req, "stop")
-            elif req.generated >= req.params.max_tokens or (self.max_positions and
-                                                            len(req.tokens) >= self.max_positions):
-                self._finish(req, "length")
 
     def _detokenize(self, req: _Request, final: bool = False) -> str:
         """New text since the last call; holds back an incomplete UTF-8 character (TGI's incremental decoding)
@@ -1022,19 +1052,26 @@ class TransformersBackend:
             return full[len(prefix):]
         return ""
 
+    def _drop_store(self, req: _Request) -> None:
+        """A finished request's KV: into the prefix cache (it serves later prompts), its slot freed."""
+        if isinstance(req.store, SlotSeq):
+            seq, req.store = req.store, None
+            if seq.length and self._cache.max_tokens > 0:
+                self._cache.add(req.tokens, self._slots.export(seq))
+            self._slots.release(seq)
+        elif req.store is not None:
+            self._cache.add(req.tokens, req.store)
+
     def _finish(self, req: _Request, reason: str) -> None:
         if req.finish is not None:
             return
         req.finish = reason
         if req in self._active:
             self._active.remove(req)
-        if isinstance(req.store, SlotSeq):
-            seq, req.store = req.store, None
-            if seq.length and self._cache.max_tokens > 0:
-                self._cache.add(req.tokens, self._slots.export(seq))   # its KV serves later prompts
-            self._slots.release(seq)
-        elif req.store is not None:
-            self._cache.add(req.tokens, req.store)   # its KV (prompt and generation) serves later prompts
+        if self._stepping:
+            self._deferred.append(req)   # the running step still writes its KV
+        else:
+            self._drop_store(req)
         if reason == "cancelled":
             return
         if req.scanner.hit is None:

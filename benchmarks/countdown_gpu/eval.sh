@@ -7,6 +7,7 @@
 #   ONLY=sprint|sequential bash ... latency          # one model of the pair (two GPUs: one process on each, so both
 #                                                    # models get through the same problems in one call's time)
 #   bash benchmarks/countdown_gpu/eval.sh latency2   # that: SPRINT on GPU 0, sequential on GPU 1, side by side
+#   bash benchmarks/countdown_gpu/eval.sh accuracy2  # the accuracy phase so (two GPUs)
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1;
 # QORDER=sorted lists each question's numbers largest first (`--question-order`; its own run folders).
 # The in-process backend replays decode steps from CUDA graphs (the GPU default); MODE=fast runs it without them and
@@ -15,7 +16,7 @@
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
-phase=${1:?usage: eval.sh check|accuracy|latency|latency2}
+phase=${1:?usage: eval.sh check|accuracy|accuracy2|latency|latency2}
 N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
 sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}   # run folders and file names of a question order or backend mode
 OUT=${OUT:-runs/eval_out}; mkdir -p "$OUT" runs
@@ -47,6 +48,12 @@ case $phase in
       [ -f "$d/settings.json" ] && cp "$d/settings.json" "$OUT/${phase}${sfx}_${name}_settings.json"
     done
     wc -l "$run"/*/results.jsonl "$run"/results.jsonl 2>/dev/null ;;
+  accuracy2)
+    # The accuracy phase with the two models side by side, SPRINT on GPU G0 and sequential on G1 (half the time).
+    for m in sprint:${G0:-0} sequential:${G1:-1}; do
+      ONLY=${m%:*} CUDA_VISIBLE_DEVICES=${m#*:} bash "$0" accuracy > "$OUT/accuracy2${sfx}_${m%:*}.out" 2>&1 &
+    done
+    wait; tail -n 6 "$OUT"/accuracy2${sfx}_*.out ;;
   latency2)
     # One-at-a-time latency is bound by one CPU core and one GPU per process: two processes on two GPUs do not slow
     # each other, and the slow sequential model gets the whole call.

@@ -263,15 +263,19 @@ def test_fast_mode_prefills_a_lone_prompt_in_one_step_and_chunks_beside_decoding
     assert backend.stats.forward_passes == 1
 
     async def beside_decoding():
-        first = asyncio.create_task(backend.generate(PROMPTS[0], GenerationParams(max_tokens=40)))
-        await asyncio.sleep(0.05)
+        backend.eos_ids = set()   # the decoding sequence must outlast the other's prefill
+        start = backend.stats.generated_tokens
+        first = asyncio.create_task(backend.generate(PROMPTS[0], GenerationParams(max_tokens=n)))
+        while backend.stats.generated_tokens < start + 2:   # it is decoding now
+            await asyncio.sleep(0.005)
         passes = backend.stats.forward_passes
         await backend.generate(LONG + " So", GenerationParams(max_tokens=1))
-        return backend.stats.forward_passes - passes, await first
+        steps = backend.stats.forward_passes - passes
+        first.cancel()
+        return steps
 
     backend._cache = type(backend._cache)(0)   # no prefix reuse: the whole prompt is prefilled
-    steps, _ = run(beside_decoding(), timeout=60)
-    assert steps >= n // 16
+    assert run(beside_decoding(), timeout=60) >= n // 16
 
 
 def test_failures_reach_the_caller_instead_of_hanging(make):

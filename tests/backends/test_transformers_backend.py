@@ -651,6 +651,32 @@ def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode()
     assert sum(eager) == got.stages and len(eager) > 300
 
 
+@pytest.mark.parametrize("queries", [1, 8])
+def test_the_captured_forward_never_waits_on_the_device(make, queries):
+    """What a CUDA graph captures must not read device values back (`.item()`, data-dependent sizes such as
+    `nonzero` or `repeat_interleave` with tensor repeats) nor build tensors from host data: either fails or freezes a
+    capture. Checked on the CPU by dispatching the padded forward pass through a recorder."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    padded = _with_padded_decode(make(exact=False, max_batch=4))
+    run(padded.generate(PROMPTS[0], GenerationParams(max_tokens=3)))   # builds the buffers
+    graphs = padded._graphs
+    g = graphs._build(2, padded._slots.keys[0].shape[2], queries)
+    seen = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Recorder():
+        graphs._forward(g)
+    forbidden = {"_local_scalar_dense", "nonzero", "repeat_interleave", "masked_select", "unique", "lift_fresh",
+                 "_unique2"}
+    assert seen and not forbidden & set(seen), sorted(forbidden & set(seen))
+
+
 def test_long_prefills_and_oversized_buckets_stay_eager(make, monkeypatch):
     """A prefill longer than the largest query bucket, or a bucket past MAX_GRAPH_ROWS, runs eagerly."""
     from sprint.backends import decode_graphs
@@ -704,6 +730,28 @@ def test_a_failed_capture_falls_back_to_eager_decoding(make, caplog):
         got = run(backend.generate(PROMPTS[1], GenerationParams(max_tokens=10))).text
     assert got == want and backend._graphs.disabled and backend.stats.graph_steps == 0
     assert "decoding without CUDA graphs" in caplog.text
+
+
+def test_a_failed_multi_row_capture_keeps_the_decode_graphs(make, caplog):
+    """If only a multi-row step cannot be captured, short prefills run eagerly and decode steps keep their graphs."""
+    prompt = PROMPTS[0] + " Then we will see"   # its prefix is cached below: a short prefill
+    want = run(make(exact=False).generate(prompt, GenerationParams(max_tokens=10))).text
+    backend = _with_padded_decode(make(exact=False))
+    run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=2)))   # buffers built, the prefix cached
+    build = backend._graphs._build
+
+    def multi_row_fails(b, capacity, queries=1):
+        if queries > 1:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return build(b, capacity, queries)
+
+    backend._graphs._build = multi_row_fails
+    before = backend.stats.graph_steps
+    with caplog.at_level("WARNING"):
+        got = run(backend.generate(prompt, GenerationParams(max_tokens=10))).text
+    g = backend._graphs
+    assert got == want and not g.disabled and not g.multi_row and backend.stats.graph_steps - before == 9
+    assert all(k[1] == 1 for k in g.graphs) and "short prefills run without CUDA graphs" in caplog.text
 
 
 def test_cpu_decode_attends_in_runs_of_slots_each_to_its_own_length(make):

@@ -69,6 +69,8 @@ class _Graph:
     argmax: Any
     queries: int = 1   # Q: rows per slot
     keep: Any = None   # Q > 1: the rows whose logits are computed (each slot's last)
+    write_slot: Any = None   # Q > 1: each row's slot, built before the capture (`repeat_interleave` reads its
+                             # sizes back from the device, which a capture does not allow)
     graph: Any = None
     buffers: list = field(default_factory=list)   # the generation's KV buffers, kept alive while the graph lives
 
@@ -83,6 +85,7 @@ class DecodeGraphs:
         self.graphs: dict[tuple[int, int], _Graph] = {}
         self.generation = -1
         self.disabled = False   # set when a capture fails: the model then decodes eagerly
+        self.multi_row = True   # cleared when a multi-row capture fails: short prefills then run eagerly
         self.captures = 0   # graphs captured (or eager stand-ins built)
 
     def bucket(self, span: int) -> int | None:
@@ -92,7 +95,7 @@ class DecodeGraphs:
         return None
 
     def query_bucket(self, longest: int) -> int | None:
-        for q in QUERY_BUCKETS:
+        for q in QUERY_BUCKETS if self.multi_row else QUERY_BUCKETS[:1]:
             if q >= longest:
                 return q
         return None
@@ -129,7 +132,13 @@ class DecodeGraphs:
         if g is None:
             try:
                 g = self.graphs[(b, q, capacity)] = self._build(b, capacity, q)
-            except Exception as e:   # noqa: BLE001 - any capture failure: this model decodes eagerly from now on
+            except Exception as e:   # noqa: BLE001 - any capture failure: eager from now on (that kind of step)
+                self.graphs.pop((b, q, capacity), None)
+                if q > 1:   # the decode graphs may still work: only the short prefills go back to eager steps
+                    log.warning("CUDA graph capture of a multi-row step failed (%s: %s); short prefills run "
+                                "without CUDA graphs", type(e).__name__, e)
+                    self.multi_row = False
+                    return None
                 log.warning("CUDA graph capture failed (%s: %s); decoding without CUDA graphs", type(e).__name__, e)
                 self.disabled = True
                 self.graphs.clear()
@@ -169,7 +178,7 @@ class DecodeGraphs:
         b, q = g.rows, g.queries
         slots = torch.arange(b, device=g.inputs.device)
         return SlotRows(cache=self.backend._slots, capacity=g.capacity, slots=b,
-                        write_slot=slots if q == 1 else slots.repeat_interleave(q), write_pos=g.inputs[1],
+                        write_slot=slots if q == 1 else g.write_slot, write_pos=g.inputs[1],
                         single_rows=slots, single_slots=slots, lengths=g.inputs[2], span=b, max_len=g.capacity,
                         chunks=[], full=False, aligned=True, queries=q)
 
@@ -193,10 +202,13 @@ class DecodeGraphs:
         inputs = torch.zeros((3, b * queries), dtype=torch.long, device=device)
         inputs[1].fill_(capacity - 1)
         inputs[2].fill_(1)
-        keep = torch.arange(b, device=device) * queries + queries - 1 if queries > 1 else None
+        keep = write_slot = None
+        if queries > 1:
+            keep = torch.arange(b, device=device) * queries + queries - 1
+            write_slot = torch.arange(b, device=device).repeat_interleave(queries)
         g = _Graph(rows=b, capacity=capacity, inputs=inputs, logits=torch.empty((b, vocab), dtype=dtype, device=device),
                    argmax=torch.empty(b, dtype=torch.long, device=device), queries=queries, keep=keep,
-                   buffers=[*cache.keys.values(), *cache.values.values()])
+                   write_slot=write_slot, buffers=[*cache.keys.values(), *cache.values.values()])
         self.captures += 1
         if not self.capture:
             return g

@@ -3,18 +3,8 @@ problems both runs have (synthetic result files: the script only reads results.j
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("ablate_table", REPO / "benchmarks/countdown_gpu/ablate_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run(folder: Path, rows) -> Path:
@@ -25,8 +15,8 @@ def _run(folder: Path, rows) -> Path:
     return folder
 
 
-def test_against_gives_the_ratio_of_means_overall_and_on_the_longest_third(tmp_path):
-    mod = _load()
+def test_against_gives_the_ratio_of_means_overall_and_on_the_longest_third(tmp_path, load_benchmark):
+    mod = load_benchmark("benchmarks/countdown_gpu/ablate_table.py")
     ref = mod._results(_run(tmp_path / "seq", [(100, True), (200, True), (600, False)]))
     # Problem p3 only here: left out. Longest third of the reference: p2 (600 tokens).
     mine = _run(tmp_path / "sprint", [(50, True), (100, False), (150, True), (999, True)])

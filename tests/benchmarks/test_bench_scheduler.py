@@ -3,22 +3,11 @@ the per-step numbers it reports are consistent."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_scheduler", REPO / "benchmarks/bench_scheduler.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_scripted_streams_decode_the_script_and_report_steps(tmp_path):
-    mod = _load()
+def test_scripted_streams_decode_the_script_and_report_steps(tmp_path, load_benchmark):
+    mod = load_benchmark("benchmarks/bench_scheduler.py")
     out = tmp_path / "sched.json"
     assert mod.main(["--streams", "3", "--delay-ms", "1", "--tokens", "20", "--repeats", "1", "--out", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]

@@ -1,0 +1,21 @@
+"""Benchmark scripts are files, not package modules: `load_benchmark("benchmarks/x.py")` imports one by path."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def load_benchmark():
+    def load(relpath: str):
+        path = REPO / relpath
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    return load

@@ -42,8 +42,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: New tokens per slot a captured step takes (1: decoding only). 8 holds a Countdown executor's prompt (7 tokens).
-QUERY_BUCKETS = (1, 8, 32)
+#: New tokens per slot a captured step takes (1: decoding only). 8 holds a Countdown executor's prompt (7 tokens),
+#: 64 a Countdown question (33 tokens: the first step of every solve, SPRINT or sequential).
+QUERY_BUCKETS = (1, 8, 32, 64)
 #: Rows (B x Q) a multi-row graph may have: its activations and masks grow with them (a bucket past this runs eagerly).
 MAX_GRAPH_ROWS = 256
 

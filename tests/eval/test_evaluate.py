@@ -257,8 +257,14 @@ def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llam
     assert main(base + ["--out", str(tmp_path / "a"), "--backend-mode", "fast", "--max-batch", "3"]) == 0
     settings = json.loads((tmp_path / "a" / "settings.json").read_text())
     assert settings["backend_options"] == {"exact": False, "cuda_graphs": False, "max_batch": 3}
+    assert settings["engine"].startswith("TransformersBackend(") and "max_batch=3, exact=False)" in settings["engine"]
     assert main(base + ["--out", str(tmp_path / "b")]) == 0
-    assert "backend_options" not in json.loads((tmp_path / "b" / "settings.json").read_text())
+    settings = json.loads((tmp_path / "b" / "settings.json").read_text())
+    assert "backend_options" not in settings and "exact=True" in settings["engine"]   # the engine as it ran
+    # A resume records the engine it ran with (a volatile setting: it does not block the resume).
+    assert main(base + ["--out", str(tmp_path / "a"), "--backend-mode", "fast", "--max-batch", "3"]) == 0
+    resumed = json.loads((tmp_path / "a" / "settings.json").read_text())
+    assert resumed["resumes"][-1]["engine"] == resumed["engine"]
     # Resuming with another mode is another computation: refused, naming the difference.
     assert main(base + ["--out", str(tmp_path / "a"), "--backend-mode", "exact", "--max-batch", "3"]) == 2
     assert "backend_options" in capsys.readouterr().err

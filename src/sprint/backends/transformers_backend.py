@@ -626,8 +626,9 @@ class TransformersBackend:
         self._executor: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sprint-forward")
 
     def __repr__(self) -> str:
+        graphs = ", cuda_graphs=True" if self._graphs is not None else ""
         return (f"TransformersBackend({self.name!r}, device={str(self.device)!r}, max_batch={self.max_batch}, "
-                f"exact={self.exact})")
+                f"exact={self.exact}{graphs})")
 
     # ------------------------------------------------------------------------------------------ setup
     @staticmethod

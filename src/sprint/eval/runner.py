@@ -42,7 +42,8 @@ SUMMARY = "summary.json"
 SUMMARY_MD = "summary.md"
 
 # Settings that may differ between a run and its resumption (they do not change what an item's result is).
-_VOLATILE = ("environment", "command", "started_at", "resumes", "concurrency", "label")
+# `engine` is the backend as it ran (its repr: device, mode, CUDA graphs), recorded again at each resume.
+_VOLATILE = ("environment", "command", "started_at", "resumes", "concurrency", "label", "engine")
 
 
 class Solver(Protocol):
@@ -256,7 +257,8 @@ def write_settings(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
                              f"Differences: {'; '.join(diffs[:8])}")
         old.setdefault("resumes", []).append({"at": _now(), "command": settings.get("command"),
                                               "concurrency": settings.get("concurrency"),
-                                              "environment": settings.get("environment")})
+                                              "environment": settings.get("environment"),
+                                              **({"engine": settings["engine"]} if "engine" in settings else {})})
         settings = old
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
@@ -643,7 +645,7 @@ async def evaluate(cfg: EvalConfig, make_backend: Callable[..., Any] = default_b
             solve, solver_settings = build_solver(spec.method, backend, tokenizer, sprint_cfg, baseline_cfg)
             run = SubRun(spec.label, spec.method, spec.model, cfg.out if single else cfg.out / spec.label, solve,
                          {"model": spec.model, "base_urls": spec.base_urls, "method": spec.method,
-                          "backend": type(backend).__name__, **solver_settings,
+                          "backend": type(backend).__name__, "engine": repr(backend), **solver_settings,
                           # only when set: runs made before the options existed resume with the same settings
                           **({"backend_options": cfg.backend_options} if cfg.backend_options else {}),
                           "layout": layout_settings(tokenizer, spec.method, items[0].question)})

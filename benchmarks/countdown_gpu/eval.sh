@@ -61,6 +61,8 @@ case $phase in
     for m in sprint:${G0:-0} sequential:${G1:-1}; do
       ONLY=${m%:*} CUDA_VISIBLE_DEVICES=${m#*:} bash "$0" latency > "$OUT/latency2${sfx}_${m%:*}.out" 2>&1 &
     done
-    wait; tail -n 6 "$OUT"/latency2${sfx}_*.out ;;
+    wait; tail -n 6 "$OUT"/latency2${sfx}_*.out
+    python3 benchmarks/countdown_gpu/latency_table.py runs/eval_gpu_latency_n${M}_s${SEED}${sfx}_sprint \
+      runs/eval_gpu_latency_n${M}_s${SEED}${sfx}_sequential --name "latency${sfx}" | tee "$OUT/latency2${sfx}_table.md" ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

@@ -14,11 +14,12 @@ run is longest. Ratios are of means over the same problems. Runs timed one probl
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import statistics
 import sys
 from pathlib import Path
+
+from sprint.jsonl import iter_jsonl
 
 HEADER = ("| runs | problems in both | solved (SPRINT / sequential) | mean wall-clock s (SPRINT / sequential) | "
           "wall-clock ratio | sequential tokens ratio | ms per sequential token (SPRINT / sequential, ratio) | "
@@ -29,19 +30,11 @@ def read_results(path: Path) -> dict[str, dict]:
     """Complete, error-free records by id (the first of each id, as a resumed run keeps)."""
     if path.is_dir():
         path = path / "results.jsonl"
-    opener = gzip.open if path.suffix == ".gz" else open
     out: dict[str, dict] = {}
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
-            if r.get("error") or r.get("wall_clock_s") is None or "sequential_tokens" not in r:
-                continue
-            out.setdefault(r["id"], r)
+    for _, r in iter_jsonl(path):
+        if r.get("error") or r.get("wall_clock_s") is None or "sequential_tokens" not in r:
+            continue
+        out.setdefault(r["id"], r)
     return out
 
 

@@ -30,7 +30,7 @@ def test_ratios_are_of_means_over_the_shared_problems(tmp_path, load_benchmark, 
                     [_rec(0, 1.0, 100), _rec(1, 2.0, 200, False), _rec(2, 3.0, 300), _rec(9, 50.0, 10)])
     seq = _write(tmp_path / "q.jsonl.gz", [_rec(0, 2.0, 400), _rec(1, 4.0, 400), _rec(2, 6.0, 1000),
                                            _rec(3, 9.0, 900), _rec(4, 1.0, 10, error="boom")], gz=True)
-    c = mod.compare(mod.read_results(tmp_path / "s"), mod.read_results(seq))
+    c = mod.compare(mod.read_results(sprint.parent), mod.read_results(seq))
     assert c["n"] == 3 and (c["solved_sprint"], c["solved_sequential"]) == (2, 3)
     assert c["wall_ratio"] == pytest.approx(2.0 / 4.0) and c["token_ratio"] == pytest.approx(200 / 600)
     assert c["ms_per_token_sprint"] == pytest.approx(10.0) and c["ms_per_token_ratio"] == pytest.approx(1.5)

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Sequence
 
-from sprint.tasks.countdown.expr import BinOp, Expr, Num, apply_op, to_text
+from sprint.tasks.countdown.expr import BinOp, Expr, Num, to_text
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")

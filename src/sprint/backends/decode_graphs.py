@@ -70,8 +70,8 @@ class _Graph:
     argmax: Any
     queries: int = 1   # Q: rows per slot
     keep: Any = None   # Q > 1: the rows whose logits are computed (each slot's last)
-    write_slot: Any = None   # Q > 1: each row's slot, built before the capture (`repeat_interleave` reads its
-                             # sizes back from the device, which a capture does not allow)
+    write_slot: Any = None   # each row's slot, built before the capture (`repeat_interleave` may read sizes back
+                             # from the device, which a capture does not allow)
     graph: Any = None
     buffers: list = field(default_factory=list)   # the generation's KV buffers, kept alive while the graph lives
 
@@ -176,12 +176,11 @@ class DecodeGraphs:
 
         from sprint.backends.transformers_backend import SlotRows
 
-        b, q = g.rows, g.queries
+        b = g.rows
         slots = torch.arange(b, device=g.inputs.device)
-        return SlotRows(cache=self.backend._slots, capacity=g.capacity, slots=b,
-                        write_slot=slots if q == 1 else g.write_slot, write_pos=g.inputs[1],
-                        single_rows=slots, single_slots=slots, lengths=g.inputs[2], span=b, max_len=g.capacity,
-                        chunks=[], full=False, aligned=True, queries=q)
+        return SlotRows(cache=self.backend._slots, capacity=g.capacity, slots=b, write_slot=g.write_slot,
+                        write_pos=g.inputs[1], single_rows=slots, single_slots=slots, lengths=g.inputs[2], span=b,
+                        max_len=g.capacity, chunks=[], full=False, aligned=True, queries=g.queries)
 
     def _forward(self, g: _Graph) -> None:
         """The padded step itself, writing the graph's output tensors in place."""
@@ -203,10 +202,8 @@ class DecodeGraphs:
         inputs = torch.zeros((3, b * queries), dtype=torch.long, device=device)
         inputs[1].fill_(capacity - 1)
         inputs[2].fill_(1)
-        keep = write_slot = None
-        if queries > 1:
-            keep = torch.arange(b, device=device) * queries + queries - 1
-            write_slot = torch.arange(b, device=device).repeat_interleave(queries)
+        write_slot = torch.arange(b, device=device).repeat_interleave(queries)
+        keep = torch.arange(b, device=device) * queries + queries - 1 if queries > 1 else None
         g = _Graph(rows=b, capacity=capacity, inputs=inputs, logits=torch.empty((b, vocab), dtype=dtype, device=device),
                    argmax=torch.empty(b, dtype=torch.long, device=device), queries=queries, keep=keep,
                    write_slot=write_slot, buffers=[*cache.keys.values(), *cache.values.values()])

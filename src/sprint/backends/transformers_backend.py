@@ -317,7 +317,6 @@ class SlotRows:
                               # step with short prefills), `lengths` then one per row
     groups: list[tuple[int, int, int, bool]] | None = None   # CPU: (first slot, end slot, keys, all slots that long)
                                                               # per batched call
-    group: int = 1            # query heads per KV head (set by `slot_attention` for the multi-row aligned mask)
     _masks: dict = field(default_factory=dict)
 
     def index_lists(self) -> list[list[int]]:
@@ -329,9 +328,10 @@ class SlotRows:
             write_slot, write_pos, single_rows, single_slots, lengths)
         return self
 
-    def single_mask(self, sliding_window: int | None):
+    def single_mask(self, sliding_window: int | None, group: int = 1):
         """[span, 1, 1, max_len]: key k is visible to slot s's query iff k < length[s] (and inside the window);
-        None when that is every key (SDPA is faster without a mask, notably at batch 1)."""
+        None when that is every key (SDPA is faster without a mask, notably at batch 1). With `queries` rows per
+        slot, [span, 1, queries * group, max_len]: each row's own mask for each of its `group` query heads."""
         if self.full and (not sliding_window or sliding_window >= self.max_len):
             return None
         key = ("single", sliding_window)
@@ -345,7 +345,6 @@ class SlotRows:
             if self.queries == 1:
                 self._masks[key] = mask[:, None, None, :]
             else:   # [span * queries, max_len] -> [span, 1, queries * group, max_len], each row's mask `group` times
-                group = self.group
                 mask = mask.view(self.span, self.queries, 1, self.max_len).expand(-1, -1, group, -1)
                 self._masks[key] = mask.reshape(self.span, 1, self.queries * group, self.max_len)
         return self._masks[key]
@@ -375,7 +374,7 @@ def _batched_decode_attention(q, ks, vs, rows: SlotRows, sliding_window, scaling
     every masked key). Slices of consecutive slots are views: no key is copied."""
     import torch.nn.functional as F
 
-    mask = rows.single_mask(sliding_window)
+    mask = rows.single_mask(sliding_window, q.shape[2] // rows.queries)
     if not rows.groups:
         return F.scaled_dot_product_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len],
                                               attn_mask=mask, scale=scaling)
@@ -411,7 +410,6 @@ def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_w
         # `queries` rows per slot (a CUDA-graph step with short prefills): slot s's rows, each with its own key
         # length, become the query rows of slot s's call, every query head of a KV head per row (GQA folded in).
         group, n = heads // kv_heads, rows.queries
-        rows.group = group
         q = query[0].transpose(0, 1).reshape(rows.span, n, kv_heads, group, dim).transpose(1, 2)
         o = _batched_decode_attention(q.reshape(rows.span, kv_heads, n * group, dim), ks, vs, rows, sliding_window,
                                       scaling)
@@ -882,19 +880,23 @@ class TransformersBackend:
             emit = self._advance(rows, owners, sample, tokens)
 
     def _step(self, rows: StepRows, ids: list[int], positions: list[int], sample) -> list[int]:
-        """One forward pass (worker thread): compute the rows, then pick each sampling row's next token.
+        """One forward pass (worker thread): compute the rows, then pick each sampling row's next token; through a
+        CUDA graph when one takes the step (`sprint.backends.decode_graphs`), else eagerly (`_eager_step`)."""
+        picks = self._graphs.step(rows, ids, positions, sample) if self._graphs is not None else None
+        if picks is None:
+            picks = self._eager_step(rows, ids, positions, sample)
+        else:
+            self.stats.graph_steps += 1
+        for start, end, store, pos0 in rows.segments:
+            store.length = pos0 + end - start
+        return picks
 
-        Host and device meet once each way (see module doc): every index goes over in one copy (`_upload`), and
-        the picked tokens come back with one `.tolist()`, the step's only synchronisation unless rows sample."""
+    def _eager_step(self, rows: StepRows, ids: list[int], positions: list[int], sample) -> list[int]:
+        """The forward pass from Python. Host and device meet once each way (see module doc): every index goes over
+        in one copy (`_upload`), and the picked tokens come back with one `.tolist()`, the step's only
+        synchronisation unless rows sample."""
         import torch
 
-        if self._graphs is not None:
-            picks = self._graphs.step(rows, ids, positions, sample)
-            if picks is not None:
-                self.stats.graph_steps += 1
-                for start, end, store, pos0 in rows.segments:
-                    store.length = pos0 + end - start
-                return picks
         n, keep_rows = len(ids), [r for _, r in sample]
         plan = rows if self.exact else self._slot_rows(rows, positions)
         extra = [] if self.exact else plan.index_lists()
@@ -911,10 +913,7 @@ class TransformersBackend:
             argmax = logits.argmax(-1).tolist() if any(greedy) else []
             # One device-to-host copy for all sampling rows, not one per request.
             host = logits.float().cpu() if not all(greedy) else None
-            picks = self._picks(sample, argmax, lambda i: logits[i], host)
-        for start, end, store, pos0 in rows.segments:
-            store.length = pos0 + end - start
-        return picks
+            return self._picks(sample, argmax, lambda i: logits[i], host)
 
     def _upload(self, *parts: list[int]) -> list:
         """The step's integer lists in ONE host-to-device copy (asynchronous, from pinned memory on CUDA); returns a

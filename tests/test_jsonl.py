@@ -26,15 +26,3 @@ def test_non_object_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"a\.jsonl:3: expected a JSON object, got list"):
         list(iter_jsonl(p))
 
-
-def test_gzipped_files_read_the_same(tmp_path):
-    import gzip
-
-    p = tmp_path / "a.jsonl.gz"
-    with gzip.open(p, "wt", encoding="utf-8") as f:
-        f.write('{"a": 1}\n\n{"b": "é"}\n{oops\n')
-    with pytest.raises(ValueError, match=r"a\.jsonl\.gz:4: not valid JSON"):
-        list(iter_jsonl(p))
-    with gzip.open(p, "wt", encoding="utf-8") as f:
-        f.write('{"a": 1}\n\n{"b": "é"}\n')
-    assert list(iter_jsonl(p)) == [(1, {"a": 1}), (3, {"b": "é"})]

@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from sprint.jsonl import iter_jsonl
+from sprint.eval.runner import ResultLog
 
 HEADER = ("| runs | problems in both | solved (SPRINT / sequential) | mean wall-clock s (SPRINT / sequential) | "
           "wall-clock ratio | sequential tokens ratio | ms per sequential token (SPRINT / sequential, ratio) | "
@@ -31,10 +31,9 @@ def read_results(path: Path) -> dict[str, dict]:
     if path.is_dir():
         path = path / "results.jsonl"
     out: dict[str, dict] = {}
-    for _, r in iter_jsonl(path):
-        if r.get("error") or r.get("wall_clock_s") is None or "sequential_tokens" not in r:
-            continue
-        out.setdefault(r["id"], r)
+    for r in ResultLog(path).read():
+        if not r.get("error") and r.get("wall_clock_s") is not None and "sequential_tokens" in r:
+            out.setdefault(r["id"], r)
     return out
 
 

@@ -1,9 +1,8 @@
-"""Reading JSONL files of objects (plain, or gzipped when the name ends in .gz): the one place that skips blank
-lines, parses each line and names the file and line in its errors. Callers check the fields themselves."""
+"""Reading JSONL files of objects: the one place that skips blank lines, parses each line and names the file and
+line in its errors. Callers check the fields themselves."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from typing import Iterator
@@ -15,8 +14,7 @@ def iter_jsonl(path: str | Path, *, label: str | None = None) -> Iterator[tuple[
     Raises ValueError "<label>:<line>: not valid JSON (<msg>)" or "<label>:<line>: expected a JSON object, got
     <type>"; `label` defaults to the path."""
     name = str(path) if label is None else label
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

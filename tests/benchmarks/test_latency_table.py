@@ -45,6 +45,6 @@ def test_runs_with_nothing_in_common_or_broken_lines_are_errors(tmp_path, load_b
     b = _write(tmp_path / "b.jsonl", [_rec(1, 1.0, 10)])
     with pytest.raises(ValueError, match="no finished problem in common"):
         mod.compare(mod.read_results(a), mod.read_results(b))
-    (tmp_path / "c.jsonl").write_text('{"id": "p0"}\n{not json\n')
-    with pytest.raises(ValueError, match=r"c.jsonl:2: not valid JSON"):
+    (tmp_path / "c.jsonl").write_text('{"id": "p0"}\n{not json\n{"id": "p1"}\n')
+    with pytest.raises(ValueError, match=r"c.jsonl: line 2 is not valid JSON"):
         mod.read_results(tmp_path / "c.jsonl")

@@ -117,6 +117,17 @@ def test_result_log_tolerates_a_truncated_last_line_only(tmp_path):
         log.read()
 
 
+def test_result_log_reads_a_gzipped_copy_the_same_way(tmp_path):
+    import gzip
+
+    path = tmp_path / "results.jsonl.gz"
+    path.write_bytes(gzip.compress('{"id": "a", "x": "é"}\n\n{"id": "b"}\n{"id": "c", "cut'.encode()))
+    assert [r["id"] for r in ResultLog(path).read()] == ["a", "b"]   # the cut-off last line tolerated, as plain
+    path.write_bytes(gzip.compress(b'{"id": "a"}\n{broken\n{"id": "b"}\n'))
+    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+        ResultLog(path).read()
+
+
 # ---------------------------------------------------------------------------------------------- runs
 def test_run_writes_results_settings_and_summary(tmp_path):
     task = ExactTask(14)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import hashlib
+import gzip
 import json
 import math
 import os
@@ -98,7 +99,8 @@ def summarize(records: Iterable[dict], n_expected: int | None = None) -> dict[st
 
 # ---------------------------------------------------------------------------------------------- results file
 class ResultLog:
-    """`results.jsonl` of one run: read back tolerantly, appended durably (flush + fsync per record)."""
+    """`results.jsonl` of one run: read back tolerantly, appended durably (flush + fsync per record). A gzipped copy
+    (`*.jsonl.gz`, as benchmark scripts pack results) reads the same way."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -111,7 +113,8 @@ class ResultLog:
         """(records, clean): `clean` is False when the file ends in a cut-off line or lacks its last newline."""
         if not self.path.exists():
             return [], True
-        lines = self.path.read_bytes().split(b"\n")
+        data = self.path.read_bytes()
+        lines = (gzip.decompress(data) if self.path.suffix == ".gz" else data).split(b"\n")
         out = []
         for lineno, raw in enumerate(lines, start=1):
             if not raw.strip():

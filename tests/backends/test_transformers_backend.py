@@ -711,10 +711,11 @@ def test_cuda_graphs_need_the_fast_mode_on_cuda(make):
 
 
 def test_graph_buckets():
-    from sprint.backends.decode_graphs import buckets
+    from sprint.backends.decode_graphs import buckets, fit
 
     assert buckets(1) == [1] and buckets(8) == [1, 2, 4, 8] and buckets(6) == [1, 2, 4, 6]
     assert buckets(128)[-2:] == [64, 128]
+    assert fit(buckets(6), 3) == 4 and fit(buckets(6), 6) == 6 and fit(buckets(6), 7) is None
 
 
 def test_a_failed_capture_falls_back_to_eager_decoding(make, caplog):

@@ -58,6 +58,11 @@ def buckets(max_batch: int) -> list[int]:
     return out + [max_batch]
 
 
+def fit(sizes, n: int) -> int | None:
+    """The smallest of `sizes` (ascending) that holds `n`, or None."""
+    return next((size for size in sizes if size >= n), None)
+
+
 @dataclass
 class _Graph:
     """One captured step: its static input [3, B * Q] (ids, positions, key lengths), outputs [B] (each slot's
@@ -89,18 +94,6 @@ class DecodeGraphs:
         self.multi_row = True   # cleared when a multi-row capture fails: short prefills then run eagerly
         self.captures = 0   # graphs captured (or eager stand-ins built)
 
-    def bucket(self, span: int) -> int | None:
-        for b in self.buckets:
-            if b >= span:
-                return b
-        return None
-
-    def query_bucket(self, longest: int) -> int | None:
-        for q in QUERY_BUCKETS if self.multi_row else QUERY_BUCKETS[:1]:
-            if q >= longest:
-                return q
-        return None
-
     def step(self, rows, ids: list[int], positions: list[int], sample) -> list[int] | None:
         """Run a step through a graph and return each sampling row's pick, or None when the step does not qualify
         (a longer prefill chunk in it, or the layers' buffers not built yet): the caller then runs it eagerly."""
@@ -109,7 +102,7 @@ class DecodeGraphs:
         segments = rows.segments
         if self.disabled or not segments:
             return None
-        q = self.query_bucket(max(end - start for start, end, _, _ in segments))
+        q = fit(QUERY_BUCKETS if self.multi_row else QUERY_BUCKETS[:1], max(e - s for s, e, _, _ in segments))
         if q is None:
             return None
         cache = self.backend._slots
@@ -119,7 +112,7 @@ class DecodeGraphs:
             # num_hidden_layers cannot say when that is done: such a model decodes eagerly.)
             return None
         span = max(seq.slot for _, _, seq, _ in segments) + 1
-        b = self.bucket(span)
+        b = fit(self.buckets, span)
         if b is None or (q > 1 and b * q > MAX_GRAPH_ROWS):
             return None
         needed = max(positions) + 1
@@ -134,7 +127,6 @@ class DecodeGraphs:
             try:
                 g = self.graphs[(b, q, capacity)] = self._build(b, capacity, q)
             except Exception as e:   # noqa: BLE001 - any capture failure: eager from now on (that kind of step)
-                self.graphs.pop((b, q, capacity), None)
                 if q > 1:   # the decode graphs may still work: only the short prefills go back to eager steps
                     log.warning("CUDA graph capture of a multi-row step failed (%s: %s); short prefills run "
                                 "without CUDA graphs", type(e).__name__, e)

@@ -34,13 +34,11 @@ def make_backend(model: str) -> TransformersBackend:
 
 
 def scripted_step(backend: TransformersBackend, script: list[int], delay: float):
-    """A `_step` that sleeps `delay` seconds (the GIL released, like a graph replay) and picks each request's next
-    scripted token; the KV lengths advance as a real step's would."""
+    """A forward pass (`_eager_step`) that sleeps `delay` seconds (the GIL released, like a graph replay) and picks
+    each request's next scripted token; `_step` around it does the rest of a real step."""
 
     def step(rows, ids, positions, sample):
         time.sleep(delay)
-        for start, end, store, pos0 in rows.segments:
-            store.length = pos0 + end - start
         return [script[(len(req.tokens) - len(req.prompt_ids)) % len(script)] for req, _ in sample]
 
     return step
@@ -66,7 +64,7 @@ def measure(model: str, streams: int, delay_ms: float, tokens: int, repeats: int
     backend = make_backend(model)
     backend.eos_ids = set()
     script = backend.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
-    backend._step = scripted_step(backend, script, delay_ms / 1000)
+    backend._eager_step = scripted_step(backend, script, delay_ms / 1000)
     per_step = []
     for _ in range(repeats):
         seconds, steps = asyncio.run(run_streams(backend, streams, tokens))

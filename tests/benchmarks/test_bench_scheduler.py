@@ -16,7 +16,7 @@ def test_scripted_streams_decode_the_script_and_report_steps(tmp_path, load_benc
     backend = mod.make_backend("countdown-sprint")
     backend.eos_ids = set()
     script = backend.tokenizer(mod.TEXT, add_special_tokens=False)["input_ids"]
-    backend._step = mod.scripted_step(backend, script, 0.0)
+    backend._eager_step = mod.scripted_step(backend, script, 0.0)
     import asyncio
 
     from sprint.backends.base import GenerationParams

@@ -29,13 +29,15 @@ class DemoRow:
 
 
 def pick_question(question: str | None, seed: int) -> str:
-    """The question in the models' phrasing: the user's (plain words), or a held-out test problem from `seed`."""
-    from sprint.models import COUNTDOWN_QUESTION_ORDER
+    """The question in the models' phrasing: the user's (plain words), or a held-out test problem from `seed`; the
+    numbers in the order the demo's models were trained on (as `sprint eval` asks them)."""
+    from sprint.models import countdown_question_order
     from sprint.tasks.countdown.loader import item_from_question, load_countdown
 
+    order = countdown_question_order([model for model, _ in PAIRS])
     if question:
-        return item_from_question(question, question_order=COUNTDOWN_QUESTION_ORDER).question
-    return load_countdown("test", 1, seed, question_order=COUNTDOWN_QUESTION_ORDER)[0].question
+        return item_from_question(question, question_order=order).question
+    return load_countdown("test", 1, seed, question_order=order)[0].question
 
 
 async def _solve_live(model: str, method: str, question: str, console, show: bool):

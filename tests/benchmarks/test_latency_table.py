@@ -36,7 +36,35 @@ def test_ratios_are_of_means_over_the_shared_problems(tmp_path, load_benchmark, 
     assert c["ms_per_token_sprint"] == pytest.approx(10.0) and c["ms_per_token_ratio"] == pytest.approx(1.5)
     assert c["longest_third"] == 1 and c["wall_ratio_longest_third"] == pytest.approx(3.0 / 6.0)
     assert mod.main([str(tmp_path / "s"), str(seq), "--name", "x"]) == 0
-    assert "| x | 3 | 2 / 3 | 2.00 / 4.00 | **0.50** |" in capsys.readouterr().out
+    lo, hi = c["wall_ratio_ci95"]
+    assert 1.0 / 2.0 <= lo <= 0.5 <= hi <= 3.0 / 6.0 + 1e-9  # every problem's own ratio is 0.5
+    assert "| x | 3 | 2 / 3 | 2.00 / 4.00 | **0.50** [0.50, 0.50] |" in capsys.readouterr().out
+
+
+def test_bootstrap_interval_brackets_the_ratio_and_narrows_with_more_problems(load_benchmark):
+    mod = load_benchmark("benchmarks/countdown_gpu/latency_table.py")
+    rng = __import__("random").Random(3)
+    den = [rng.uniform(1, 5) for _ in range(400)]
+    num = [d * rng.uniform(0.3, 0.9) for d in den]
+    ratio = sum(num) / sum(den)
+    lo, hi = mod.bootstrap_ratio(num, den)
+    lo_small, hi_small = mod.bootstrap_ratio(num[:40], den[:40])
+    assert lo < ratio < hi and hi - lo < hi_small - lo_small
+    assert mod.bootstrap_ratio(num, den) == (lo, hi)  # fixed seed: the table is reproducible
+
+
+def test_pairs_are_pooled_by_pair_and_id(tmp_path, load_benchmark, capsys):
+    mod = load_benchmark("benchmarks/countdown_gpu/latency_table.py")
+    s1 = _write(tmp_path / "s1.jsonl", [_rec(0, 1.0, 100)])
+    q1 = _write(tmp_path / "q1.jsonl", [_rec(0, 2.0, 200)])
+    s2 = _write(tmp_path / "s2.jsonl", [_rec(0, 3.0, 100)])  # the same id in another pair is another problem
+    q2 = _write(tmp_path / "q2.jsonl", [_rec(0, 4.0, 200)])
+    assert mod.main([str(s1), str(q1), str(s2), str(q2), "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)
+    assert c["n"] == 2 and c["wall_ratio"] == pytest.approx(4.0 / 6.0)
+    with pytest.raises(SystemExit):
+        mod.main([str(s1), str(q1), str(s2)])
+    assert "runs come in pairs" in capsys.readouterr().err
 
 
 def test_runs_with_nothing_in_common_or_broken_lines_are_errors(tmp_path, load_benchmark):

@@ -90,7 +90,7 @@ def measure(model_dir: Path, mode: str, batch: int, args) -> dict:
     for _ in range(args.repeats):
         # The machine may be shared: keep the repeat with the lowest median (the least disturbed one).
         steps.clear()
-        backend._cache.entries.clear()   # each repeat prefills its prompts again
+        backend._cache.clear()   # each repeat prefills its prompts again
         backend._cache.tokens = 0
         t0 = time.perf_counter()
         results = asyncio.run(_run_batch(backend, batch, args.new_tokens, args.prompt_words))

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batches:
             for n in args.lengths:
                 prompts = make_prompts(backend.tokenizer, n, batch)
-                backend._cache.entries.clear()
+                backend._cache.clear()
                 backend._cache.tokens = 0
 
                 async def warm():

@@ -105,6 +105,30 @@ def test_prefix_reuse_prefills_only_the_suffix(make):
     assert second.text == run(make().generate(second_prompt, params)).text
 
 
+def test_prefix_cache_keeps_arrays_drops_covered_entries_and_clears():
+    """The finished sequences' cache compares numpy arrays (lists are converted once, on entry); an entry that a new
+    one extends is dropped, a new one that an entry covers is not added, and the token count follows."""
+    import numpy as np
+
+    from sprint.backends.transformers_backend import KVStore, _common_prefix, _PrefixCache
+
+    def store(n):
+        st = KVStore()
+        st.length = n
+        return st
+
+    cache = _PrefixCache(max_tokens=100)
+    cache.add([1, 2, 3], store(3))
+    cache.add([1, 2, 3, 4, 5], store(5))   # extends the first: it goes
+    cache.add([1, 2], store(2))            # covered: not added
+    assert [t.tolist() for t, _ in cache.entries.values()] == [[1, 2, 3, 4, 5]] and cache.tokens == 5
+    assert all(isinstance(t, np.ndarray) for t, _ in cache.entries.values())
+    assert _common_prefix(np.array([1, 2, 9]), next(iter(cache.entries.values()))[0]) == 2
+    assert _common_prefix([1, 2], [1, 2, 3]) == 2 and _common_prefix([], [1]) == 0 and _common_prefix([5], [6]) == 0
+    cache.clear()
+    assert not cache.entries and cache.tokens == 0
+
+
 def test_executor_reuses_a_running_planner_and_matches_fresh(make):
     backend = make()
     log, fresh_log = LogitLog(), LogitLog()
@@ -533,7 +557,7 @@ def test_fast_decode_step_host_traffic_does_not_grow_with_the_context(make):
 
 def _with_padded_decode(backend):
     """The CUDA-graph step's layout run eagerly (a CPU has no CUDA graphs): every decode-only step padded to a bucket
-    of rows laid out by slot, attending over the whole buffer capacity with a key-length mask."""
+    of rows laid out by slot, attending over a bucket of keys (at most the buffer capacity) with a key-length mask."""
     from sprint.backends.decode_graphs import DecodeGraphs
 
     backend._graphs = DecodeGraphs(backend, capture=False)
@@ -541,9 +565,10 @@ def _with_padded_decode(backend):
 
 
 def test_padded_decode_steps_match_the_fast_mode(make):
-    """The decode step CUDA graphs capture (rows by slot, dummy rows for free slots, the whole capacity masked by key
+    """The decode step CUDA graphs capture (rows by slot, dummy rows for free slots, a bucket of keys masked by key
     length) computes what the fast mode computes: the same logits to rounding and the same greedy text, with
-    sequences joining, finishing and leaving holes in the slots, prefix reuse, and a capacity change (256 -> 512)."""
+    sequences joining, finishing and leaving holes in the slots, prefix reuse, a capacity change (256 -> 512), and
+    short sequences attending over fewer keys than the grown capacity holds."""
     base_log, padded_log = LogitLog(), LogitLog()
     base = make(exact=False, max_batch=5, on_logits=base_log)
     padded = _with_padded_decode(make(exact=False, max_batch=5, on_logits=padded_log))
@@ -555,7 +580,9 @@ def test_padded_decode_steps_match_the_fast_mode(make):
                                          zip(PROMPTS, (3, 9, 5, 14))])   # finish at different steps: slot holes
         again = await together(backend, [(LONG + " Then", GenerationParams(max_tokens=7)),
                                          (PROMPTS[0], GenerationParams(max_tokens=6))])
-        return [await long_run, *short, *again]
+        first = await long_run
+        alone = await backend.generate(PROMPTS[1], GenerationParams(max_tokens=5))   # short, in grown buffers
+        return [first, *short, *again, alone]
 
     want = run(scenario(base), timeout=120)
     got = run(scenario(padded), timeout=120)
@@ -564,6 +591,8 @@ def test_padded_decode_steps_match_the_fast_mode(make):
     g = padded._graphs
     assert padded.stats.graph_steps > 100 and g.captures >= 3   # several buckets and capacities
     assert padded.stats.forward_passes > padded.stats.graph_steps   # prefill steps ran eagerly
+    # (B, Q, capacity, K): the short requests after the long one attend over 256 keys of the 512-position buffers.
+    assert {(cap, k) for _, _, cap, k in g.graphs} >= {(512, 256), (512, 512)}
     shared, diff = base_log.differences(padded_log)
     assert len(shared) == len(base_log.seen) == len(padded_log.seen)
     assert diff < 1e-4
@@ -724,7 +753,7 @@ def test_a_failed_capture_falls_back_to_eager_decoding(make, caplog):
     want = run(make(exact=False).generate(PROMPTS[1], GenerationParams(max_tokens=10))).text
     backend = _with_padded_decode(make(exact=False))
 
-    def cannot_capture(b, capacity, queries=1):
+    def cannot_capture(*args):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     backend._graphs._build = cannot_capture
@@ -742,10 +771,10 @@ def test_a_failed_multi_row_capture_keeps_the_decode_graphs(make, caplog):
     run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=2)))   # buffers built, the prefix cached
     build = backend._graphs._build
 
-    def multi_row_fails(b, capacity, queries=1):
+    def multi_row_fails(b, capacity, queries=1, keys=0):
         if queries > 1:
             raise RuntimeError("operation not permitted when stream is capturing")
-        return build(b, capacity, queries)
+        return build(b, capacity, queries, keys)
 
     backend._graphs._build = multi_row_fails
     before = backend.stats.graph_steps

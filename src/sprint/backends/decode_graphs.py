@@ -17,11 +17,15 @@ the same logits); so row s * Q + Q - 1 always carries slot s's next-token logits
 LM head. Slots without a sequence get dummy rows: token 0, written at the buffers' last position (capacity - 1),
 attending to one key. That write is harmless: a free slot's keys are never read before a new sequence writes them,
 and a running sequence cannot own position capacity - 1 yet (it would need a larger capacity this step, which means
-new buffers and a new graph); the real rows write their own positions after. Attention runs over the whole capacity
-with a key-length mask per row, so the shapes depend only on (B, Q, capacity). Longer prefills (a question, the
-planner reading a stage's executions) run eagerly.
+new buffers and a new graph); the real rows write their own positions after. Attention runs over the first K keys
+of each slot with a key-length mask per row, K the smallest of the key buckets (256, 512, ... up to the capacity)
+that holds the step's longest row, so the shapes depend only on (B, Q, capacity, K). Why K and not the capacity: the
+buffers keep the capacity of the longest sequence so far (8,192 positions once a SPRINT context passed 4,096), and a
+decode step attending over all of it cost about 2-3 ms on an H200 where the graph's own step at a short capacity is
+0.8 ms (BENCHMARKS.md, the seventh pair's latency). Longer prefills (a question, the planner reading a stage's
+executions) run eagerly.
 
-A graph is keyed by (B, capacity) and bound to the slot cache's buffers of one *generation*: `SlotCache` bumps its
+A graph is keyed by (B, Q, capacity, K) and bound to the slot cache's buffers of one *generation*: `SlotCache` bumps its
 generation whenever it allocates or drops buffers, and the graphs of an older generation are dropped (they point at
 the old buffers, which they keep alive until then). With graphs on, the backend keeps its buffers when it idles
 (else every SPRINT stage, which begins after the planner's request ends, would re-allocate and re-capture).
@@ -45,6 +49,9 @@ log = logging.getLogger(__name__)
 #: New tokens per slot a captured step takes (1: decoding only). 8 holds a Countdown executor's prompt (7 tokens),
 #: 64 a Countdown question (33 tokens: the first step of every solve, SPRINT or sequential).
 QUERY_BUCKETS = (1, 8, 32, 64)
+#: The smallest key bucket: a step attends to the first K keys of each slot, K = this doubled until it holds the
+#: step's longest row (at most the buffers' capacity).
+KEY_BUCKET_MIN = 256
 #: Rows (B x Q) a multi-row graph may have: its activations and masks grow with them (a bucket past this runs eagerly).
 MAX_GRAPH_ROWS = 256
 
@@ -56,6 +63,16 @@ def buckets(max_batch: int) -> list[int]:
         out.append(b)
         b *= 2
     return out + [max_batch]
+
+
+def key_buckets(capacity: int) -> list[int]:
+    """Key lengths a step may attend over with buffers of `capacity` positions: KEY_BUCKET_MIN doubled, and the
+    capacity itself."""
+    out, k = [], KEY_BUCKET_MIN
+    while k < capacity:
+        out.append(k)
+        k *= 2
+    return out + [capacity]
 
 
 def fit(sizes, n: int) -> int | None:
@@ -74,6 +91,7 @@ class _Graph:
     logits: Any
     argmax: Any
     queries: int = 1   # Q: rows per slot
+    keys: int = 0      # K: keys each slot attends over (0: the capacity)
     keep: Any = None   # Q > 1: the rows whose logits are computed (each slot's last)
     write_slot: Any = None   # each row's slot, built before the capture (`repeat_interleave` may read sizes back
                              # from the device, which a capture does not allow)
@@ -122,10 +140,11 @@ class DecodeGraphs:
             self.graphs.clear()   # they point at buffers that are gone (or about to be)
             self.generation = cache.generation
         capacity = cache.keys[0].shape[2]
-        g = self.graphs.get((b, q, capacity))
+        k = fit(key_buckets(capacity), needed)   # every row attends to at most its position + 1 keys
+        g = self.graphs.get((b, q, capacity, k))
         if g is None:
             try:
-                g = self.graphs[(b, q, capacity)] = self._build(b, capacity, q)
+                g = self.graphs[(b, q, capacity, k)] = self._build(b, capacity, q, k)
             except Exception as e:   # noqa: BLE001 - any capture failure: eager from now on (that kind of step)
                 if q > 1:   # the decode graphs may still work: only the short prefills go back to eager steps
                     log.warning("CUDA graph capture of a multi-row step failed (%s: %s); short prefills run "
@@ -163,7 +182,8 @@ class DecodeGraphs:
 
     # ------------------------------------------------------------------------------------------ building
     def _plan(self, g: _Graph):
-        """The static step plan: row r writes slot r // Q at its position and attends to its first `lengths[r]` keys."""
+        """The static step plan: row r writes slot r // Q at its position and attends to its first `lengths[r]` keys
+        (of the first K keys of its slot)."""
         import torch
 
         from sprint.backends.transformers_backend import SlotRows
@@ -172,7 +192,7 @@ class DecodeGraphs:
         slots = torch.arange(b, device=g.inputs.device)
         return SlotRows(cache=self.backend._slots, capacity=g.capacity, slots=b, write_slot=g.write_slot,
                         write_pos=g.inputs[1], single_rows=slots, single_slots=slots, lengths=g.inputs[2], span=b,
-                        max_len=g.capacity, chunks=[], full=False, aligned=True, queries=g.queries)
+                        max_len=g.keys, chunks=[], full=False, aligned=True, queries=g.queries)
 
     def _forward(self, g: _Graph) -> None:
         """The padded step itself, writing the graph's output tensors in place."""
@@ -184,7 +204,7 @@ class DecodeGraphs:
         g.logits.copy_(logits)
         g.argmax.copy_(logits.argmax(-1))
 
-    def _build(self, b: int, capacity: int, queries: int = 1) -> _Graph:
+    def _build(self, b: int, capacity: int, queries: int = 1, keys: int = 0) -> _Graph:
         import torch
 
         model, device = self.backend.model, self.backend.device
@@ -196,7 +216,7 @@ class DecodeGraphs:
         inputs[2].fill_(1)
         write_slot = torch.arange(b, device=device).repeat_interleave(queries)
         keep = torch.arange(b, device=device) * queries + queries - 1 if queries > 1 else None
-        g = _Graph(rows=b, capacity=capacity, inputs=inputs, logits=torch.empty((b, vocab), dtype=dtype, device=device),
+        g = _Graph(rows=b, capacity=capacity, keys=keys or capacity, inputs=inputs, logits=torch.empty((b, vocab), dtype=dtype, device=device),
                    argmax=torch.empty(b, dtype=torch.long, device=device), queries=queries, keep=keep,
                    write_slot=write_slot, buffers=[*cache.keys.values(), *cache.values.values()])
         self.captures += 1

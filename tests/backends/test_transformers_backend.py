@@ -390,7 +390,7 @@ def test_fast_decode_step_work_does_not_grow_with_the_context(make):
     backend.eos_ids = set()
     prompt = LONG * 2   # ~320 tokens: capacity 512 from the prefill on, enough for 40 more
     plans, decoded, allocs = [], [], []
-    slot_rows, decode, ensure = backend._slot_rows, backend.tokenizer.decode, tb.SlotCache.ensure
+    slot_rows, decode, ensure = backend._slot_rows, backend._decode_ids, tb.SlotCache.ensure
 
     def counting_ensure(self, layer, like_k, like_v, needed, slots=1):
         before = self.keys.get(layer)
@@ -399,7 +399,7 @@ def test_fast_decode_step_work_does_not_grow_with_the_context(make):
             allocs.append(len(plans))   # the step that allocated
 
     backend._slot_rows = lambda rows, positions: plans.append(slot_rows(rows, positions)) or plans[-1]
-    backend.tokenizer.decode = lambda ids, **kw: decoded.append(len(ids)) or decode(ids, **kw)
+    backend._decode_ids = lambda ids: decoded.append(len(ids)) or decode(ids)
     tb.SlotCache.ensure = counting_ensure
     try:
         out = run(backend.generate(prompt, GenerationParams(max_tokens=40)))

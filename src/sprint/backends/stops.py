@@ -15,6 +15,9 @@ class StopScanner:
 
     def __init__(self, stop: Sequence[str]):
         self.stop = [s for s in stop if s]
+        # A held tail ends with a proper prefix of a stop string, so its last character is one of these: when the
+        # text ends with none of them nothing is held (the common case, checked once per token).
+        self._tail_chars = frozenset(c for s in self.stop for c in s[:-1])
         self.text = ""          # everything accepted so far (cut at the stop string once one is found)
         self.emitted = 0        # characters of `text` already released
         self.hit: str | None = None
@@ -45,6 +48,8 @@ class StopScanner:
         """Length of the longest suffix of `text` (after `emitted`) that is a proper prefix of a stop string."""
         hold = 0
         tail_room = len(self.text) - self.emitted
+        if not tail_room or self.text[-1] not in self._tail_chars:
+            return 0
         for s in self.stop:
             for k in range(min(len(s) - 1, tail_room), hold, -1):
                 if self.text.endswith(s[:k]):

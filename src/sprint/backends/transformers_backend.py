@@ -1052,15 +1052,20 @@ class TransformersBackend:
             if req.scanner.hit is not None:
                 self._finish(req, "stop")
 
+    def _decode_ids(self, ids: list[int]) -> str:
+        """Token ids to text, exactly as generated: no clean-up of spaces (it may rewrite earlier text). A fast
+        tokenizer's decode is its Rust tokenizer's, called directly: without the Python wrapper's argument conversion
+        it costs about a third, and it runs twice per token per stream."""
+        rust = getattr(self.tokenizer, "backend_tokenizer", None)
+        if rust is not None:
+            return rust.decode(ids, skip_special_tokens=False)
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
     def _detokenize(self, req: _Request, final: bool = False) -> str:
         """New text since the last call; holds back an incomplete UTF-8 character (TGI's incremental decoding)
         unless `final`. Starting a few prompt tokens back keeps tokenizers that drop a leading space honest."""
-        def dec(ids):
-            # No clean-up of spaces: it may rewrite earlier text, and the text must be exactly what was generated.
-            return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-        prefix = dec(req.tokens[req.prefix_offset:req.read_offset])
-        full = dec(req.tokens[req.prefix_offset:])
+        prefix = self._decode_ids(req.tokens[req.prefix_offset:req.read_offset])
+        full = self._decode_ids(req.tokens[req.prefix_offset:])
         if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
             req.prefix_offset, req.read_offset = req.read_offset, len(req.tokens)
             return full[len(prefix):]

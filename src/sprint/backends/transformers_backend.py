@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from sprint.backends.base import BackendError, Completion, CompletionStream, GenerationParams
+from sprint.backends.prompt_ids import PromptIds
 from sprint.backends.stops import StopScanner
 
 log = logging.getLogger(__name__)
@@ -592,6 +593,8 @@ class TransformersBackend:
         elif tokenizer is None:
             raise ValueError("tokenizer: required when a model object is given")
         self.model, self.tokenizer = model, tokenizer
+        # Prompts extend earlier prompts (a SPRINT stage's planner and executors): their ids are reused, exactly.
+        self._prompt_ids = PromptIds(tokenizer)
         self.name = str(model_name_or_path or getattr(model.config, "_name_or_path", "model"))
         self.device = next(model.parameters()).device
         if max_batch is None:
@@ -696,7 +699,7 @@ class TransformersBackend:
         if add is None:
             bos = getattr(self.tokenizer, "bos_token", None)
             add = not (bos and prompt.startswith(bos))
-        return list(self.tokenizer(prompt, add_special_tokens=add)["input_ids"])
+        return self._prompt_ids.encode(prompt, add)
 
     # ------------------------------------------------------------------------------------------ public API
     async def generate(self, prompt: str, params: GenerationParams) -> Completion:

@@ -1,0 +1,82 @@
+"""`PromptIds`: prompts that extend earlier ones reuse their ids up to a safe added token, giving exactly the whole
+encoding; unsafe tokenizers are never cut; a difference found by the guard turns cutting off."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sprint.backends.prompt_ids import PromptIds
+
+
+@pytest.fixture(scope="module")
+def bundled_tokenizer():
+    from transformers import AutoTokenizer
+
+    from sprint.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(str(resolve_model("countdown-sprint")))
+
+
+def _whole(tok, text, add=False):
+    return list(tok(text, add_special_tokens=add)["input_ids"])
+
+
+def _stage_prompts():
+    """A planner's prompts and its executors' as a SPRINT solve makes them (tags, superscript digits, newlines)."""
+    q = "<Question>\nUsing the numbers [88, 83, 15, 5], create an equation that equals 80.\n</Question>\n\n<think>\n"
+    plan = q + "<Plan_1>\n[88 83 15 5] 80\n<prompt_1.1>88+83</prompt_1.1>\n<prompt_1.2>88-83</prompt_1.2>\n</Plan_1>\n"
+    execs = [plan + "<Execution_1>\n<execution_1.1>\n", plan + "<Execution_1>\n<execution_1.2>\n"]
+    stage2 = (plan + "<Execution_1>\n<execution_1.1>\n88+83=171 [171 15 5] 80: 186> 156>\n</execution_1.1>\n"
+              "<execution_1.2>\n88-83=5 [15 5 5] 80: 20< 10<\nSolution (⁸⁸-⁸³)*¹⁵+⁵\n</execution_1.2>\n"
+              "</Execution_1>\n<Plan_2>\n")
+    return [q, plan, *execs, stage2, stage2 + "Solution (⁸⁸-⁸³)*¹⁵+⁵ \n</Plan_2>\n<Final_answer>\n"]
+
+
+def test_prompts_that_extend_earlier_ones_get_the_whole_encodings_ids(bundled_tokenizer):
+    ids = PromptIds(bundled_tokenizer, verify=0)   # no guard: every cut encoding is compared here instead
+    assert ids.enabled and ids.cut_ids
+    for add in (False, True):
+        for text in _stage_prompts():
+            assert ids.encode(text, add) == _whole(bundled_tokenizer, text, add), text
+    assert ids.cut >= 8   # all but each flag's first prompt came from an earlier one
+    again = _stage_prompts()[3]
+    assert ids.encode(again, False) == _whole(bundled_tokenizer, again)   # a repeated prompt: kept ids
+
+
+def test_a_cut_happens_only_after_an_added_token_of_the_earlier_prompt(bundled_tokenizer):
+    ids = PromptIds(bundled_tokenizer, verify=0)
+    ids.encode("no tags here 12", False)
+    assert ids.encode("no tags here 123", False) == _whole(bundled_tokenizer, "no tags here 123") and ids.cut == 0
+    ids.encode("<Plan_1>\n1", False)
+    assert ids.encode("<Plan_1>\n12", False) == _whole(bundled_tokenizer, "<Plan_1>\n12") and ids.cut == 1
+
+
+def test_tokenizers_whose_pieces_depend_on_their_place_are_never_cut():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    def build(normalizer=None, pre=None):
+        t = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2, "▁a": 3}, unk_token="[UNK]"))
+        if normalizer is not None:
+            t.normalizer = normalizer
+        t.pre_tokenizer = pre or pre_tokenizers.Whitespace()
+        fast = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]")
+        fast.add_tokens(["<T>"])
+        return fast
+
+    assert PromptIds(build()).enabled   # the same tokenizer without the two is cut
+    assert not PromptIds(build(normalizer=normalizers.Lowercase())).enabled
+    assert not PromptIds(build(pre=pre_tokenizers.Metaspace())).enabled
+
+
+def test_the_guard_turns_cutting_off_at_a_difference(bundled_tokenizer, caplog):
+    ids = PromptIds(bundled_tokenizer, verify=2)
+    first, second = _stage_prompts()[:2]
+    ids.encode(first, False)
+    ids._from_earlier = lambda text, add: ([5, 6, 7], [(0, 1)] * 3)   # a wrong cut
+    with caplog.at_level(logging.WARNING):
+        assert ids.encode(second, False) == _whole(bundled_tokenizer, second)
+    assert not ids.enabled and "tokenized whole from now on" in caplog.text
+    assert ids.encode(second + "x", False) == _whole(bundled_tokenizer, second + "x")

@@ -55,7 +55,7 @@ flash/memory-efficient kernels take any length.
 
 A small model's decode step is bound by the host (Python and kernel launches: 7-9 ms per step for the bundled
 Countdown models on an H200, whatever the batch). So on CUDA the fast mode replays steps from CUDA graphs captured
-per (row bucket, rows per slot, buffer capacity) (`sprint.backends.decode_graphs`; `cuda_graphs=False` turns it
+per (row bucket, rows per slot, buffer capacity, key bucket) (`sprint.backends.decode_graphs`; `cuda_graphs=False` turns it
 off): decode steps, and steps whose prefills are short (a SPRINT executor's prompt after its reused prefix). Longer
 prefills stay eager, in one step when nothing else decodes (`LONE_PREFILL_TOKENS`). Measured on an H200: 12.5 -> 1.0
 ms per decode step at batch 1, 14.6 -> 1.3 ms at 16 (`benchmarks/bench_decode.py --modes fast graphs`,
@@ -63,7 +63,9 @@ BENCHMARKS.md).
 
 Text
 ----
-Tokens are detokenized incrementally (with a few prompt tokens of context, so leading spaces come out right); stop
+A prompt that extends an earlier one (a SPRINT stage's planner and executors) reuses that prompt's ids up to its last
+safe added token and tokenizes only the rest (`sprint.backends.prompt_ids`; exact, and off for tokenizers where it
+would not be). Tokens are detokenized incrementally (with a few prompt tokens of context, so leading spaces come out right); stop
 strings are found on the text, also across token borders, cut exactly, and never emitted. EOS (the tokenizer's and
 the generation config's) ends a sequence. Greedy when temperature == 0, else sampling (temperature, top_p) with a
 per-request generator seeded by `params.seed`, so sampled outputs do not depend on the batch either.

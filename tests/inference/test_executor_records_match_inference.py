@@ -41,11 +41,18 @@ def tokenizer(request, tmp_path_factory):
     return AutoTokenizer.from_pretrained(d)
 
 
+_BACKENDS: dict[int, SimpleNamespace] = {}
+
+
 def inference_ids(tokenizer, prompt: str) -> list[int]:
-    """The ids `TransformersBackend` feeds for `prompt` (its own method, without loading a model)."""
+    """The ids `TransformersBackend` feeds for `prompt` (its own method, without loading a model; one stand-in per
+    tokenizer, so prompts that extend earlier ones reuse their ids as in a run)."""
+    from sprint.backends.prompt_ids import PromptIds
     from sprint.backends.transformers_backend import TransformersBackend
 
-    return TransformersBackend.encode_prompt(SimpleNamespace(add_special_tokens=None, tokenizer=tokenizer), prompt)
+    backend = _BACKENDS.setdefault(id(tokenizer), SimpleNamespace(add_special_tokens=None, tokenizer=tokenizer,
+                                                                  _prompt_ids=PromptIds(tokenizer)))
+    return TransformersBackend.encode_prompt(backend, prompt)
 
 
 def test_executor_records_equal_the_orchestrator_executor_prompts(shared_dir, tokenizer):

@@ -55,20 +55,20 @@ flash/memory-efficient kernels take any length.
 
 A small model's decode step is bound by the host (Python and kernel launches: 7-9 ms per step for the bundled
 Countdown models on an H200, whatever the batch). So on CUDA the fast mode replays steps from CUDA graphs captured
-per (row bucket, rows per slot, buffer capacity, key bucket) (`sprint.backends.decode_graphs`; `cuda_graphs=False` turns it
-off): decode steps, and steps whose prefills are short (a SPRINT executor's prompt after its reused prefix). Longer
-prefills stay eager, in one step when nothing else decodes (`LONE_PREFILL_TOKENS`). Measured on an H200: 12.5 -> 1.0
-ms per decode step at batch 1, 14.6 -> 1.3 ms at 16 (`benchmarks/bench_decode.py --modes fast graphs`,
+per (row bucket, rows per slot, buffer capacity, key bucket) (`sprint.backends.decode_graphs`; `cuda_graphs=False`
+turns it off): decode steps, and steps whose prefills are short (a SPRINT executor's prompt after its reused prefix).
+Longer prefills stay eager, in one step when nothing else decodes (`LONE_PREFILL_TOKENS`). Measured on an H200: 12.5
+-> 1.0 ms per decode step at batch 1, 14.6 -> 1.3 ms at 16 (`benchmarks/bench_decode.py --modes fast graphs`,
 BENCHMARKS.md).
 
 Text
 ----
 A prompt that extends an earlier one (a SPRINT stage's planner and executors) reuses that prompt's ids up to its last
 safe added token and tokenizes only the rest (`sprint.backends.prompt_ids`; exact, and off for tokenizers where it
-would not be). Tokens are detokenized incrementally (with a few prompt tokens of context, so leading spaces come out right); stop
-strings are found on the text, also across token borders, cut exactly, and never emitted. EOS (the tokenizer's and
-the generation config's) ends a sequence. Greedy when temperature == 0, else sampling (temperature, top_p) with a
-per-request generator seeded by `params.seed`, so sampled outputs do not depend on the batch either.
+would not be). Tokens are detokenized incrementally (with a few prompt tokens of context, so leading spaces come out
+right); stop strings are found on the text, also across token borders, cut exactly, and never emitted. EOS (the
+tokenizer's and the generation config's) ends a sequence. Greedy when temperature == 0, else sampling (temperature,
+top_p) with a per-request generator seeded by `params.seed`, so sampled outputs do not depend on the batch either.
 """
 
 from __future__ import annotations
@@ -597,6 +597,8 @@ class TransformersBackend:
         self.model, self.tokenizer = model, tokenizer
         # Prompts extend earlier prompts (a SPRINT stage's planner and executors): their ids are reused, exactly.
         self._prompt_ids = PromptIds(tokenizer)
+        # A fast tokenizer's own (Rust) tokenizer: `_decode_ids` calls it directly, twice per token per stream.
+        self._rust_tokenizer = getattr(tokenizer, "backend_tokenizer", None)
         self.name = str(model_name_or_path or getattr(model.config, "_name_or_path", "model"))
         self.device = next(model.parameters()).device
         if max_batch is None:
@@ -1061,9 +1063,8 @@ class TransformersBackend:
         """Token ids to text, exactly as generated: no clean-up of spaces (it may rewrite earlier text). A fast
         tokenizer's decode is its Rust tokenizer's, called directly: without the Python wrapper's argument conversion
         it costs about a third, and it runs twice per token per stream."""
-        rust = getattr(self.tokenizer, "backend_tokenizer", None)
-        if rust is not None:
-            return rust.decode(ids, skip_special_tokens=False)
+        if self._rust_tokenizer is not None:
+            return self._rust_tokenizer.decode(ids, skip_special_tokens=False)
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _detokenize(self, req: _Request, final: bool = False) -> str:

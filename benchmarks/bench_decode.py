@@ -91,7 +91,6 @@ def measure(model_dir: Path, mode: str, batch: int, args) -> dict:
         # The machine may be shared: keep the repeat with the lowest median (the least disturbed one).
         steps.clear()
         backend._cache.clear()   # each repeat prefills its prompts again
-        backend._cache.tokens = 0
         t0 = time.perf_counter()
         results = asyncio.run(_run_batch(backend, batch, args.new_tokens, args.prompt_words))
         wall = time.perf_counter() - t0

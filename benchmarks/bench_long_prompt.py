@@ -54,7 +54,6 @@ def measure(backend, prompt: str, prefix: str, new_tokens: int) -> dict:
         return out
 
     backend._cache.clear()
-    backend._cache.tokens = 0
     asyncio.run(backend.generate(prefix, GenerationParams(max_tokens=1)))   # the prefix's KV into the cache
     backend._step = timed_step
     try:

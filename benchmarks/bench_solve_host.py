@@ -11,7 +11,7 @@ its prompt. The replay runs the same solves (the real orchestrator and baseline,
 scheduler, detokenizer, stop scanner, prefix cache and queues) with `_eager_step` replaced: it sleeps the modelled
 step cost with the GIL released (as a graph replay does) and returns each request's recorded next token, so every
 request generates what the real model generated and the solve takes the same path. Step cost model (`--decode-ms`,
-`--eager-ms`): a step whose longest segment fits a CUDA graph's query bucket (64 tokens) costs `decode-ms`, a longer
+`--eager-ms`): a step whose longest segment fits a CUDA graph's largest query bucket costs `decode-ms`, a longer
 prefill `eager-ms` (the H200 numbers of BENCHMARKS.md: graph steps about 1 ms, an eager step 6-12 ms).
 
 Reported per model: mean wall-clock per solve, the modelled device time (the sum of the step costs), the host's share
@@ -33,10 +33,15 @@ import time
 from pathlib import Path
 
 from sprint.backends import TransformersBackend
+from sprint.backends.decode_graphs import QUERY_BUCKETS
 from sprint.models import default_settings, resolve_model
 
-GRAPH_QUERY_ROWS = 64   # the largest query bucket of a CUDA-graph step (`decode_graphs.QUERY_BUCKETS[-1]`)
 PAIR = {"sprint": "countdown-sprint", "sequential": "countdown-sequential"}
+
+
+def make_backend(method: str) -> TransformersBackend:
+    """The method's bundled model in the fast mode on the CPU (recorded and replayed alike)."""
+    return TransformersBackend(resolve_model(PAIR[method]), device="cpu", exact=False, max_batch=16)
 
 
 def solver(method: str, backend: TransformersBackend):
@@ -58,7 +63,7 @@ def record(method: str, questions: list[str], threads: int, results: list | None
     import torch
 
     torch.set_num_threads(threads)
-    backend = TransformersBackend(resolve_model(PAIR[method]), device="cpu", exact=False, max_batch=16)
+    backend = make_backend(method)
     picks: dict[tuple[int, ...], list[int]] = {}
     real = backend._eager_step
 
@@ -79,12 +84,12 @@ def record(method: str, questions: list[str], threads: int, results: list | None
 
 def replay(method: str, questions: list[str], picks, decode_ms: float, eager_ms: float) -> list[dict]:
     """The same solves with each forward pass replaced by the modelled step cost (module doc)."""
-    backend = TransformersBackend(resolve_model(PAIR[method]), device="cpu", exact=False, max_batch=16)
+    backend = make_backend(method)
     device_s, strays = [0.0], []
 
     def step(rows, ids, positions, sample):
         longest = max(end - start for start, end, _, _ in rows.segments)
-        cost = (decode_ms if longest <= GRAPH_QUERY_ROWS else eager_ms) / 1000
+        cost = (decode_ms if longest <= QUERY_BUCKETS[-1] else eager_ms) / 1000   # fits a CUDA graph, or eager
         device_s[0] += cost
         time.sleep(cost)
         out = []
@@ -152,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         summary[method] = {"wall_s": wall, "device_s": device, "host_s": wall - device, "sequential_tokens": tokens,
                            "ms_per_sequential_token": 1000 * wall / tokens,
                            "problems": [{k: v for k, v in r.items() if k != "trajectory"} for r in per_problem]}
-    print("| model | mean wall-clock s | modelled device s | host beyond it s | sequential tokens | ms per seq. token |")
+    print("| model | mean wall-clock s | modelled device s | host beyond it s | sequential tokens "
+          "| ms per seq. token |")
     print("|---|---|---|---|---|---|")
     for method, s in summary.items():
         print(f"| {PAIR[method]} | {s['wall_s']:.3f} | {s['device_s']:.3f} | {s['host_s']:.3f} | "

@@ -4,13 +4,15 @@ wall-clock per problem <= 0.6 x the sequential model's, one problem at a time on
     python benchmarks/countdown_gpu/latency_table.py SPRINT_RUN SEQUENTIAL_RUN [SPRINT_RUN2 SEQUENTIAL_RUN2 ...]
         [--name NAME] [--json]
 
-Several pairs (e.g. two seeds) are pooled into one row: problems are keyed by pair and id. Each run is a results file (`results.jsonl`, or the `.jsonl.gz` copies `eval.sh` packs) or a run folder holding
-`results.jsonl`. One row: problems both finished, solved by each, mean wall-clock per problem and their ratio, mean
-sequential tokens and their ratio, milliseconds per sequential token and their ratio (how much dearer a SPRINT token
-is: the stages' prefills, several streams), and the wall-clock ratio on the third of the problems where the sequential
-run is longest. Ratios are of means over the same problems; the wall-clock ratio carries a 95% interval from a paired
-bootstrap over problems (2,000 resamples, fixed seed), since a target like <= 0.6x can sit inside the noise. Runs timed one problem at a time (`--concurrency 1`,
-`eval.sh latency`) are the ones this is for; with many problems in flight a problem's wall-clock includes waiting.
+Several pairs (e.g. two seeds) are pooled into one row: problems are keyed by pair and id. Each run is a results file
+(`results.jsonl`, or the `.jsonl.gz` copies `eval.sh` packs) or a run folder holding `results.jsonl`. One row: problems
+both finished, solved by each, mean wall-clock per problem and their ratio, mean sequential tokens and their ratio,
+milliseconds per sequential token and their ratio (how much dearer a SPRINT token is: the stages' prefills, several
+streams), and the wall-clock ratio on the third of the problems where the sequential run is longest. Ratios are of means
+over the same problems; the wall-clock ratio carries a 95% interval from a paired bootstrap over problems (2,000
+resamples, fixed seed), since a target like <= 0.6x can sit inside the noise. Runs timed one problem at a time
+(`--concurrency 1`, `eval.sh latency`) are the ones this is for; with many problems in flight a problem's wall-clock
+includes waiting.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from pathlib import Path
 from sprint.eval.runner import ResultLog
 
 HEADER = ("| runs | problems in both | solved (SPRINT / sequential) | mean wall-clock s (SPRINT / sequential) | "
-          "wall-clock ratio (95% CI) | sequential tokens ratio | ms per sequential token (SPRINT / sequential, ratio) | "
-          "wall-clock ratio, sequential's longest third |\n|---|---|---|---|---|---|---|---|")
+          "wall-clock ratio (95% CI) | sequential tokens ratio | "
+          "ms per sequential token (SPRINT / sequential, ratio) | wall-clock ratio, sequential's longest third |\n|---|---|---|---|---|---|---|---|")
 
 
 def read_results(path: Path) -> dict[str, dict]:
@@ -67,7 +69,8 @@ def compare(sprint: dict[str, dict], sequential: dict[str, dict]) -> dict:
             "wall_ratio_ci95": [lo, hi],
             "token_ratio": tok_s / tok_q, "ms_per_token_sprint": ms_s, "ms_per_token_sequential": ms_q,
             "ms_per_token_ratio": ms_s / ms_q, "longest_third": len(longest),
-            "wall_ratio_longest_third": mean(sprint, "wall_clock_s", longest) / mean(sequential, "wall_clock_s", longest)}
+            "wall_ratio_longest_third":
+                mean(sprint, "wall_clock_s", longest) / mean(sequential, "wall_clock_s", longest)}
 
 
 def table_row(name: str, c: dict) -> str:
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, nargs="+", metavar="RUN",
                     help="SPRINT run, sequential run (results files or run folders); more pairs are pooled")
-    ap.add_argument("--name", help="row label (default: the two file names)")
+    ap.add_argument("--name", help="row label (default: each pair's two file names)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON instead")
     args = ap.parse_args(argv)
     if len(args.runs) % 2:

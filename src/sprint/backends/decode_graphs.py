@@ -106,7 +106,7 @@ class DecodeGraphs:
         self.backend = backend
         self.capture = capture
         self.buckets = buckets(backend.max_batch)
-        self.graphs: dict[tuple[int, int], _Graph] = {}
+        self.graphs: dict[tuple[int, int, int, int], _Graph] = {}   # by (B, Q, capacity, K)
         self.generation = -1
         self.disabled = False   # set when a capture fails: the model then decodes eagerly
         self.multi_row = True   # cleared when a multi-row capture fails: short prefills then run eagerly
@@ -216,7 +216,8 @@ class DecodeGraphs:
         inputs[2].fill_(1)
         write_slot = torch.arange(b, device=device).repeat_interleave(queries)
         keep = torch.arange(b, device=device) * queries + queries - 1 if queries > 1 else None
-        g = _Graph(rows=b, capacity=capacity, keys=keys or capacity, inputs=inputs, logits=torch.empty((b, vocab), dtype=dtype, device=device),
+        g = _Graph(rows=b, capacity=capacity, keys=keys or capacity, inputs=inputs,
+                   logits=torch.empty((b, vocab), dtype=dtype, device=device),
                    argmax=torch.empty(b, dtype=torch.long, device=device), queries=queries, keep=keep,
                    write_slot=write_slot, buffers=[*cache.keys.values(), *cache.values.values()])
         self.captures += 1

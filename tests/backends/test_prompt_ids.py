@@ -80,3 +80,16 @@ def test_the_guard_turns_cutting_off_at_a_difference(bundled_tokenizer, caplog):
         assert ids.encode(second, False) == _whole(bundled_tokenizer, second)
     assert not ids.enabled and "tokenized whole from now on" in caplog.text
     assert ids.encode(second + "x", False) == _whole(bundled_tokenizer, second + "x")
+
+
+def test_added_tokens_inside_longer_ones_are_no_cut():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    t = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]")
+    fast.add_tokens(["<T>", "<T>x", "<U>"])
+    ids = PromptIds(fast)
+    by_text = {fast.convert_ids_to_tokens(i): i for i in ids.cut_ids}
+    assert "<T>" not in by_text and {"<T>x", "<U>"} <= set(by_text)   # "<T>" could grow into "<T>x"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class PromptIds:
         self.rust = getattr(tokenizer, "backend_tokenizer", None)
         self.keep, self.verify = keep, verify
         self.recent: OrderedDict[tuple[bool, str], tuple[list[int], list[tuple[int, int]]]] = OrderedDict()
-        self.cut_ids: frozenset[int] = frozenset()
+        self._candidates: dict[int, str] = {}   # added tokens that strip nothing: id -> text
+        self._cuts: dict[int, bool] = {}          # candidates checked so far: id -> safe to cut after
         self.enabled = self.rust is not None and self._safe()
         self.cut = 0   # prompts encoded from an earlier one's ids (for tests and benchmarks)
 
@@ -59,11 +60,28 @@ class PromptIds:
                 return False
         added = self.rust.get_added_tokens_decoder()
         texts = [tok.content for tok in added.values()]
-        self.cut_ids = frozenset(
-            i for i, tok in added.items()
-            if not (tok.lstrip or tok.rstrip or tok.single_word) and tok.content
-            and not any(tok.content in other and tok.content != other for other in texts))
-        return bool(self.cut_ids)
+        # Whether a text is part of another added token is decided per token at its first use (`_is_cut`): checking
+        # every pair here would cost seconds at start-up for tokenizers with thousands of added tokens.
+        self._joined, self._copies = "\0".join(texts), Counter(texts)
+        self._candidates = {i: tok.content for i, tok in added.items()
+                            if not (tok.lstrip or tok.rstrip or tok.single_word) and tok.content}
+        return any(self._is_cut(i) for i in self._candidates)   # stops at the first safe one
+
+    def _is_cut(self, token_id: int) -> bool:
+        """Whether `token_id` is a safe place to cut: an added token that strips nothing and whose text occurs in no
+        other added token's text (module doc)."""
+        safe = self._cuts.get(token_id)
+        if safe is None:
+            text = self._candidates.get(token_id)
+            # Texts are joined by NUL: an occurrence beyond its own copies lies inside another added token's text
+            # (or, for a text holding a NUL, across two: then it is only refused, never wrongly allowed).
+            safe = self._cuts[token_id] = text is not None and self._joined.count(text) <= self._copies[text]
+        return safe
+
+    @property
+    def cut_ids(self) -> frozenset[int]:
+        """Every safe place to cut (checks them all: for tests and inspection, not the encoding path)."""
+        return frozenset(i for i in self._candidates if self._is_cut(i))
 
     # ------------------------------------------------------------------------------------------ encoding
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
@@ -105,7 +123,7 @@ class PromptIds:
             return None, None
         _, (ids, offsets) = best
         for k in range(len(ids) - 1, -1, -1):
-            if ids[k] in self.cut_ids:
+            if self._is_cut(ids[k]):
                 b = offsets[k][1]
                 tail = self.rust.encode(text[b:], add_special_tokens=False)
                 return (ids[:k + 1] + tail.ids,

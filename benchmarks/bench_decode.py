@@ -71,6 +71,7 @@ def measure(model_dir: Path, mode: str, batch: int, args) -> dict:
         backend.step_tokens = max(backend.step_tokens, sum(len(backend.encode_prompt(p)) + 1
                                                            for p in prompts(batch, args.prompt_words)))
     backend.eos_ids = set()   # run every request to --new-tokens
+    backend.decode_steps = 1   # one step per forward pass: this measures a step
     steps: list[tuple[float, int, int]] = []
     inner = backend._step
 

@@ -101,7 +101,7 @@ def measure(backend, prompts: list[str], new_tokens: int, cuda: bool) -> dict:
     where: collections.Counter = collections.Counter()
     inner = backend._step
 
-    def step(rows, ids, positions, sample):
+    def step(rows, ids, positions, sample, steps=1):
         decode = len(ids) == len(prompts) == len(rows.segments)
         if cuda:
             torch.cuda.synchronize()
@@ -111,14 +111,14 @@ def measure(backend, prompts: list[str], new_tokens: int, cuda: bool) -> dict:
             if cuda:
                 torch.cuda.set_sync_debug_mode("warn")   # only around the step: not our synchronize() calls
             try:
-                out = inner(rows, ids, positions, sample)
+                out = inner(rows, ids, positions, sample, steps)
             finally:
                 if cuda:
                     torch.cuda.set_sync_debug_mode(0)
         if cuda:
             torch.cuda.synchronize()
         if decode:
-            steps.append(time.perf_counter() - t0)
+            steps.append((time.perf_counter() - t0) / len(out[0]))   # per decode step of a multi-step block
             if cuda:
                 mine = [w for w in caught if "synchroniz" in str(w.message)]
                 syncs.append(len(mine))
@@ -181,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--sdpa", nargs="+", default=["ours", "pytorch"], choices=["ours", "pytorch"])
+    ap.add_argument("--attention", nargs="+", default=["matmul"], choices=["matmul", "sdpa"],
+                    help="decode rows' attention on CUDA: the backend's matrix products or SDPA (for comparison)")
+    ap.add_argument("--decode-steps", type=int, default=1,
+                    help="greedy decode steps per CUDA-graph replay (the backend's decode_steps; 1: one per step)")
     ap.add_argument("--profile-steps", type=int, default=12, help="tokens of each profiled request (0: no profiler)")
     ap.add_argument("--rows", type=int, default=18, help="rows of each profiler table")
     ap.add_argument("--threads", type=int, default=1)
@@ -200,13 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     backend = TransformersBackend(str(resolve_model(args.model)), device=device, exact=False,
                                   max_batch=max(max(args.batches), default_slots))
     backend.eos_ids = set()
+    backend.decode_steps = args.decode_steps
     env = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if cuda else "cpu",
            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
            "dtype": str(next(backend.model.parameters()).dtype), "max_batch": backend.max_batch}
     print(json.dumps(env))
     rows = []
-    for sdpa in args.sdpa:
+    for attention, sdpa in [(a, s) for a in args.attention for s in args.sdpa]:
         tb.AVOID_CUDNN_SDPA = sdpa == "ours"
+        tb.MATMUL_DECODE_ATTENTION = attention == "matmul"
+        if backend._graphs is not None:
+            backend._graphs.graphs.clear()   # captured with the other attention
         for batch in args.batches:
             for n in args.lengths:
                 prompts = make_prompts(backend.tokenizer, n, batch)
@@ -220,19 +228,19 @@ def main(argv: list[str] | None = None) -> int:
                                                   for p in prompts))
                 asyncio.run(warm())   # prompts' KV into the prefix cache; allocations; kernels
                 row = measure(backend, prompts, args.new_tokens, cuda)
-                row.update(sdpa=sdpa, batch=batch, length=n,
+                row.update(attention=attention, sdpa=sdpa, batch=batch, length=n,
                            sdpa_kernel=sdpa_choice(backend, batch, row["prompt_tokens"] + args.new_tokens // 2))
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 if args.profile_steps and n in (min(args.lengths), max(args.lengths)) and (
                         batch == min(args.batches) or n == max(args.lengths)):
                     profile(backend, prompts, args.profile_steps, cuda, args.rows,
-                            f"sdpa={sdpa} batch={batch} prompt={row['prompt_tokens']}")
-    tb.AVOID_CUDNN_SDPA = True
-    print(f"\n{'sdpa':>7} {'batch':>5} {'prompt':>6} {'step ms':>8} {'p90 ms':>7} {'ms/tok':>7} {'syncs':>5}  kernel"
+                            f"attention={attention} sdpa={sdpa} batch={batch} prompt={row['prompt_tokens']}")
+    tb.AVOID_CUDNN_SDPA, tb.MATMUL_DECODE_ATTENTION = True, True
+    print(f"\n{'attention':>9} {'sdpa':>7} {'batch':>5} {'prompt':>6} {'step ms':>8} {'p90 ms':>7} {'ms/tok':>7} {'syncs':>5}  kernel"
           f"  (device {env['device']}, {args.new_tokens} new tokens)")
     for r in rows:
-        print(f"{r['sdpa']:>7} {r['batch']:>5} {r['prompt_tokens']:>6} {r['step_ms'] or 0:>8.2f} "
+        print(f"{r['attention']:>9} {r['sdpa']:>7} {r['batch']:>5} {r['prompt_tokens']:>6} {r['step_ms'] or 0:>8.2f} "
               f"{r['p90_ms'] or 0:>7.2f} {r['ms_per_token']:>7.2f} {r['syncs_per_step'] or 0:>5}  {r['sdpa_kernel']}"
               f"  {r['sync_sites'] or ''}")
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -495,11 +495,11 @@ class StepCounter:
 
             setattr(torch.Tensor, name, read)
 
-        def step(rows, ids, positions, sample):
+        def step(rows, ids, positions, sample, *steps):
             self.local.c = collections.Counter()
             try:
                 with Ops():
-                    return self.inner(rows, ids, positions, sample)
+                    return self.inner(rows, ids, positions, sample, *steps)
             finally:
                 kinds = {"decode" if e - s == 1 else "prefill" for s, e, _, _ in rows.segments}
                 self.steps.append((len(rows.segments), "+".join(sorted(kinds)), max(p for p in positions) + 1,
@@ -591,8 +591,8 @@ def test_padded_decode_steps_match_the_fast_mode(make):
     g = padded._graphs
     assert padded.stats.graph_steps > 100 and g.captures >= 3   # several buckets and capacities
     assert padded.stats.forward_passes > padded.stats.graph_steps   # prefill steps ran eagerly
-    # (B, Q, capacity, K): the short requests after the long one attend over 256 keys of the 512-position buffers.
-    assert {(cap, k) for _, _, cap, k in g.graphs} >= {(512, 256), (512, 512)}
+    # (B, Q, capacity, K, S): the short requests after the long one attend over 256 keys of the 512-position buffers.
+    assert {(cap, k) for _, _, cap, k, _ in g.graphs} >= {(512, 256), (512, 512)}
     shared, diff = base_log.differences(padded_log)
     assert len(shared) == len(base_log.seen) == len(padded_log.seen)
     assert diff < 1e-4
@@ -654,7 +654,8 @@ def test_short_prefills_run_in_multi_row_graph_steps_with_the_fast_modes_results
     assert diff < 1e-4
 
 
-def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode():
+@pytest.mark.parametrize("decode_steps", [1, 4])
+def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(decode_steps):
     """A whole SPRINT solve of the bundled Countdown model through the CUDA-graph step layout (run eagerly on the
     CPU) gives the fast mode's trajectory with one eager step per stage (the question, then the planner reading each
     stage's executions); the executors' prompts go through multi-row steps (26 eager steps of 4 stages before)."""
@@ -670,6 +671,7 @@ def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode()
         backend = TransformersBackend(path, device="cpu", exact=False, max_batch=8)
         if padded:
             graphs = _with_padded_decode(backend)._graphs
+            backend.decode_steps = decode_steps
             step = graphs.step
             graphs.step = lambda *a: (lambda picks: eager.append(picks is None) or picks)(step(*a))
         results.append(run(solve(item.question, backend, config, backend.tokenizer), timeout=300))
@@ -678,7 +680,65 @@ def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode()
     assert [k for k in backend._graphs.graphs if k[1] > 1]
     # Eager: the question's prefill, then the planner's read of each stage's executions (every stage but the last).
     # (Counted per step: the solve may return while its last step runs, before the backend's own counters see it.)
-    assert sum(eager) == got.stages and len(eager) > 300
+    assert sum(eager) == got.stages and len(eager) > (300 if decode_steps == 1 else 60)
+    assert any(k[4] == decode_steps for k in backend._graphs.graphs)
+
+
+def test_multi_step_blocks_give_the_fast_modes_text_and_counts(make):
+    """Greedy decode steps taken `decode_steps` at a time (the graph layout run eagerly on the CPU) give what a step
+    at a time gives: the same text and token counts with stop strings and EOS falling inside a block, token limits
+    that are not a multiple of the block, requests joining mid-run, and prefix reuse of what blocks computed."""
+    def scenario(backend):
+        async def go():
+            long_run = asyncio.create_task(backend.generate(LONG, GenerationParams(max_tokens=41)))
+            await asyncio.sleep(0.05)
+            rest = await together(backend, [(PROMPTS[0], GenerationParams(max_tokens=13)),
+                                            (PROMPTS[1], GenerationParams(max_tokens=7))])
+            first = await long_run
+            # The same prompt alone twice (its KV from the prefix cache, so the same text): the second time until a
+            # piece of the first's text, a stop string that most likely ends it inside a block.
+            probe = await backend.generate(LONG, GenerationParams(max_tokens=40))
+            stop = probe.text[len(probe.text) // 3: len(probe.text) // 3 + 6]
+            stopped = await backend.generate(LONG, GenerationParams(max_tokens=40, stop=[stop]))
+            again = await backend.generate(LONG, GenerationParams(max_tokens=30))   # prefix from earlier blocks
+            return [stopped, probe, first, *rest, again]
+        first = run(go(), timeout=120)
+        # An EOS token inside a block: one the same request writes (its ids re-read from its text) when EOS is off.
+        text = run(backend.generate(LONG + " So", GenerationParams(max_tokens=40)), timeout=60).text
+        backend.eos_ids = {backend.tokenizer(text, add_special_tokens=False)["input_ids"][10]}
+        ended = run(backend.generate(LONG + " So", GenerationParams(max_tokens=40)), timeout=60)
+        backend.eos_ids = set()
+        return [*first, ended]
+
+    want = scenario(make(exact=False, max_batch=4))
+    blocks = _with_padded_decode(make(exact=False, max_batch=4))
+    blocks.decode_steps = 4
+    blocks.eos_ids = set()
+    got = scenario(blocks)
+    assert [(c.text, c.generated_tokens, c.finish_reason, c.stop_string) for c in got] == [
+        (c.text, c.generated_tokens, c.finish_reason, c.stop_string) for c in want]
+    assert got[0].finish_reason == "stop" and got[0].stop_string == got[1].text[len(got[1].text) // 3:][:6]
+    assert got[-1].finish_reason == "stop" and got[-1].generated_tokens < 40   # its EOS
+    assert any(k[4] == 4 for k in blocks._graphs.graphs)                       # blocks really ran
+    assert blocks.stats.graph_steps < 0.6 * sum(c.generated_tokens for c in got)
+
+
+def test_multi_step_blocks_only_for_greedy_decode_steps_with_room(make):
+    """A block is taken only when every row decodes greedily with `decode_steps` tokens of room, no observer needs
+    each step's logits and no request waits; otherwise one step."""
+    backend = _with_padded_decode(make(exact=False, max_batch=4))
+    backend.decode_steps = 4
+    seen = []
+    original = backend._graphs.step
+    backend._graphs.step = lambda rows, ids, pos, sample, steps=1: seen.append(steps) or original(
+        rows, ids, pos, sample, steps)
+    run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=10)))
+    assert 4 in seen and seen[-1] == 1   # 10 = prefill pick + 2 blocks of 4 + one step without room for a block
+    seen.clear()
+    run(backend.generate(PROMPTS[1], GenerationParams(max_tokens=10, temperature=0.8, seed=1)))
+    assert seen and set(seen) == {1}
+    with pytest.raises(ValueError, match="decode_steps"):
+        make(exact=False, decode_steps=0)
 
 
 @pytest.mark.parametrize("queries", [1, 8])
@@ -771,10 +831,10 @@ def test_a_failed_multi_row_capture_keeps_the_decode_graphs(make, caplog):
     run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=2)))   # buffers built, the prefix cached
     build = backend._graphs._build
 
-    def multi_row_fails(b, capacity, queries=1, keys=0):
+    def multi_row_fails(b, capacity, queries=1, keys=0, steps=1):
         if queries > 1:
             raise RuntimeError("operation not permitted when stream is capturing")
-        return build(b, capacity, queries, keys)
+        return build(b, capacity, queries, keys, steps)
 
     backend._graphs._build = multi_row_fails
     before = backend.stats.graph_steps

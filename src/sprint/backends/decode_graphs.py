@@ -30,7 +30,14 @@ generation whenever it allocates or drops buffers, and the graphs of an older ge
 the old buffers, which they keep alive until then). With graphs on, the backend keeps its buffers when it idles
 (else every SPRINT stage, which begins after the planner's request ends, would re-allocate and re-capture).
 
-Host traffic per step: one copy of 3 x B x Q integers in (ids, positions, key lengths), one `.tolist()` of B picked
+Several decode steps per replay (S, the backend's `decode_steps`): a decode-only step whose requests are all greedy
+may run S steps in one graph, each row fed its own argmax one position on (dummy rows stay put), so the host meets the
+device once per S tokens. Why: with these graphs a SPRINT step still paid the host's per-step work (the scheduler, the
+thread hand-off, up to seven streams' text and the orchestrator they wake), which is why a SPRINT token cost 1.5x a
+sequential one on an H200 once attention stopped growing with the context. The cost: a request that ends inside the
+block (EOS, its stop string, its token limit) has its later tokens computed and dropped (`TransformersBackend`).
+
+Host traffic per step: one copy of 4 x B x Q integers in (ids, positions, key lengths, real rows), one `.tolist()` of B picked
 tokens out; sampling rows (temperature > 0) and the `on_logits` observer read their rows of the graph's logits.
 
 `capture=False` runs the same padded step eagerly (no graph): the layout and masking logic is then testable on a
@@ -82,8 +89,9 @@ def fit(sizes, n: int) -> int | None:
 
 @dataclass
 class _Graph:
-    """One captured step: its static input [3, B * Q] (ids, positions, key lengths), outputs [B] (each slot's
-    next-token logits and argmax) and the buffers it uses."""
+    """One captured step: its static input [4, B * Q] (ids, positions, key lengths, 1 for a real row and 0 for a
+    dummy), outputs (each slot's next-token logits [B, vocab] and argmax [S, B], one row per decode step of a
+    multi-step graph) and the buffers it uses."""
 
     rows: int       # B: slots
     capacity: int
@@ -93,6 +101,7 @@ class _Graph:
     queries: int = 1   # Q: rows per slot
     keys: int = 0      # K: keys each slot attends over (0: the capacity)
     keep: Any = None   # Q > 1: the rows whose logits are computed (each slot's last)
+    steps: int = 1     # S: greedy decode steps per replay (Q = 1), each fed the previous one's argmax
     write_slot: Any = None   # each row's slot, built before the capture (`repeat_interleave` may read sizes back
                              # from the device, which a capture does not allow)
     graph: Any = None
@@ -106,22 +115,24 @@ class DecodeGraphs:
         self.backend = backend
         self.capture = capture
         self.buckets = buckets(backend.max_batch)
-        self.graphs: dict[tuple[int, int, int, int], _Graph] = {}   # by (B, Q, capacity, K)
+        self.graphs: dict[tuple[int, int, int, int, int], _Graph] = {}   # by (B, Q, capacity, K, S)
         self.generation = -1
         self.disabled = False   # set when a capture fails: the model then decodes eagerly
         self.multi_row = True   # cleared when a multi-row capture fails: short prefills then run eagerly
         self.captures = 0   # graphs captured (or eager stand-ins built)
 
-    def step(self, rows, ids: list[int], positions: list[int], sample) -> list[int] | None:
-        """Run a step through a graph and return each sampling row's pick, or None when the step does not qualify
-        (a longer prefill chunk in it, or the layers' buffers not built yet): the caller then runs it eagerly."""
+    def step(self, rows, ids: list[int], positions: list[int], sample, steps: int = 1) -> list[list[int]] | None:
+        """Run a step through a graph and return each sampling row's picks (one per step), or None when the step
+        does not qualify (a longer prefill chunk in it, or the layers' buffers not built yet): the caller then runs it
+        eagerly. `steps` > 1: that many greedy decode steps in one replay (decode-only steps; the caller checks that
+        every request may take them: greedy, no observer, room left)."""
         import torch
 
         segments = rows.segments
         if self.disabled or not segments:
             return None
         q = fit(QUERY_BUCKETS if self.multi_row else QUERY_BUCKETS[:1], max(e - s for s, e, _, _ in segments))
-        if q is None:
+        if q is None or (steps > 1 and q > 1):
             return None
         cache = self.backend._slots
         n_layers = getattr(self.backend.model.config, "num_hidden_layers", None)
@@ -133,7 +144,7 @@ class DecodeGraphs:
         b = fit(self.buckets, span)
         if b is None or (q > 1 and b * q > MAX_GRAPH_ROWS):
             return None
-        needed = max(positions) + 1
+        needed = max(positions) + steps   # the last step writes position max + steps - 1
         for layer in list(cache.keys):
             cache.ensure(layer, cache.keys[layer], cache.values[layer], needed, b)
         if cache.generation != self.generation:
@@ -141,10 +152,10 @@ class DecodeGraphs:
             self.generation = cache.generation
         capacity = cache.keys[0].shape[2]
         k = fit(key_buckets(capacity), needed)   # every row attends to at most its position + 1 keys
-        g = self.graphs.get((b, q, capacity, k))
+        g = self.graphs.get((b, q, capacity, k, steps))
         if g is None:
             try:
-                g = self.graphs[(b, q, capacity, k)] = self._build(b, capacity, q, k)
+                g = self.graphs[(b, q, capacity, k, steps)] = self._build(b, capacity, q, k, steps)
             except Exception as e:   # noqa: BLE001 - any capture failure: eager from now on (that kind of step)
                 if q > 1:   # the decode graphs may still work: only the short prefills go back to eager steps
                     log.warning("CUDA graph capture of a multi-row step failed (%s: %s); short prefills run "
@@ -156,32 +167,35 @@ class DecodeGraphs:
                 self.graphs.clear()
                 return None
         n = b * q
-        tok, pos, keys = [0] * n, [capacity - 1] * n, [1] * n   # dummy rows (see module doc)
+        tok, pos, keys, real = [0] * n, [capacity - 1] * n, [1] * n, [0] * n   # dummy rows (see module doc)
         slot_of_row = {}
         for start, end, seq, pos0 in segments:
             base, last = seq.slot * q, end - start - 1
             for j in range(q):   # a slot's rows past its last new token repeat that token (see module doc)
                 k = min(j, last)
-                tok[base + j], pos[base + j], keys[base + j] = ids[start + k], pos0 + k, pos0 + k + 1
+                tok[base + j], pos[base + j], keys[base + j], real[base + j] = ids[start + k], pos0 + k, pos0 + k + 1, 1
             slot_of_row[end - 1] = seq.slot   # a sampling row is always its segment's last
-        host = torch.tensor([tok, pos, keys], dtype=torch.long, pin_memory=self.backend.device.type == "cuda")
+        host = torch.tensor([tok, pos, keys, real], dtype=torch.long, pin_memory=self.backend.device.type == "cuda")
         g.inputs.copy_(host, non_blocking=True)   # complete before the .tolist() below returns
         with torch.no_grad():
             if g.graph is not None:
                 g.graph.replay()
             else:
                 self._forward(g)
-        by_slot = g.argmax.tolist()
+        by_step = g.argmax.tolist()   # [S][B]
         order = [slot_of_row[row] for _, row in sample]   # sample[i]'s slot
+        if steps > 1:
+            return [[picks[s] for picks in by_step] for s in order]
         sampled = [i for i, (req, _) in enumerate(sample) if req.params.temperature > 0]
         host: dict = {}
         if sampled:   # one device-to-host copy for the sampling rows' logits
             slots = torch.tensor([order[i] for i in sampled], device=g.logits.device)
             host = dict(zip(sampled, g.logits.index_select(0, slots).float().cpu()))
-        return self.backend._picks(sample, [by_slot[s] for s in order], lambda i: g.logits[order[i]], host)
+        picks = self.backend._picks(sample, [by_step[0][s] for s in order], lambda i: g.logits[order[i]], host)
+        return [[p] for p in picks]
 
     # ------------------------------------------------------------------------------------------ building
-    def _plan(self, g: _Graph):
+    def _plan(self, g: _Graph, positions, lengths):
         """The static step plan: row r writes slot r // Q at its position and attends to its first `lengths[r]` keys
         (of the first K keys of its slot)."""
         import torch
@@ -191,34 +205,40 @@ class DecodeGraphs:
         b = g.rows
         slots = torch.arange(b, device=g.inputs.device)
         return SlotRows(cache=self.backend._slots, capacity=g.capacity, slots=b, write_slot=g.write_slot,
-                        write_pos=g.inputs[1], single_rows=slots, single_slots=slots, lengths=g.inputs[2], span=b,
+                        write_pos=positions, single_rows=slots, single_slots=slots, lengths=lengths, span=b,
                         max_len=g.keys, chunks=[], full=False, aligned=True, queries=g.queries)
 
     def _forward(self, g: _Graph) -> None:
-        """The padded step itself, writing the graph's output tensors in place."""
+        """The padded step (or S greedy steps) itself, writing the graph's output tensors in place. Between steps
+        every real row takes its own argmax as its next token one position on; dummy rows stay where they are."""
         n = g.rows * g.queries
-        out = self.backend.model(input_ids=g.inputs[0].view(1, n), position_ids=g.inputs[1].view(1, n),
-                                 use_cache=False, sprint_rows=self._plan(g),
-                                 logits_to_keep=0 if g.queries == 1 else g.keep)
-        logits = out.logits[0]
+        ids, pos, lengths, real = g.inputs
+        for j in range(g.steps):
+            out = self.backend.model(input_ids=ids.view(1, n), position_ids=pos.view(1, n), use_cache=False,
+                                     sprint_rows=self._plan(g, pos, lengths),
+                                     logits_to_keep=0 if g.queries == 1 else g.keep)
+            logits = out.logits[0]
+            g.argmax[j].copy_(logits.argmax(-1))
+            if j + 1 < g.steps:
+                ids, pos, lengths = g.argmax[j], pos + real, lengths + real
         g.logits.copy_(logits)
-        g.argmax.copy_(logits.argmax(-1))
 
-    def _build(self, b: int, capacity: int, queries: int = 1, keys: int = 0) -> _Graph:
+    def _build(self, b: int, capacity: int, queries: int = 1, keys: int = 0, steps: int = 1) -> _Graph:
         import torch
 
         model, device = self.backend.model, self.backend.device
         cache = self.backend._slots
         vocab = model.get_output_embeddings().weight.shape[0]
         dtype = model.get_output_embeddings().weight.dtype
-        inputs = torch.zeros((3, b * queries), dtype=torch.long, device=device)
+        inputs = torch.zeros((4, b * queries), dtype=torch.long, device=device)
         inputs[1].fill_(capacity - 1)
         inputs[2].fill_(1)
         write_slot = torch.arange(b, device=device).repeat_interleave(queries)
         keep = torch.arange(b, device=device) * queries + queries - 1 if queries > 1 else None
         g = _Graph(rows=b, capacity=capacity, keys=keys or capacity, inputs=inputs,
                    logits=torch.empty((b, vocab), dtype=dtype, device=device),
-                   argmax=torch.empty(b, dtype=torch.long, device=device), queries=queries, keep=keep,
+                   argmax=torch.empty((steps, b), dtype=torch.long, device=device), queries=queries, keep=keep,
+                   steps=steps,
                    write_slot=write_slot, buffers=[*cache.keys.values(), *cache.values.values()])
         self.captures += 1
         if not self.capture:

@@ -88,6 +88,8 @@ from typing import Any, AsyncIterator
 
 from sprint.backends.base import BackendError, Completion, CompletionStream, GenerationParams
 from sprint.backends.prompt_ids import PromptIds
+from sprint.backends.decode_attention import decode_attention
+from sprint.backends.decode_attention import probe as probe_decode_attention
 from sprint.backends.stops import StopScanner
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,9 @@ ATTENTION_NAME = "sprint_rows"
 # match a newer allocation (`sprint.backends.decode_graphs`).
 _GENERATIONS = itertools.count(1)
 
+#: Greedy decode steps per CUDA-graph replay (`decode_steps`): the host's per-step work paid once per this many
+#: tokens; a request that ends inside the block wastes the rest of it (at most DECODE_STEPS - 1 steps).
+DECODE_STEPS = 4
 #: Fast mode: prefill rows one step may take when no sequence is decoding (then `step_tokens` protects no one).
 LONE_PREFILL_TOKENS = 4096
 # CPU fast mode: decoding slots attend in runs of this many, each up to its own longest sequence (`_slot_rows`).
@@ -105,6 +110,9 @@ SLOT_GROUP = 4
 # Keep scaled_dot_product_attention off cuDNN on CUDA devices during forward passes (see module doc); a benchmark
 # may set it to False to compare with PyTorch's own choice.
 AVOID_CUDNN_SDPA = True
+# On CUDA the decoding rows attend through `sprint.backends.decode_attention` (two matrix products that spread the keys
+# over the GPU; SDPA's kernels walk them in 4 thread blocks per slot for these models); False: SDPA, for comparison.
+MATMUL_DECODE_ATTENTION = True
 
 
 # ---------------------------------------------------------------------------------------------- KV storage
@@ -378,6 +386,8 @@ def _batched_decode_attention(q, ks, vs, rows: SlotRows, sliding_window, scaling
     import torch.nn.functional as F
 
     mask = rows.single_mask(sliding_window, q.shape[2] // rows.queries)
+    if q.is_cuda and MATMUL_DECODE_ATTENTION:
+        return decode_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len], mask, scaling)
     if not rows.groups:
         return F.scaled_dot_product_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len],
                                               attn_mask=mask, scale=scaling)
@@ -577,7 +587,9 @@ class TransformersBackend:
     sequences); `exact` (default: on CPU) selects the batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for
     reuse. A `model` object given directly is adapted in place (attention function, and tiled linears when exact).
     `cuda_graphs` (fast mode on CUDA only; the default there) replays decode steps and short prefills from CUDA graphs
-    (`sprint.backends.decode_graphs`); False decodes eagerly.
+    (`sprint.backends.decode_graphs`); False decodes eagerly. `decode_steps` (with CUDA graphs; default
+    `DECODE_STEPS`) runs that many greedy decode steps per graph replay when every running request is greedy and has
+    room for them: the host then meets the device once per that many tokens.
     """
 
     def __init__(self, model_name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
@@ -585,7 +597,7 @@ class TransformersBackend:
                  tile_rows: int = 8,
                  prefix_cache_tokens: int = 65536, add_special_tokens: bool | None = None,
                  trust_remote_code: bool = False, extra_eos_ids=(), on_logits=None, model=None, tokenizer=None,
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, decode_steps: int | None = None):
         import torch
 
         if model is None:
@@ -622,6 +634,8 @@ class TransformersBackend:
         self.on_logits = on_logits
         self._cache = _PrefixCache(prefix_cache_tokens)
         self._prepare_model(torch)
+        if self.device.type == "cuda":
+            probe_decode_attention(self.device)   # settled here, never inside a CUDA-graph capture
         self._graphs = None
         if cuda_graphs is None:
             cuda_graphs = not self.exact and self.device.type == "cuda"
@@ -631,6 +645,10 @@ class TransformersBackend:
             from sprint.backends.decode_graphs import DecodeGraphs
 
             self._graphs = DecodeGraphs(self)
+        if decode_steps is not None and decode_steps < 1:
+            raise ValueError(f"decode_steps: must be >= 1, got {decode_steps}")
+        # Read at every step, so a test may set it on a backend whose graphs it swapped in.
+        self.decode_steps = (DECODE_STEPS if self._graphs is not None else 1) if decode_steps is None else decode_steps
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._pending: deque[_Request] = deque()
@@ -873,7 +891,9 @@ class TransformersBackend:
                 await self._wake.wait()
                 continue
             rows, ids, positions, sample, owners = self._plan()
-            step = asyncio.get_running_loop().run_in_executor(self._executor, self._step, rows, ids, positions, sample)
+            steps = self._block(rows, sample)
+            step = asyncio.get_running_loop().run_in_executor(self._executor, self._step, rows, ids, positions, sample,
+                                                              steps)
             self._stepping = True
             try:
                 # The previous step's text (detokenizing, stop strings, the callers' queues and whatever they wake)
@@ -900,16 +920,34 @@ class TransformersBackend:
                     self._drop_store(req)
             emit = self._advance(rows, owners, sample, tokens)
 
-    def _step(self, rows: StepRows, ids: list[int], positions: list[int], sample) -> list[int]:
-        """One forward pass (worker thread): compute the rows, then pick each sampling row's next token; through a
-        CUDA graph when one takes the step (`sprint.backends.decode_graphs`), else eagerly (`_eager_step`)."""
-        picks = self._graphs.step(rows, ids, positions, sample) if self._graphs is not None else None
+    def _block(self, rows: StepRows, sample) -> int:
+        """Decode steps the next forward pass may take at once (`decode_steps`): all of them when every row decodes
+        greedily with room for them, no observer wants each step's logits and no request waits to join; else 1."""
+        k = self.decode_steps
+        if k <= 1 or self._graphs is None or self.on_logits is not None or self._pending:
+            return 1
+        if len(sample) != len(rows.segments) or any(end - start != 1 for start, end, _, _ in rows.segments):
+            return 1
+        for req, _ in sample:
+            if req.params.temperature > 0 or req.generated + k > req.params.max_tokens or (
+                    self.max_positions and len(req.tokens) + k > self.max_positions):
+                return 1
+        return k
+
+    def _step(self, rows: StepRows, ids: list[int], positions: list[int], sample, steps: int = 1) -> list[list[int]]:
+        """One forward pass (worker thread): compute the rows, then pick each sampling row's next token (`steps`
+        tokens, when a multi-step graph takes it); through a CUDA graph when one takes the step
+        (`sprint.backends.decode_graphs`), else eagerly (`_eager_step`). Returns each sampling row's picks."""
+        picks = self._graphs.step(rows, ids, positions, sample, steps) if self._graphs is not None else None
+        if picks is None and steps > 1:
+            steps, picks = 1, self._graphs.step(rows, ids, positions, sample)
         if picks is None:
-            picks = self._eager_step(rows, ids, positions, sample)
+            steps, picks = 1, [[p] for p in self._eager_step(rows, ids, positions, sample)]
         else:
             self.stats.graph_steps += 1
         for start, end, store, pos0 in rows.segments:
-            store.length = pos0 + end - start
+            # Steps after the first wrote their input tokens' keys too; `_advance` trims what follows an EOS.
+            store.length = pos0 + end - start + steps - 1
         return picks
 
     def _eager_step(self, rows: StepRows, ids: list[int], positions: list[int], sample) -> list[int]:
@@ -1029,31 +1067,55 @@ class TransformersBackend:
             st.prefilled_tokens += max(0, min(pos0 + end - start, len(req.prompt_ids)) - pos0)
         now = time.perf_counter()
         emit = []
-        for (req, _), tok in zip(sample, tokens):
+        for (req, _), picks in zip(sample, tokens):
             if req.cancelled or req.finish is not None:   # finished while this step ran (its stop string)
                 continue
             if req.first_token is None:
                 req.first_token = now
-            req.generated += 1
-            st.generated_tokens += 1
-            if tok in self.eos_ids:
+            finish = None
+            for tok in picks:
+                req.generated += 1
+                st.generated_tokens += 1
+                if tok in self.eos_ids:
+                    finish = "stop"
+                    break
+                req.tokens.append(tok)
+                if req.generated >= req.params.max_tokens or (self.max_positions and
+                                                             len(req.tokens) >= self.max_positions):
+                    finish = "length"
+                    break
+            if req.store is not None and req.store.length > len(req.tokens) - 1:
+                # A multi-step block went on past an EOS or the limit: only keys of kept tokens count (the last
+                # kept token's own key comes with the next step, as always).
+                req.store.length = max(0, len(req.tokens) - 1) if finish is None else min(req.store.length,
+                                                                                          len(req.tokens))
+            if finish == "stop":
+                self._emit([req])   # the tokens before the EOS
                 self._finish(req, "stop")
-                continue
-            req.tokens.append(tok)
-            if req.generated >= req.params.max_tokens or (self.max_positions and
-                                                         len(req.tokens) >= self.max_positions):
-                self._emit([req])   # a stop string in this last token still wins
+            elif finish == "length":
+                self._emit([req])   # a stop string in these last tokens still wins
                 self._finish(req, "length")
             else:
                 emit.append(req)
         return emit
 
     def _emit(self, reqs: list[_Request]) -> None:
-        """Each request's new text to its queue; a request whose stop string appears finishes."""
+        """Each request's new text to its queue; a request whose stop string appears finishes. Several new tokens
+        (a multi-step block) are read one at a time, so a stop string ends the request at the token that completes
+        it, as a step at a time would: the tokens after it are dropped and not counted."""
         for req in reqs:
             if req.finish is not None:
                 continue
-            text = req.scanner.feed(self._detokenize(req))
+            if len(req.tokens) - req.read_offset <= 1:
+                text = req.scanner.feed(self._detokenize(req))
+            else:
+                text = ""
+                for end in range(req.read_offset + 1, len(req.tokens) + 1):
+                    text += req.scanner.feed(self._detokenize(req, upto=end))
+                    if req.scanner.hit is not None:
+                        req.generated -= len(req.tokens) - end
+                        del req.tokens[end:]
+                        break
             if text:
                 req.queue.put_nowait(text)
             if req.scanner.hit is not None:
@@ -1067,18 +1129,23 @@ class TransformersBackend:
             return self._rust_tokenizer.decode(ids, skip_special_tokens=False)
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
-    def _detokenize(self, req: _Request, final: bool = False) -> str:
-        """New text since the last call; holds back an incomplete UTF-8 character (TGI's incremental decoding)
-        unless `final`. Starting a few prompt tokens back keeps tokenizers that drop a leading space honest."""
+    def _detokenize(self, req: _Request, final: bool = False, upto: int | None = None) -> str:
+        """New text since the last call (of the tokens before `upto`, default all); holds back an incomplete UTF-8
+        character (TGI's incremental decoding) unless `final`. Starting a few prompt tokens back keeps tokenizers
+        that drop a leading space honest."""
+        end = len(req.tokens) if upto is None else upto
         prefix = self._decode_ids(req.tokens[req.prefix_offset:req.read_offset])
-        full = self._decode_ids(req.tokens[req.prefix_offset:])
+        full = self._decode_ids(req.tokens[req.prefix_offset:end])
         if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
-            req.prefix_offset, req.read_offset = req.read_offset, len(req.tokens)
+            req.prefix_offset, req.read_offset = req.read_offset, end
             return full[len(prefix):]
         return ""
 
     def _drop_store(self, req: _Request) -> None:
         """A finished request's KV: into the prefix cache (it serves later prompts), its slot freed."""
+        if req.store is not None:
+            # Keys past the kept tokens (a multi-step block that ran on past a stop string) are not the prefix's.
+            req.store.length = min(req.store.length, len(req.tokens))
         if isinstance(req.store, SlotSeq):
             seq, req.store = req.store, None
             if seq.length and self._cache.max_tokens > 0:

@@ -723,6 +723,33 @@ def test_multi_step_blocks_give_the_fast_modes_text_and_counts(make):
     assert blocks.stats.graph_steps < 0.6 * sum(c.generated_tokens for c in got)
 
 
+def test_warmup_captures_every_graph_a_run_uses_before_it_runs(make):
+    """`warmup(n)` sizes the buffers for the model's positions and captures each row bucket up to n, key bucket and
+    kind of step; runs of up to n sequences afterwards capture nothing and give the fast mode's text."""
+    from sprint.backends import decode_graphs
+
+    want = run(together(make(exact=False, max_batch=8), [(p, GenerationParams(max_tokens=20)) for p in PROMPTS]),
+               timeout=120)
+    backend = _with_padded_decode(make(exact=False, max_batch=8))
+    backend.decode_steps = 4
+    assert run(make(exact=False).warmup(4)) == {}   # no graphs: nothing to do
+    g = backend._graphs
+    marks = {}
+
+    async def warm_then_run():   # one event loop, as in `sprint eval` (a new loop starts the backend afresh)
+        done = await backend.warmup(3)
+        marks.update(captured=g.captures, keys=set(g.graphs))
+        return done, await together(backend, [(p, GenerationParams(max_tokens=20)) for p in PROMPTS[:3]])
+
+    done, got = run(warm_then_run(), timeout=300)
+    assert done["graphs"] == len(marks["keys"]) > 0 and done["sequences"] == 3
+    assert backend._slots.keys[0].shape[2] >= backend.max_positions and backend._slots.keys[0].shape[0] >= 4
+    assert {k[0] for k in marks["keys"]} == {1, 2, 4} and {k[4] for k in marks["keys"]} == {1, 4}
+    assert {k[3] for k in marks["keys"]} == set(decode_graphs.key_buckets(backend._slots.keys[0].shape[2]))
+    assert g.captures == marks["captured"], set(g.graphs) - marks["keys"]   # nothing captured mid-run
+    assert [c.text for c in got] == [c.text for c in want[:3]]
+
+
 def test_multi_step_blocks_only_for_greedy_decode_steps_with_room(make):
     """A block is taken only when every row decodes greedily with `decode_steps` tokens of room, no observer needs
     each step's logits and no request waits; otherwise one step."""

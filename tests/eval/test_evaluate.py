@@ -275,3 +275,31 @@ def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llam
     assert "cuda_graphs: needs the fast mode on a CUDA device" in capsys.readouterr().err
     with pytest.raises(ValueError, match="in-process backend"):
         default_backend("m", ["http://localhost:1/v1"], None, exact=False)
+
+
+def test_backends_warm_up_before_the_timed_problems(tmp_path):
+    """A backend with `warmup` (the in-process one on a GPU: CUDA graphs) is readied before any problem, for the
+    sequences the run may hold at once (a planner and its executors per SPRINT problem); settings.json records it
+    and a resumed run with another warm-up still resumes."""
+    data = write_problems(tmp_path / "toy.jsonl", n=2)
+    calls, solved = [], []
+
+    class Warming(ScriptedBackend):
+        async def warmup(self, sequences):
+            calls.append((sequences, len(solved)))
+            return {"graphs": 3, "seconds": 0.5 + len(calls), "sequences": sequences}
+
+        async def generate(self, prompt, params):
+            solved.append(prompt)
+            return await super().generate(prompt, params)
+
+    def make(model, base_url, tokenizer):
+        return Warming(sprint_model if model == "toy-sprint" else sequential_model)
+
+    cfg = EvalConfig(task="math500", data=str(data), out=tmp_path / "run", methods=["sprint", "sequential"],
+                     models=["toy-sprint", "toy-sequential"], concurrency=3, max_tokens=200, progress=False)
+    asyncio.run(evaluate(cfg, make))
+    assert calls[0] == (24, 0) and calls[1][0] == 3   # 3 problems x 8 sequences, then 3 x 1; before any solve
+    settings = json.loads((tmp_path / "run" / "toy-sprint-sprint" / "settings.json").read_text())
+    assert settings["warmup"] == {"graphs": 3, "seconds": 1.5, "sequences": 24}
+    asyncio.run(evaluate(cfg, make))   # resumes: the warm-up's figures are no setting

@@ -194,6 +194,38 @@ class DecodeGraphs:
         picks = self.backend._picks(sample, [by_step[0][s] for s in order], lambda i: g.logits[order[i]], host)
         return [[p] for p in picks]
 
+    def warmup(self, rows: int, positions: int, steps: int) -> int:
+        """Size the slot buffers for `rows` sequences of `positions` positions and capture every graph a run of at
+        most that many sequences uses: each row bucket up to `rows`, each key bucket, decoding (one step and `steps`
+        steps) and each short-prefill bucket. Returns the graphs captured. Why: a graph is captured the first time
+        its shape comes up, tens of milliseconds each; mid-run that lands on whichever request meets the shape first
+        (in a one-at-a-time latency run a SPRINT solve meets far more shapes than a sequential one), and buffers
+        that grow later drop every graph. Call it between runs (the buffers must not be in use)."""
+        cache = self.backend._slots
+        if self.disabled or not cache.keys:
+            return 0
+        top = fit(self.buckets, rows) or self.buckets[-1]
+        for layer in list(cache.keys):
+            cache.ensure(layer, cache.keys[layer], cache.values[layer], positions, top)
+        if cache.generation != self.generation:
+            self.graphs.clear()
+            self.generation = cache.generation
+        capacity = cache.keys[0].shape[2]
+        before = self.captures
+        shapes = [(1, 1), (1, steps)] + [(q, 1) for q in QUERY_BUCKETS[1:]]
+        for b in sorted((x for x in self.buckets if x <= top), reverse=True):
+            for k in key_buckets(capacity):
+                for q, n in dict.fromkeys(shapes):
+                    if (q > 1 and (b * q > MAX_GRAPH_ROWS or not self.multi_row)) or (b, q, capacity, k, n) in \
+                            self.graphs:
+                        continue
+                    try:
+                        self.graphs[(b, q, capacity, k, n)] = self._build(b, capacity, q, k, n)
+                    except Exception as e:   # noqa: BLE001 - the step itself reports and falls back later
+                        log.warning("CUDA graph warm-up stopped (%s: %s)", type(e).__name__, e)
+                        return self.captures - before
+        return self.captures - before
+
     # ------------------------------------------------------------------------------------------ building
     def _plan(self, g: _Graph, positions, lengths):
         """The static step plan: row r writes slot r // Q at its position and attends to its first `lengths[r]` keys

@@ -87,9 +87,9 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from sprint.backends.base import BackendError, Completion, CompletionStream, GenerationParams
-from sprint.backends.prompt_ids import PromptIds
 from sprint.backends.decode_attention import decode_attention
 from sprint.backends.decode_attention import probe as probe_decode_attention
+from sprint.backends.prompt_ids import PromptIds
 from sprint.backends.stops import StopScanner
 
 log = logging.getLogger(__name__)
@@ -919,6 +919,22 @@ class TransformersBackend:
                 for req in deferred:
                     self._drop_store(req)
             emit = self._advance(rows, owners, sample, tokens)
+
+    async def warmup(self, sequences: int | None = None) -> dict:
+        """Get ready for runs of up to `sequences` concurrent sequences (default `max_batch`): with CUDA graphs, one
+        short request builds the KV buffers, which are then sized for `max_positions` positions, and every decode
+        graph such a run uses is captured (`DecodeGraphs.warmup`). Without graphs nothing is done. Returns what was
+        done ({"graphs": captured, "seconds": spent}); call it before timing, with the backend idle."""
+        if self._graphs is None:
+            return {}
+        start = time.perf_counter()
+        await self.generate("0", GenerationParams(max_tokens=2))
+        rows = min(self.max_batch, sequences or self.max_batch)
+        positions = self.max_positions or 4096
+        captured = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._graphs.warmup, rows, positions, self.decode_steps)
+        return {"graphs": captured, "seconds": round(time.perf_counter() - start, 3), "sequences": rows,
+                "positions": positions}
 
     def _block(self, rows: StepRows, sample) -> int:
         """Decode steps the next forward pass may take at once (`decode_steps`): all of them when every row decodes

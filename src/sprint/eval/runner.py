@@ -22,6 +22,7 @@ import datetime as _dt
 import hashlib
 import gzip
 import json
+import logging
 import math
 import os
 import platform
@@ -37,6 +38,8 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from sprint.eval.tasks import Task, TaskItem
 
+log = logging.getLogger(__name__)
+
 RESULTS = "results.jsonl"
 SETTINGS = "settings.json"
 SUMMARY = "summary.json"
@@ -44,7 +47,10 @@ SUMMARY_MD = "summary.md"
 
 # Settings that may differ between a run and its resumption (they do not change what an item's result is).
 # `engine` is the backend as it ran (its repr: device, mode, CUDA graphs), recorded again at each resume.
-_VOLATILE = ("environment", "command", "started_at", "resumes", "concurrency", "label", "engine")
+_VOLATILE = ("environment", "command", "started_at", "resumes", "concurrency", "label", "engine", "warmup")
+#: Sequences one SPRINT problem may run at once, for the backend's warm-up: a planner and up to seven executors (the
+#: bundled Countdown models' widest stages; a wider stage captures its graphs when it first comes).
+SPRINT_SEQUENCES_PER_PROBLEM = 8
 
 
 class Solver(Protocol):
@@ -644,6 +650,13 @@ async def evaluate(cfg: EvalConfig, make_backend: Callable[..., Any] = default_b
         sprint_cfg, baseline_cfg = solver_configs(cfg, spec.method, spec.model)
         backend = make_backend(spec.model, spec.base_urls, cfg.tokenizer, **cfg.backend_options)
         try:
+            # Before any timed problem: an in-process backend on a GPU captures its CUDA graphs here, not on
+            # whichever problem first needs a shape (`TransformersBackend.warmup`).
+            warmup = getattr(backend, "warmup", None)
+            per_problem = SPRINT_SEQUENCES_PER_PROBLEM if spec.method == "sprint" else 1
+            warmed = await warmup(cfg.concurrency * per_problem) if callable(warmup) else {}
+            if warmed:
+                log.info("%s: warm-up %s", spec.label, warmed)
             tokenizer = layout_tokenizer(cfg.tokenizer or (spec.model if spec.base_urls else None), backend)
             solve, solver_settings = build_solver(spec.method, backend, tokenizer, sprint_cfg, baseline_cfg)
             run = SubRun(spec.label, spec.method, spec.model, cfg.out if single else cfg.out / spec.label, solve,
@@ -651,7 +664,8 @@ async def evaluate(cfg: EvalConfig, make_backend: Callable[..., Any] = default_b
                           "backend": type(backend).__name__, "engine": repr(backend), **solver_settings,
                           # only when set: runs made before the options existed resume with the same settings
                           **({"backend_options": cfg.backend_options} if cfg.backend_options else {}),
-                          "layout": layout_settings(tokenizer, spec.method, items[0].question)})
+                          "layout": layout_settings(tokenizer, spec.method, items[0].question),
+                          **({"warmup": warmed} if warmed else {})})
             summaries.append(await run_subrun(task, items, run, concurrency=cfg.concurrency, settings=common,
                                               progress=cfg.progress))
         finally:

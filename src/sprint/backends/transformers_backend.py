@@ -36,9 +36,10 @@ whether its prefix KV came from the cache. Tests assert bitwise-equal logits.
 The fast mode (default on GPU) uses the model's own linear layers and a slot cache instead of per-sequence stores: per
 layer one buffer [slots, kv_heads, capacity, head_dim] (`SlotCache`; capacity doubles when a sequence outgrows it),
 each running sequence owning a slot. A step writes all its rows' keys/values with one indexed store per layer; all
-single-row segments (the decoding sequences) attend in ONE `scaled_dot_product_attention` call per layer over the
-slot buffers with a key-length mask (GQA folded into the query length, so no key copies); on a CPU, which computes
-every masked key, in one call per run of `SLOT_GROUP` slots, each up to its own longest sequence. Only multi-row
+single-row segments (the decoding sequences) attend in ONE call per layer over the slot buffers with a key-length
+mask (GQA folded into the query length, so no key copies): on a GPU two matrix products (`decode_attention`: SDPA's
+kernels walk a slot's keys in one thread block per head), on a CPU, which computes every masked key,
+`scaled_dot_product_attention` per run of `SLOT_GROUP` slots, each up to its own longest sequence. Only multi-row
 prefill chunks get a call each. Prefix reuse copies the matching rows into the new slot; a finished sequence's rows are
 copied out into the prefix cache and its slot is freed (the buffers themselves are dropped when the backend idles).
 Same results as exact mode up to floating-point noise, as with vLLM.

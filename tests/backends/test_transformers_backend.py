@@ -657,8 +657,9 @@ def test_short_prefills_run_in_multi_row_graph_steps_with_the_fast_modes_results
 @pytest.mark.parametrize("decode_steps", [1, 4])
 def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(decode_steps):
     """A whole SPRINT solve of the bundled Countdown model through the CUDA-graph step layout (run eagerly on the
-    CPU) gives the fast mode's trajectory with one eager step per stage (the question, then the planner reading each
-    stage's executions); the executors' prompts go through multi-row steps (26 eager steps of 4 stages before)."""
+    CPU) gives the fast mode's trajectory with one eager step, the run's first (26 of 4 stages before the multi-row
+    steps took the executors' prompts, one per stage before the planner's reads went through long-prefill graphs)."""
+    from sprint.backends import decode_graphs
     from sprint.inference.orchestrator import SprintConfig, solve
     from sprint.models import default_settings, resolve_model
     from sprint.tasks.countdown.loader import load_countdown
@@ -678,9 +679,11 @@ def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(d
     base, got = results
     assert got.trajectory == base.trajectory and got.stages == base.stages >= 2
     assert [k for k in backend._graphs.graphs if k[1] > 1]
-    # Eager: the question's prefill, then the planner's read of each stage's executions (every stage but the last).
+    # Eager: only the question's prefill, the run's first step (it builds the KV buffers); the planner reads each
+    # stage's executions alone, through a long-prefill graph (B = 1).
     # (Counted per step: the solve may return while its last step runs, before the backend's own counters see it.)
-    assert sum(eager) == got.stages and len(eager) > (300 if decode_steps == 1 else 60)
+    assert sum(eager) == 1 and eager[0] and len(eager) > (300 if decode_steps == 1 else 60)
+    assert [k for k in backend._graphs.graphs if k[0] == 1 and k[1] > decode_graphs.QUERY_BUCKETS[-1]]
     assert any(k[4] == decode_steps for k in backend._graphs.graphs)
 
 
@@ -870,6 +873,43 @@ def test_a_failed_multi_row_capture_keeps_the_decode_graphs(make, caplog):
     g = backend._graphs
     assert got == want and not g.disabled and not g.multi_row and backend.stats.graph_steps - before == 9
     assert all(k[1] == 1 for k in g.graphs) and "short prefills run without CUDA graphs" in caplog.text
+
+
+def test_a_lone_long_prefill_runs_in_a_graph_with_the_fast_modes_logits(make, caplog):
+    """A long prompt prefilled while nothing else runs (a SPRINT planner reading a stage's executions) takes one
+    long-prefill graph step (B = 1, Q a bucket of LONG_QUERY_BUCKETS), with the fast mode's logits; if such a
+    capture fails, only long prefills go back to eager steps."""
+    from sprint.backends import decode_graphs
+
+    prompt = LONG * 6
+    base_log, padded_log = LogitLog(), LogitLog()
+    base = make(exact=False, on_logits=base_log)
+    padded = _with_padded_decode(make(exact=False, on_logits=padded_log))
+    async def after_a_short_one(backend):   # one event loop: its first request builds the buffers
+        await backend.generate(PROMPTS[0], GenerationParams(max_tokens=2))
+        return await backend.generate(prompt, GenerationParams(max_tokens=6))
+
+    for backend in (base, padded):
+        run(after_a_short_one(backend), timeout=120)
+    g = padded._graphs
+    assert [k for k in g.graphs if k[0] == 1 and k[1] > decode_graphs.QUERY_BUCKETS[-1]]
+    shared, diff = base_log.differences(padded_log)
+    assert len(shared) == len(base_log.seen) and diff < 1e-4
+
+    broken = _with_padded_decode(make(exact=False))
+    build = broken._graphs._build
+
+    def long_fails(b, capacity, queries=1, keys=0, steps=1):
+        if queries > decode_graphs.QUERY_BUCKETS[-1]:
+            raise RuntimeError("out of memory")
+        return build(b, capacity, queries, keys, steps)
+
+    broken._graphs._build = long_fails
+    with caplog.at_level("WARNING"):
+        text = run(after_a_short_one(broken), timeout=120).text
+    gb = broken._graphs
+    assert not gb.long_rows and gb.multi_row and not gb.disabled and "long prefills run without" in caplog.text
+    assert text == run(after_a_short_one(make(exact=False)), timeout=120).text
 
 
 def test_cpu_decode_attends_in_runs_of_slots_each_to_its_own_length(make):

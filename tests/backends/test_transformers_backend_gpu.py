@@ -162,8 +162,8 @@ def test_bundled_countdown_model_same_greedy_plan_with_cuda_graphs():
 
 def test_bundled_sprint_solve_runs_its_executor_prefills_in_graphs():
     """A whole SPRINT solve of the bundled model on the CUDA default: the executors' short prompt prefills replay
-    multi-row graphs (so each stage has about one eager step, the planner reading the executions), and the run
-    ends in an answer as the eager solve does (texts may fork at a near-tie, so only completion is compared)."""
+    multi-row graphs and the planner's reads of the executions long-prefill graphs (so few eager steps), and the
+    run ends in an answer as the eager solve does (texts may fork at a near-tie, so only completion is compared)."""
     from sprint.inference.orchestrator import SprintConfig, solve
     from sprint.models import default_settings, resolve_model
     from sprint.tasks.countdown.loader import load_countdown

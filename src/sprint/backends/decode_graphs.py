@@ -22,8 +22,11 @@ of each slot with a key-length mask per row, K the smallest of the key buckets (
 that holds the step's longest row, so the shapes depend only on (B, Q, capacity, K). Why K and not the capacity: the
 buffers keep the capacity of the longest sequence so far (8,192 positions once a SPRINT context passed 4,096), and a
 decode step attending over all of it cost about 2-3 ms on an H200 where the graph's own step at a short capacity is
-0.8 ms (BENCHMARKS.md, the seventh pair's latency). Longer prefills (a question, the planner reading a stage's
-executions) run eagerly.
+0.8 ms (BENCHMARKS.md, the seventh pair's latency). A longer prefill runs in a graph too when its sequence is alone
+in slot 0 (B = 1, Q one of `LONG_QUERY_BUCKETS`: a SPRINT planner reading a stage's executions, one problem at a
+time; small models only, `LONG_PREFILL_MAX_PARAMS`); other long prefills run eagerly. All graphs of a generation
+share one memory pool: replays never overlap and every graph's inputs and outputs live outside it, so the pool needs
+the largest graph's activations, not the sum of all of them.
 
 A graph is keyed by (B, Q, capacity, K) and bound to the slot cache's buffers of one *generation*: `SlotCache` bumps its
 generation whenever it allocates or drops buffers, and the graphs of an older generation are dropped (they point at
@@ -61,6 +64,13 @@ QUERY_BUCKETS = (1, 8, 32, 64)
 KEY_BUCKET_MIN = 256
 #: Rows (B x Q) a multi-row graph may have: its activations and masks grow with them (a bucket past this runs eagerly).
 MAX_GRAPH_ROWS = 256
+#: New tokens a lone sequence (B = 1) may prefill in one graph: a SPRINT planner reading a stage's executions
+#: (1,100-1,300 tokens for the bundled Countdown model) took 24-35 ms per stage as an eager step on an H200, several
+#: eager forward passes' worth. Empty: such prefills run eagerly.
+LONG_QUERY_BUCKETS = (128, 256, 512, 1024, 2048, 4096)
+#: Long-prefill graphs only for models up to this many parameters: a larger model's long prefill is bound by its
+#: compute, not by launches, and its graph would hold that prefill's activations (gigabytes) for the whole run.
+LONG_PREFILL_MAX_PARAMS = 1_000_000_000
 
 
 def buckets(max_batch: int) -> list[int]:
@@ -119,6 +129,9 @@ class DecodeGraphs:
         self.generation = -1
         self.disabled = False   # set when a capture fails: the model then decodes eagerly
         self.multi_row = True   # cleared when a multi-row capture fails: short prefills then run eagerly
+        # Long prefills of a lone sequence in graphs: small models only; cleared when such a capture fails.
+        self.long_rows = sum(p.numel() for p in backend.model.parameters()) <= LONG_PREFILL_MAX_PARAMS
+        self._pool = None       # one memory pool for all graphs of a generation (they never run at once)
         self.captures = 0   # graphs captured (or eager stand-ins built)
 
     def step(self, rows, ids: list[int], positions: list[int], sample, steps: int = 1) -> list[list[int]] | None:
@@ -131,7 +144,11 @@ class DecodeGraphs:
         segments = rows.segments
         if self.disabled or not segments:
             return None
-        q = fit(QUERY_BUCKETS if self.multi_row else QUERY_BUCKETS[:1], max(e - s for s, e, _, _ in segments))
+        longest = max(e - s for s, e, _, _ in segments)
+        span = max(seq.slot for _, _, seq, _ in segments) + 1
+        q = fit(QUERY_BUCKETS if self.multi_row else QUERY_BUCKETS[:1], longest)
+        if q is None and span == 1 and steps == 1 and self.long_rows:
+            q = fit(LONG_QUERY_BUCKETS, longest)   # a lone sequence's long prefill
         if q is None or (steps > 1 and q > 1):
             return None
         cache = self.backend._slots
@@ -140,15 +157,15 @@ class DecodeGraphs:
             # The first step of a run is a prefill, which builds every layer's buffers. (A config without
             # num_hidden_layers cannot say when that is done: such a model decodes eagerly.)
             return None
-        span = max(seq.slot for _, _, seq, _ in segments) + 1
         b = fit(self.buckets, span)
-        if b is None or (q > 1 and b * q > MAX_GRAPH_ROWS):
+        if b is None or (q > 1 and b * q > MAX_GRAPH_ROWS and not (b == 1 and q in LONG_QUERY_BUCKETS)):
             return None
         needed = max(positions) + steps   # the last step writes position max + steps - 1
         for layer in list(cache.keys):
             cache.ensure(layer, cache.keys[layer], cache.values[layer], needed, b)
         if cache.generation != self.generation:
             self.graphs.clear()   # they point at buffers that are gone (or about to be)
+            self._pool = None
             self.generation = cache.generation
         capacity = cache.keys[0].shape[2]
         k = fit(key_buckets(capacity), needed)   # every row attends to at most its position + 1 keys
@@ -157,6 +174,11 @@ class DecodeGraphs:
             try:
                 g = self.graphs[(b, q, capacity, k, steps)] = self._build(b, capacity, q, k, steps)
             except Exception as e:   # noqa: BLE001 - any capture failure: eager from now on (that kind of step)
+                if q > QUERY_BUCKETS[-1]:   # the others may still work: only long prefills go back to eager steps
+                    log.warning("CUDA graph capture of a long prefill failed (%s: %s); long prefills run without "
+                                "CUDA graphs", type(e).__name__, e)
+                    self.long_rows = False
+                    return None
                 if q > 1:   # the decode graphs may still work: only the short prefills go back to eager steps
                     log.warning("CUDA graph capture of a multi-row step failed (%s: %s); short prefills run "
                                 "without CUDA graphs", type(e).__name__, e)
@@ -170,10 +192,12 @@ class DecodeGraphs:
         tok, pos, keys, real = [0] * n, [capacity - 1] * n, [1] * n, [0] * n   # dummy rows (see module doc)
         slot_of_row = {}
         for start, end, seq, pos0 in segments:
-            base, last = seq.slot * q, end - start - 1
-            for j in range(q):   # a slot's rows past its last new token repeat that token (see module doc)
-                k = min(j, last)
-                tok[base + j], pos[base + j], keys[base + j], real[base + j] = ids[start + k], pos0 + k, pos0 + k + 1, 1
+            base, m = seq.slot * q, end - start
+            pad = q - m   # a slot's rows past its last new token repeat that token (see module doc)
+            tok[base:base + q] = ids[start:end] + [ids[end - 1]] * pad
+            pos[base:base + q] = [*range(pos0, pos0 + m)] + [pos0 + m - 1] * pad
+            keys[base:base + q] = [*range(pos0 + 1, pos0 + m + 1)] + [pos0 + m] * pad
+            real[base:base + q] = [1] * q
             slot_of_row[end - 1] = seq.slot   # a sampling row is always its segment's last
         host = torch.tensor([tok, pos, keys, real], dtype=torch.long, pin_memory=self.backend.device.type == "cuda")
         g.inputs.copy_(host, non_blocking=True)   # complete before the .tolist() below returns
@@ -209,15 +233,18 @@ class DecodeGraphs:
             cache.ensure(layer, cache.keys[layer], cache.values[layer], positions, top)
         if cache.generation != self.generation:
             self.graphs.clear()
+            self._pool = None
             self.generation = cache.generation
         capacity = cache.keys[0].shape[2]
         before = self.captures
         shapes = [(1, 1), (1, steps)] + [(q, 1) for q in QUERY_BUCKETS[1:]]
+        long = [(q, 1) for q in LONG_QUERY_BUCKETS if q > QUERY_BUCKETS[-1]] if self.long_rows else []
+        # Largest first: they set the shared pool's size, the smaller ones fit in it.
         for b in sorted((x for x in self.buckets if x <= top), reverse=True):
-            for k in key_buckets(capacity):
-                for q, n in dict.fromkeys(shapes):
-                    if (q > 1 and (b * q > MAX_GRAPH_ROWS or not self.multi_row)) or (b, q, capacity, k, n) in \
-                            self.graphs:
+            for k in reversed(key_buckets(capacity)):
+                for q, n in dict.fromkeys(shapes + (long if b == 1 else [])):
+                    if q > k or (q > 1 and b * q > MAX_GRAPH_ROWS and b > 1) or (
+                            1 < q <= QUERY_BUCKETS[-1] and not self.multi_row) or (b, q, capacity, k, n) in self.graphs:
                         continue
                     try:
                         self.graphs[(b, q, capacity, k, n)] = self._build(b, capacity, q, k, n)
@@ -284,8 +311,12 @@ class DecodeGraphs:
                 self._forward(g)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
+            # One pool for all of a generation's graphs (replays never overlap, every graph's outputs live outside
+            # it): memory for the largest graph's activations, not for every graph's.
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
             # thread_local: the event loop's thread may touch CUDA state (tokenizing does not, a user's code might).
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 self._forward(g)
         g.graph = graph
         return g

@@ -28,9 +28,9 @@ time; small models only, `LONG_PREFILL_MAX_PARAMS`); other long prefills run eag
 share one memory pool: replays never overlap and every graph's inputs and outputs live outside it, so the pool needs
 the largest graph's activations, not the sum of all of them.
 
-A graph is keyed by (B, Q, capacity, K) and bound to the slot cache's buffers of one *generation*: `SlotCache` bumps its
-generation whenever it allocates or drops buffers, and the graphs of an older generation are dropped (they point at
-the old buffers, which they keep alive until then). With graphs on, the backend keeps its buffers when it idles
+A graph is keyed by (B, Q, capacity, K, S) (S: decode steps per replay, below) and bound to the slot cache's
+buffers of one *generation*: `SlotCache` bumps its generation whenever it allocates or drops buffers, and the graphs
+of an older generation are dropped (they point at the old buffers, which they keep alive until then). With graphs on, the backend keeps its buffers when it idles
 (else every SPRINT stage, which begins after the planner's request ends, would re-allocate and re-capture).
 
 Several decode steps per replay (S, the backend's `decode_steps`): a decode-only step whose requests are all greedy

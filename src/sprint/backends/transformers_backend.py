@@ -56,9 +56,11 @@ flash/memory-efficient kernels take any length.
 
 A small model's decode step is bound by the host (Python and kernel launches: 7-9 ms per step for the bundled
 Countdown models on an H200, whatever the batch). So on CUDA the fast mode replays steps from CUDA graphs captured
-per (row bucket, rows per slot, buffer capacity, key bucket) (`sprint.backends.decode_graphs`; `cuda_graphs=False`
-turns it off): decode steps, and steps whose prefills are short (a SPRINT executor's prompt after its reused prefix).
-Longer prefills stay eager, in one step when nothing else decodes (`LONE_PREFILL_TOKENS`). Measured on an H200: 12.5
+per (row bucket, rows per slot, buffer capacity, key bucket, steps) (`sprint.backends.decode_graphs`;
+`cuda_graphs=False` turns it off): decode steps (greedy ones `decode_steps` at a time), steps whose prefills are
+short (a SPRINT executor's prompt after its reused prefix), and a lone sequence's long prefill (the planner reading a
+stage's executions). Other long prefills stay eager, in one step when nothing else decodes (`LONE_PREFILL_TOKENS`).
+`warmup()` captures them before a timed run. Measured on an H200: 12.5
 -> 1.0 ms per decode step at batch 1, 14.6 -> 1.3 ms at 16 (`benchmarks/bench_decode.py --modes fast graphs`,
 BENCHMARKS.md).
 

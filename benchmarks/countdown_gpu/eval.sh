@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Evaluate the bundled Countdown pair on a GPU with the in-process backend, one phase per call (a rented GPU limits
 # each command's time; every phase resumes where an earlier call stopped). Summaries and results land under $OUT.
-#   bash benchmarks/countdown_gpu/eval.sh check      # GPU tests + staged-solve timing of the bundled SPRINT model
+#   bash benchmarks/countdown_gpu/eval.sh check      # GPU tests, long-prefill first token, decode step by context and
+#                                                    # batch, staged-solve timing of the bundled SPRINT model
 #   bash benchmarks/countdown_gpu/eval.sh accuracy   # N (1000) held-out problems, both models, C (64) in flight
 #   bash benchmarks/countdown_gpu/eval.sh latency    # M (50) of the same problems, both models, one at a time
 #   ONLY=sprint|sequential bash ... latency          # one model of the pair (two GPUs: one process on each, so both
 #                                                    # models get through the same problems in one call's time)
 #   bash benchmarks/countdown_gpu/eval.sh latency2   # that: SPRINT on GPU 0, sequential on GPU 1, side by side
 #   bash benchmarks/countdown_gpu/eval.sh accuracy2  # the accuracy phase so (two GPUs)
+#   SEEDS="1 2" bash benchmarks/countdown_gpu/eval.sh latency4   # latency2 of two seeds at once (four GPUs), pooled
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1;
 # QORDER=sorted lists each question's numbers largest first (`--question-order`; its own run folders).
 # The in-process backend replays decode steps from CUDA graphs (the GPU default); MODE=fast runs it without them and
@@ -16,7 +18,7 @@
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
-phase=${1:?usage: eval.sh check|accuracy|accuracy2|latency|latency2}
+phase=${1:?usage: eval.sh check|accuracy|accuracy2|latency|latency2|latency4}
 N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
 sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}   # run folders and file names of a question order or backend mode
 OUT=${OUT:-runs/eval_out}; mkdir -p "$OUT" runs
@@ -30,7 +32,10 @@ case ${ONLY:-} in
 esac
 case $phase in
   check)
-    python3 -m pytest -q -p no:cacheprovider -m gpu tests/backends/test_transformers_backend_gpu.py 2>&1 | tail -3
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests/backends/ 2>&1 | tail -3
+    python3 benchmarks/bench_prefill.py 2>&1 | grep '^{'   # long prompts' first token (graphs after warm-up)
+    python3 benchmarks/profile_decode.py --sdpa ours --lengths 32 1000 3000 --batches 1 2 4 8 --profile-steps 0 \
+      --new-tokens 64 2>&1 | grep -E '^ +(matmul|sdpa) |Error'   # decode step by context and batch
     python3 benchmarks/bench_staged_solve.py --device cuda --max-batch 128 --n 3 2>&1 | tail -12
     python3 benchmarks/bench_decode.py --device cuda --models src/sprint/data/models/countdown-sprint \
       --batches 1 2 4 8 16 --modes fast graphs --out "$OUT/decode_graphs.json" 2>&1 | tail -12 ;;
@@ -64,5 +69,17 @@ case $phase in
     wait; tail -n 6 "$OUT"/latency2${sfx}_*.out
     python3 benchmarks/countdown_gpu/latency_table.py runs/eval_gpu_latency_n${M}_s${SEED}${sfx}_sprint \
       runs/eval_gpu_latency_n${M}_s${SEED}${sfx}_sequential --name "latency${sfx}" | tee "$OUT/latency2${sfx}_table.md" ;;
+  latency4)
+    # latency2 for each seed of SEEDS at once, seed i on GPUs 2i and 2i+1 (four GPUs for two seeds); each seed's files
+    # under $OUT/s<seed>; then one table of all seeds pooled (paired bootstrap over problems).
+    i=0; runs=()
+    for s in ${SEEDS:-1 2}; do
+      SEED=$s G0=$((2 * i)) G1=$((2 * i + 1)) OUT=$OUT/s$s bash "$0" latency2 > "$OUT/latency4_s$s.out" 2>&1 &
+      runs+=(runs/eval_gpu_latency_n${M}_s${s}${sfx}_sprint runs/eval_gpu_latency_n${M}_s${s}${sfx}_sequential)
+      i=$((i + 1))
+    done
+    wait; tail -n 1 "$OUT"/latency4_s*.out
+    python3 benchmarks/countdown_gpu/latency_table.py "${runs[@]}" --name "seeds ${SEEDS:-1 2}${sfx}" \
+      | tee "$OUT/latency4${sfx}_table.md" ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

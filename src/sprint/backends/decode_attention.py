@@ -58,9 +58,9 @@ def decode_attention(q, k, v, mask, scale: float | None):
     n = k.shape[2]
     scale = d ** -0.5 if scale is None else scale
     s = _scores(q.reshape(b * h, g, d), k.reshape(b * h, n, d)).view(b, h, g, n)
-    s = s * scale
+    s.mul_(scale)   # in place: a long prefill's scores are [heads, rows, keys] floats, hundreds of MB
     if mask is not None:
-        s = s.masked_fill(~mask, float("-inf"))
+        s.masked_fill_(~mask, float("-inf"))
     p = torch.softmax(s, dim=-1).to(v.dtype)
     out = torch.bmm(p.view(b * h, g, n), v.reshape(b * h, n, d))
     return out.view(b, h, g, d).to(q.dtype)

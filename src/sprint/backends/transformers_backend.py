@@ -943,7 +943,7 @@ class TransformersBackend:
         """Decode steps the next forward pass may take at once (`decode_steps`): all of them when every row decodes
         greedily with room for them, no observer wants each step's logits and no request waits to join; else 1."""
         k = self.decode_steps
-        if k <= 1 or self._graphs is None or self.on_logits is not None or self._pending:
+        if k <= 1 or self._graphs is None or self._graphs.disabled or self.on_logits is not None or self._pending:
             return 1
         if len(sample) != len(rows.segments) or any(end - start != 1 for start, end, _, _ in rows.segments):
             return 1

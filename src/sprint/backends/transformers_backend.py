@@ -92,6 +92,7 @@ from typing import Any, AsyncIterator
 from sprint.backends.base import BackendError, Completion, CompletionStream, GenerationParams
 from sprint.backends.decode_attention import decode_attention
 from sprint.backends.decode_attention import probe as probe_decode_attention
+from sprint.backends.fuse import fuse_projections
 from sprint.backends.prompt_ids import PromptIds
 from sprint.backends.stops import StopScanner
 
@@ -116,6 +117,8 @@ AVOID_CUDNN_SDPA = True
 # On CUDA the decoding rows attend through `sprint.backends.decode_attention` (two matrix products that spread the keys
 # over the GPU; SDPA's kernels walk them in 4 thread blocks per slot for these models); False: SDPA, for comparison.
 MATMUL_DECODE_ATTENTION = True
+# On CUDA (fast mode) each layer's q/k/v and gate/up projections run as one product each (`sprint.backends.fuse`).
+FUSE_PROJECTIONS = True
 
 
 # ---------------------------------------------------------------------------------------------- KV storage
@@ -697,6 +700,8 @@ class TransformersBackend:
         if self.model.config._attn_implementation != ATTENTION_NAME:
             raise BackendError(f"{self.name}: this architecture does not route attention through transformers' "
                                "AttentionInterface, which the in-process backend needs")
+        if not self.exact and self.device.type == "cuda" and FUSE_PROJECTIONS:
+            fuse_projections(self.model)   # fewer, larger products: a small model's GPU step is launch-bound
         if self.exact:
             forward = _tiled_linear_forward(self.tile_rows)
             for m in self.model.modules():

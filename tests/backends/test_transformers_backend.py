@@ -936,3 +936,26 @@ def test_cpu_decode_attends_in_runs_of_slots_each_to_its_own_length(make):
     shared, diff = exact_log.differences(fast_log)
     assert len(shared) >= len(calls) * 4
     assert diff < 1e-3
+
+
+def test_warmup_sizes_buffers_for_less_context_when_it_would_not_fit(monkeypatch):
+    """A large model's whole context (131,072 positions for some 7B models) for every slot would not fit: warm-up halves
+    the positions it sizes the buffers for until they take at most WARMUP_MEMORY_SHARE of the free memory."""
+    import types as t
+
+    from sprint.backends import decode_graphs
+
+    class Buf:   # [slots, kv_heads, capacity, head_dim] bf16 on a GPU
+        device, shape = t.SimpleNamespace(type="cuda"), (8, 4, 256, 128)
+
+        def element_size(self):
+            return 2
+
+    graphs = decode_graphs.DecodeGraphs.__new__(decode_graphs.DecodeGraphs)
+    graphs.backend = t.SimpleNamespace(_slots=t.SimpleNamespace(keys={i: Buf() for i in range(28)}))
+    monkeypatch.setattr("torch.cuda.mem_get_info", lambda device=None: (60 * 2**30, 80 * 2**30))
+    # 28 layers x K and V x 4 heads x 128 x 2 bytes = 57,344 bytes per slot and position; 8 slots; 15 GiB allowed.
+    assert graphs._affordable(131072, 8) == 32768
+    assert graphs._affordable(4096, 8) == 4096
+    Buf.device = t.SimpleNamespace(type="cpu")
+    assert graphs._affordable(131072, 8) == 131072   # CPU stand-in (tests): as asked

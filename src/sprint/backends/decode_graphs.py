@@ -68,6 +68,9 @@ MAX_GRAPH_ROWS = 256
 #: (1,100-1,300 tokens for the bundled Countdown model) took 24-35 ms per stage as an eager step on an H200, several
 #: eager forward passes' worth. Empty: such prefills run eagerly.
 LONG_QUERY_BUCKETS = (128, 256, 512, 1024, 2048, 4096)
+#: Warm-up sizes the KV buffers for the model's whole context only while they take at most this share of the GPU's
+#: free memory (`DecodeGraphs.warmup`).
+WARMUP_MEMORY_SHARE = 0.25
 #: Long-prefill graphs only for models up to this many parameters: a larger model's long prefill is bound by its
 #: compute, not by launches, and its graph would hold that prefill's activations (gigabytes) for the whole run.
 LONG_PREFILL_MAX_PARAMS = 1_000_000_000
@@ -229,6 +232,7 @@ class DecodeGraphs:
         if self.disabled or not cache.keys:
             return 0
         top = fit(self.buckets, rows) or self.buckets[-1]
+        positions = self._affordable(positions, max(top, cache.keys[0].shape[0]))
         for layer in list(cache.keys):
             cache.ensure(layer, cache.keys[layer], cache.values[layer], positions, top)
         if cache.generation != self.generation:
@@ -252,6 +256,21 @@ class DecodeGraphs:
                         log.warning("CUDA graph warm-up stopped (%s: %s)", type(e).__name__, e)
                         return self.captures - before
         return self.captures - before
+
+    def _affordable(self, positions: int, slots: int) -> int:
+        """`positions`, halved while the KV buffers for `slots` sequences that long would take more than
+        `WARMUP_MEMORY_SHARE` of the GPU's free memory (a 7B model with a 131,072-position context would ask for
+        tens of GB): longer contexts then grow the buffers when a run meets them."""
+        import torch
+
+        buf = self.backend._slots.keys[0]
+        if buf.device.type != "cuda":
+            return positions
+        per_position = 2 * len(self.backend._slots.keys) * buf.shape[1] * buf.shape[3] * buf.element_size() * slots
+        free = torch.cuda.mem_get_info(buf.device)[0]
+        while positions > KEY_BUCKET_MIN and per_position * positions > WARMUP_MEMORY_SHARE * free:
+            positions //= 2
+        return positions
 
     # ------------------------------------------------------------------------------------------ building
     def _plan(self, g: _Graph, positions, lengths):

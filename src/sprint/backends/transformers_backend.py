@@ -941,8 +941,10 @@ class TransformersBackend:
         positions = self.max_positions or 4096
         captured = await asyncio.get_running_loop().run_in_executor(
             self._executor, self._graphs.warmup, rows, positions, self.decode_steps)
+        # The buffers' capacity: the context, or less where that would not fit (`DecodeGraphs.warmup`).
+        capacity = self._slots.keys[0].shape[2] if self._slots.keys else 0
         return {"graphs": captured, "seconds": round(time.perf_counter() - start, 3), "sequences": rows,
-                "positions": positions}
+                "positions": capacity}
 
     def _block(self, rows: StepRows, sample) -> int:
         """Decode steps the next forward pass may take at once (`decode_steps`): all of them when every row decodes

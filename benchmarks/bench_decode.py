@@ -75,9 +75,9 @@ def measure(model_dir: Path, mode: str, batch: int, args) -> dict:
     steps: list[tuple[float, int, int]] = []
     inner = backend._step
 
-    def timed_step(rows, ids, positions, sample):
+    def timed_step(rows, ids, positions, sample, *more):
         t0 = time.perf_counter()
-        out = inner(rows, ids, positions, sample)
+        out = inner(rows, ids, positions, sample, *more)
         if args.device.startswith("cuda"):
             import torch
 

@@ -42,9 +42,9 @@ def measure(backend, prompt: str, prefix: str, new_tokens: int) -> dict:
     steps: list[float] = []
     inner = backend._step
 
-    def timed_step(rows, ids, positions, sample):
+    def timed_step(rows, ids, positions, sample, *more):
         t0 = time.perf_counter()
-        out = inner(rows, ids, positions, sample)
+        out = inner(rows, ids, positions, sample, *more)
         if backend.device.type == "cuda":
             import torch
 

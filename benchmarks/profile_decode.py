@@ -101,7 +101,7 @@ def measure(backend, prompts: list[str], new_tokens: int, cuda: bool) -> dict:
     where: collections.Counter = collections.Counter()
     inner = backend._step
 
-    def step(rows, ids, positions, sample, steps=1):
+    def step(rows, ids, positions, sample, *more):
         decode = len(ids) == len(prompts) == len(rows.segments)
         if cuda:
             torch.cuda.synchronize()
@@ -111,7 +111,7 @@ def measure(backend, prompts: list[str], new_tokens: int, cuda: bool) -> dict:
             if cuda:
                 torch.cuda.set_sync_debug_mode("warn")   # only around the step: not our synchronize() calls
             try:
-                out = inner(rows, ids, positions, sample, steps)
+                out = inner(rows, ids, positions, sample, *more)
             finally:
                 if cuda:
                     torch.cuda.set_sync_debug_mode(0)

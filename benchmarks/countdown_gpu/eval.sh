@@ -13,14 +13,16 @@
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1;
 # QORDER=sorted lists each question's numbers largest first (`--question-order`; its own run folders).
 # The in-process backend replays decode steps from CUDA graphs (the GPU default); MODE=fast runs it without them and
-# MODE=graphs names them (`--backend-mode`; each its own run folders). `check` also times a decode step of the bundled
+# MODE=graphs names them (`--backend-mode`; each its own run folders); DSTEPS=N sets the greedy decode steps per graph
+# replay (`--decode-steps`, default 4; its own run folders). `check` also times a decode step of the bundled
 # SPRINT model with and without them (bench_decode.py).
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
 phase=${1:?usage: eval.sh check|accuracy|accuracy2|latency|latency2|latency4}
 N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
-sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}   # run folders and file names of a question order or backend mode
+sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}${DSTEPS:+_d$DSTEPS}   # run folders and file names of a question order,
+                                                             # backend mode or decode steps per graph replay
 OUT=${OUT:-runs/eval_out}; mkdir -p "$OUT" runs
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
@@ -43,7 +45,7 @@ case $phase in
     if [ "$phase" = accuracy ]; then n=$N; c=$C; else n=$M; c=1; fi
     run=runs/eval_gpu_${phase}_n${n}_s${SEED}${sfx}${ONLY:+_$ONLY}; tag=${phase}${sfx}${ONLY:+_$ONLY}
     timeout "$LIMIT" python3 -m sprint.cli eval --task countdown --n "$n" --seed "$SEED" --concurrency "$c" $pair \
-      ${QORDER:+--question-order $QORDER} ${MODE:+--backend-mode $MODE} \
+      ${QORDER:+--question-order $QORDER} ${MODE:+--backend-mode $MODE} ${DSTEPS:+--decode-steps $DSTEPS} \
       --out "$run" --summary-json "$OUT/${tag}_summary.json" --no-progress 2>&1 | tee "$OUT/${tag}.log" | tail -15
     echo "exit ${PIPESTATUS[0]} (124: time limit reached; call again to resume)"
     cp "$run/summary.md" "$OUT/${tag}_summary.md" 2>/dev/null

@@ -247,7 +247,7 @@ def test_eval_defaults_to_the_bundled_models_question_order(monkeypatch, tmp_pat
 
 
 def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llama_dir, tmp_path, capsys):
-    """--backend-mode and --max-batch build the in-process backend with those keywords and are recorded; without them
+    """--backend-mode, --max-batch and --decode-steps build the in-process backend with those keywords and are recorded; without them
     settings.json is as before (so older runs resume), and a served model refuses them."""
     from sprint.cli import main
 
@@ -257,6 +257,10 @@ def test_backend_options_reach_the_in_process_backend_and_the_settings(tiny_llam
     assert main(base + ["--out", str(tmp_path / "a"), "--backend-mode", "fast", "--max-batch", "3"]) == 0
     settings = json.loads((tmp_path / "a" / "settings.json").read_text())
     assert settings["backend_options"] == {"exact": False, "cuda_graphs": False, "max_batch": 3}
+    assert main(base + ["--out", str(tmp_path / "c"), "--backend-mode", "fast", "--decode-steps", "2"]) == 0
+    assert json.loads((tmp_path / "c" / "settings.json").read_text())["backend_options"]["decode_steps"] == 2
+    assert main(base + ["--out", str(tmp_path / "d"), "--decode-steps", "0"]) != 0
+    assert "--decode-steps must be >= 1" in capsys.readouterr().err
     assert settings["engine"].startswith("TransformersBackend(") and "max_batch=3, exact=False)" in settings["engine"]
     assert main(base + ["--out", str(tmp_path / "b")]) == 0
     settings = json.loads((tmp_path / "b" / "settings.json").read_text())

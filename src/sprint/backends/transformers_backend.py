@@ -666,7 +666,7 @@ class TransformersBackend:
         self._executor: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sprint-forward")
 
     def __repr__(self) -> str:
-        graphs = ", cuda_graphs=True" if self._graphs is not None else ""
+        graphs = f", cuda_graphs=True, decode_steps={self.decode_steps}" if self._graphs is not None else ""
         return (f"TransformersBackend({self.name!r}, device={str(self.device)!r}, max_batch={self.max_batch}, "
                 f"exact={self.exact}{graphs})")
 

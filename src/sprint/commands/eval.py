@@ -73,6 +73,9 @@ def register(subparsers) -> None:
                         "graphs (fast, decode steps replayed from CUDA graphs; CUDA only, the GPU default)")
     p.add_argument("--max-batch", type=int, metavar="N",
                    help="in-process backend: sequences computed at once (default 128 on a GPU, 8 on a CPU)")
+    p.add_argument("--decode-steps", type=int, metavar="N",
+                   help="in-process backend with CUDA graphs: greedy decode steps per graph replay (default 4; 1: "
+                        "one at a time)")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -89,6 +92,10 @@ def _backend_options(args) -> dict:
         if args.max_batch < 1:
             raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
         options["max_batch"] = args.max_batch
+    if args.decode_steps is not None:
+        if args.decode_steps < 1:
+            raise ValueError(f"--decode-steps must be >= 1, got {args.decode_steps}")
+        options["decode_steps"] = args.decode_steps
     return options
 
 

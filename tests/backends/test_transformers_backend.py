@@ -264,6 +264,23 @@ def test_count_tokens_and_bad_inputs(make, tmp_path):
         TransformersBackend(str(tmp_path / "missing"))
 
 
+def test_count_tokens_past_the_context_without_the_tokenizers_warning():
+    """A whole SPRINT trajectory's text (every execution at once) may be longer than the model's context: a fast
+    tokenizer's Rust tokenizer counts it, not the Python wrapper (which logs a length warning for it)."""
+    from sprint.models import resolve_model
+
+    backend = TransformersBackend(str(resolve_model("countdown-sprint")), device="cpu")
+    text = "<Question>\nUsing the numbers [1, 2, 3, 4], create an equation that equals 10.\n</Question>\n" * 300
+    want = len(backend.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    class NoWrapper:
+        def __call__(self, *a, **k):
+            raise AssertionError("the Python wrapper was called")
+
+    backend.tokenizer = NoWrapper()
+    assert backend.count_tokens(text) == want > backend.max_positions
+
+
 def test_fast_mode_matches_exact_up_to_rounding(make, monkeypatch):
     """The fast path (model's own linears, slot cache, one batched attention call for the decoding rows, one masked
     call per prefill chunk) computes the same model."""

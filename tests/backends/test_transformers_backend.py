@@ -976,3 +976,22 @@ def test_warmup_sizes_buffers_for_less_context_when_it_would_not_fit(monkeypatch
     assert graphs._affordable(4096, 8) == 4096
     Buf.device = t.SimpleNamespace(type="cpu")
     assert graphs._affordable(131072, 8) == 131072   # CPU stand-in (tests): as asked
+
+
+def test_prefix_lookups_convert_a_running_sequences_tokens_once():
+    """`_tokens_upto` gives `tokens[:n]` as an array and converts only the part earlier calls did not."""
+    import asyncio as aio
+
+    import numpy as np
+
+    from sprint.backends.base import GenerationParams as P
+    from sprint.backends.transformers_backend import _Request, _tokens_upto
+
+    req = _Request(prompt_ids=[1, 2, 3], params=P(max_tokens=4), queue=aio.Queue(), submitted=0.0,
+                   tokens=[1, 2, 3, 4, 5])
+    assert _tokens_upto(req, 3).tolist() == [1, 2, 3] and len(req.token_array) == 3
+    req.tokens += [6, 7]
+    first = req.token_array
+    assert _tokens_upto(req, 6).tolist() == [1, 2, 3, 4, 5, 6] and len(req.token_array) == 6
+    assert np.array_equal(req.token_array[:3], first)
+    assert _tokens_upto(req, 2).tolist() == [1, 2] and len(req.token_array) == 6   # nothing converted again

@@ -516,6 +516,7 @@ class _Request:
     finish: str | None = None
     cancelled: bool = False
     generator: Any = None
+    token_array: Any = None   # numpy copy of a prefix of `tokens`, extended as prefix lookups need (`_tokens_upto`)
 
     @property
     def computed(self) -> int:
@@ -579,6 +580,20 @@ def _common_prefix(a, b) -> int:
         return 0
     diff = np.nonzero(np.asarray(a[:n]) != np.asarray(b[:n]))[0]
     return int(diff[0]) if len(diff) else n
+
+
+def _tokens_upto(req: "_Request", n: int):
+    """`req.tokens[:n]` as a numpy array, converting only what earlier calls did not: every executor joining a SPRINT
+    stage compares its prompt with each running sequence (thousands of tokens each), and converting whole lists each
+    time cost up to a millisecond per join. A running request's tokens before its computed length never change."""
+    import numpy as np
+
+    arr = req.token_array
+    if arr is None or len(arr) < n:
+        have = 0 if arr is None else len(arr)
+        tail = np.asarray(req.tokens[have:n], dtype=np.int64)
+        arr = req.token_array = tail if arr is None else np.concatenate([arr, tail])
+    return arr[:n]
 
 
 _DONE = object()
@@ -817,7 +832,7 @@ class TransformersBackend:
         prompt = np.asarray(req.prompt_ids, dtype=np.int64)   # once, not once per comparison
         for other in self._active:
             if other.store is not None and other.computed:
-                m = _common_prefix(prompt, other.tokens[:other.computed])
+                m = _common_prefix(prompt, _tokens_upto(other, other.computed))
                 if m > best:
                     best, best_store, from_cache = m, other.store, False
         for toks, st in self._cache.entries.values():

@@ -30,8 +30,9 @@ the largest graph's activations, not the sum of all of them.
 
 A graph is keyed by (B, Q, capacity, K, S) (S: decode steps per replay, below) and bound to the slot cache's
 buffers of one *generation*: `SlotCache` bumps its generation whenever it allocates or drops buffers, and the graphs
-of an older generation are dropped (they point at the old buffers, which they keep alive until then). With graphs on, the backend keeps its buffers when it idles
-(else every SPRINT stage, which begins after the planner's request ends, would re-allocate and re-capture).
+of an older generation are dropped (they point at the old buffers, which they keep alive until then). With graphs
+on, the backend keeps its buffers when it idles (else every SPRINT stage, which begins after the planner's request
+ends, would re-allocate and re-capture).
 
 Several decode steps per replay (S, the backend's `decode_steps`): a decode-only step whose requests are all greedy
 may run S steps in one graph, each row fed its own argmax one position on (dummy rows stay put), so the host meets the
@@ -40,8 +41,9 @@ thread hand-off, up to seven streams' text and the orchestrator they wake), whic
 sequential one on an H200 once attention stopped growing with the context. The cost: a request that ends inside the
 block (EOS, its stop string, its token limit) has its later tokens computed and dropped (`TransformersBackend`).
 
-Host traffic per step: one copy of 4 x B x Q integers in (ids, positions, key lengths, real rows), one `.tolist()` of B picked
-tokens out; sampling rows (temperature > 0) and the `on_logits` observer read their rows of the graph's logits.
+Host traffic per step: one copy of 4 x B x Q integers in (ids, positions, key lengths, real rows), one `.tolist()`
+of S x B picked tokens out; sampling rows (temperature > 0) and the `on_logits` observer read their rows of the
+graph's logits.
 
 `capture=False` runs the same padded step eagerly (no graph): the layout and masking logic is then testable on a
 CPU, where CUDA graphs do not exist. A model whose forward pass cannot be captured (one that reads device values on
@@ -93,6 +95,12 @@ def key_buckets(capacity: int) -> list[int]:
         out.append(k)
         k *= 2
     return out + [capacity]
+
+
+def graph_fits(b: int, q: int) -> bool:
+    """Whether B slots with Q rows each may be captured: decoding always, multi-row steps up to MAX_GRAPH_ROWS rows, a
+    lone sequence's long prefill in any of LONG_QUERY_BUCKETS."""
+    return q == 1 or b * q <= MAX_GRAPH_ROWS or (b == 1 and q in LONG_QUERY_BUCKETS)
 
 
 def fit(sizes, n: int) -> int | None:
@@ -161,15 +169,12 @@ class DecodeGraphs:
             # num_hidden_layers cannot say when that is done: such a model decodes eagerly.)
             return None
         b = fit(self.buckets, span)
-        if b is None or (q > 1 and b * q > MAX_GRAPH_ROWS and not (b == 1 and q in LONG_QUERY_BUCKETS)):
+        if b is None or not graph_fits(b, q):
             return None
         needed = max(positions) + steps   # the last step writes position max + steps - 1
         for layer in list(cache.keys):
             cache.ensure(layer, cache.keys[layer], cache.values[layer], needed, b)
-        if cache.generation != self.generation:
-            self.graphs.clear()   # they point at buffers that are gone (or about to be)
-            self._pool = None
-            self.generation = cache.generation
+        self._follow_generation()
         capacity = cache.keys[0].shape[2]
         k = fit(key_buckets(capacity), needed)   # every row attends to at most its position + 1 keys
         g = self.graphs.get((b, q, capacity, k, steps))
@@ -235,10 +240,7 @@ class DecodeGraphs:
         positions = self._affordable(positions, max(top, cache.keys[0].shape[0]))
         for layer in list(cache.keys):
             cache.ensure(layer, cache.keys[layer], cache.values[layer], positions, top)
-        if cache.generation != self.generation:
-            self.graphs.clear()
-            self._pool = None
-            self.generation = cache.generation
+        self._follow_generation()
         capacity = cache.keys[0].shape[2]
         before = self.captures
         shapes = [(1, 1), (1, steps)] + [(q, 1) for q in QUERY_BUCKETS[1:]]
@@ -247,8 +249,8 @@ class DecodeGraphs:
         for b in sorted((x for x in self.buckets if x <= top), reverse=True):
             for k in reversed(key_buckets(capacity)):
                 for q, n in dict.fromkeys(shapes + (long if b == 1 else [])):
-                    if q > k or (q > 1 and b * q > MAX_GRAPH_ROWS and b > 1) or (
-                            1 < q <= QUERY_BUCKETS[-1] and not self.multi_row) or (b, q, capacity, k, n) in self.graphs:
+                    if q > k or not graph_fits(b, q) or (1 < q <= QUERY_BUCKETS[-1] and not self.multi_row) or (
+                            (b, q, capacity, k, n) in self.graphs):
                         continue
                     try:
                         self.graphs[(b, q, capacity, k, n)] = self._build(b, capacity, q, k, n)
@@ -256,6 +258,14 @@ class DecodeGraphs:
                         log.warning("CUDA graph warm-up stopped (%s: %s)", type(e).__name__, e)
                         return self.captures - before
         return self.captures - before
+
+    def _follow_generation(self) -> None:
+        """Drop the graphs (and their memory pool) of buffers the slot cache has replaced."""
+        generation = self.backend._slots.generation
+        if generation != self.generation:
+            self.graphs.clear()   # they point at buffers that are gone (or about to be)
+            self._pool = None
+            self.generation = generation
 
     def _affordable(self, positions: int, slots: int) -> int:
         """`positions`, halved while the KV buffers for `slots` sequences that long would take more than

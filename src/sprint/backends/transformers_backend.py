@@ -987,14 +987,13 @@ class TransformersBackend:
         tokens, when a multi-step graph takes it); through a CUDA graph when one takes the step
         (`sprint.backends.decode_graphs`), else eagerly (`_eager_step`). Returns each sampling row's picks."""
         picks = self._graphs.step(rows, ids, positions, sample, steps) if self._graphs is not None else None
-        if picks is None and steps > 1:
-            steps, picks = 1, self._graphs.step(rows, ids, positions, sample)
         if picks is None:
             steps, picks = 1, [[p] for p in self._eager_step(rows, ids, positions, sample)]
         else:
             self.stats.graph_steps += 1
         for start, end, store, pos0 in rows.segments:
-            # Steps after the first wrote their input tokens' keys too; `_advance` trims what follows an EOS.
+            # Steps after the first wrote their input tokens' keys too; `_drop_store` trims what a finished request
+            # did not keep.
             store.length = pos0 + end - start + steps - 1
         return picks
 
@@ -1132,11 +1131,8 @@ class TransformersBackend:
                                                              len(req.tokens) >= self.max_positions):
                     finish = "length"
                     break
-            if req.store is not None and req.store.length > len(req.tokens) - 1:
-                # A multi-step block went on past an EOS or the limit: only keys of kept tokens count (the last
-                # kept token's own key comes with the next step, as always).
-                req.store.length = max(0, len(req.tokens) - 1) if finish is None else min(req.store.length,
-                                                                                          len(req.tokens))
+            # A block that went on past an EOS or the limit wrote keys after the kept tokens: `_finish` trims them
+            # (`_drop_store`).
             if finish == "stop":
                 self._emit([req])   # the tokens before the EOS
                 self._finish(req, "stop")
@@ -1154,16 +1150,13 @@ class TransformersBackend:
         for req in reqs:
             if req.finish is not None:
                 continue
-            if len(req.tokens) - req.read_offset <= 1:
-                text = req.scanner.feed(self._detokenize(req))
-            else:
-                text = ""
-                for end in range(req.read_offset + 1, len(req.tokens) + 1):
-                    text += req.scanner.feed(self._detokenize(req, upto=end))
-                    if req.scanner.hit is not None:
-                        req.generated -= len(req.tokens) - end
-                        del req.tokens[end:]
-                        break
+            text = ""
+            for end in range(req.read_offset + 1, len(req.tokens) + 1):   # usually one token; a block's several
+                text += req.scanner.feed(self._detokenize(req, upto=end))
+                if req.scanner.hit is not None:
+                    req.generated -= len(req.tokens) - end
+                    del req.tokens[end:]
+                    break
             if text:
                 req.queue.put_nowait(text)
             if req.scanner.hit is not None:
@@ -1192,7 +1185,8 @@ class TransformersBackend:
     def _drop_store(self, req: _Request) -> None:
         """A finished request's KV: into the prefix cache (it serves later prompts), its slot freed."""
         if req.store is not None:
-            # Keys past the kept tokens (a multi-step block that ran on past a stop string) are not the prefix's.
+            # Keys past the kept tokens (a multi-step block that ran on past an EOS, a limit or a stop string) are
+            # not the prefix's.
             req.store.length = min(req.store.length, len(req.tokens))
         if isinstance(req.store, SlotSeq):
             seq, req.store = req.store, None

@@ -10,6 +10,7 @@
 #   bash benchmarks/countdown_gpu/eval.sh latency2   # that: SPRINT on GPU 0, sequential on GPU 1, side by side
 #   bash benchmarks/countdown_gpu/eval.sh accuracy2  # the accuracy phase so (two GPUs)
 #   SEEDS="1 2" bash benchmarks/countdown_gpu/eval.sh latency4   # latency2 of two seeds at once (four GPUs), pooled
+#   SEEDS="1 2" bash benchmarks/countdown_gpu/eval.sh latency2s  # latency2 of each seed in turn (two GPUs), pooled
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1;
 # QORDER=sorted lists each question's numbers largest first (`--question-order`; its own run folders).
 # The in-process backend replays decode steps from CUDA graphs (the GPU default); MODE=fast runs it without them and
@@ -19,7 +20,7 @@
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
-phase=${1:?usage: eval.sh check|accuracy|accuracy2|latency|latency2|latency4}
+phase=${1:?usage: eval.sh check|accuracy|accuracy2|latency|latency2|latency4|latency2s}
 N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
 sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}${DSTEPS:+_d$DSTEPS}   # run folders and file names of a question order,
                                                              # backend mode or decode steps per graph replay
@@ -83,5 +84,16 @@ case $phase in
     wait; tail -n 1 "$OUT"/latency4_s*.out
     python3 benchmarks/countdown_gpu/latency_table.py "${runs[@]}" --name "seeds ${SEEDS:-1 2}${sfx}" \
       | tee "$OUT/latency4${sfx}_table.md" ;;
+  latency2s)
+    # latency2 for each seed of SEEDS one after another on two GPUs (when four are not lent), pooled as latency4.
+    # LIMIT applies to each seed's run.
+    runs=()
+    for s in ${SEEDS:-1 2}; do
+      SEED=$s OUT=$OUT/s$s bash "$0" latency2 > "$OUT/latency2s_s$s.out" 2>&1
+      tail -n 1 "$OUT/latency2s_s$s.out"
+      runs+=(runs/eval_gpu_latency_n${M}_s${s}${sfx}_sprint runs/eval_gpu_latency_n${M}_s${s}${sfx}_sequential)
+    done
+    python3 benchmarks/countdown_gpu/latency_table.py "${runs[@]}" --name "seeds ${SEEDS:-1 2}${sfx}" \
+      | tee "$OUT/latency2s${sfx}_table.md" ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

@@ -209,6 +209,34 @@ def test_text_is_emitted_while_the_next_step_runs_and_a_stop_keeps_consistent_kv
     assert again.text == fresh.text
 
 
+@pytest.mark.parametrize("graphs", [False, True])
+def test_text_work_waits_for_the_step_launch(make, graphs):
+    """The previous step's text is emitted only after the next step is on the device (a graph replay queued, or an
+    eager step begun): the worker thread needs the GIL to launch it, which the text work would hold."""
+    backend = make(exact=False, max_batch=2)
+    if graphs:
+        backend = _with_padded_decode(backend)
+    state = {"launched": False}
+    order = []
+    inner = backend._step
+
+    def step(rows, ids, positions, sample, steps=1, launched=None):
+        state["launched"] = False
+
+        def signal():
+            state["launched"] = True
+            launched()
+
+        return inner(rows, ids, positions, sample, steps, signal)
+
+    original = backend._emit
+    backend._step = step
+    backend._emit = lambda reqs: (order.append(state["launched"]) if reqs else None, original(reqs))[1]
+    c = run(backend.generate(PROMPTS[1], GenerationParams(max_tokens=12)))
+    assert c.generated_tokens == 12
+    assert order and all(order)
+
+
 def test_max_tokens_and_eos(make):
     steps = []
     backend = make(on_logits=lambda tokens, logits: steps.append((tokens, int(logits.argmax()))))
@@ -777,8 +805,8 @@ def test_multi_step_blocks_only_for_greedy_decode_steps_with_room(make):
     backend.decode_steps = 4
     seen = []
     original = backend._graphs.step
-    backend._graphs.step = lambda rows, ids, pos, sample, steps=1: seen.append(steps) or original(
-        rows, ids, pos, sample, steps)
+    backend._graphs.step = lambda rows, ids, pos, sample, steps=1, *more: seen.append(steps) or original(
+        rows, ids, pos, sample, steps, *more)
     run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=10)))
     assert 4 in seen and seen[-1] == 1   # 10 = prefill pick + 2 blocks of 4 + one step without room for a block
     seen.clear()

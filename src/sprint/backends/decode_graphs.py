@@ -145,11 +145,13 @@ class DecodeGraphs:
         self._pool = None       # one memory pool for all graphs of a generation (they never run at once)
         self.captures = 0   # graphs captured (or eager stand-ins built)
 
-    def step(self, rows, ids: list[int], positions: list[int], sample, steps: int = 1) -> list[list[int]] | None:
+    def step(self, rows, ids: list[int], positions: list[int], sample, steps: int = 1,
+             launched=None) -> list[list[int]] | None:
         """Run a step through a graph and return each sampling row's picks (one per step), or None when the step
         does not qualify (a longer prefill chunk in it, or the layers' buffers not built yet): the caller then runs it
         eagerly. `steps` > 1: that many greedy decode steps in one replay (decode-only steps; the caller checks that
-        every request may take them: greedy, no observer, room left)."""
+        every request may take them: greedy, no observer, room left). `launched()`, if given, is called once the
+        replay is queued on the device, before this thread waits for it."""
         import torch
 
         segments = rows.segments
@@ -214,6 +216,8 @@ class DecodeGraphs:
                 g.graph.replay()
             else:
                 self._forward(g)
+        if launched is not None:
+            launched()
         by_step = g.argmax.tolist()   # [S][B]
         order = [slot_of_row[row] for _, row in sample]   # sample[i]'s slot
         if steps > 1:

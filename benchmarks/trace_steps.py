@@ -1,0 +1,183 @@
+"""Where a one-at-a-time Countdown solve's wall-clock goes, forward pass by forward pass (in-process backend).
+
+`latency_table.py` says SPRINT's tokens cost more than the sequential model's; this says why. Each forward pass of
+the backend is recorded with its kind and its time (host work inside the step plus the device work it waits for):
+
+  * `decode xS`: a decode-only step, S greedy steps per CUDA-graph replay (S = 1 when a request waits to join or one
+    is near its token limit);
+  * `join Q`: a step in which some sequence brings up to Q new tokens (an executor's prompt after its shared prefix,
+    the question);
+  * `long prefill Q`: a lone sequence's long prefill in a graph (the planner reading a stage's executions);
+  * `eager`: a step no graph took.
+
+and the time between passes (`between`: the scheduler's host work that does not overlap the device). Per kind:
+passes, slots (the graph's B bucket, mean), tokens produced, milliseconds. Then, with `--replay`, the device alone:
+each captured decode graph replayed back to back (no host work), microseconds per decode step by B, K (keys) and S,
+which separates the device's cost of a wider batch from the host's.
+
+    python benchmarks/trace_steps.py --device cuda --n 20 [--model countdown-sprint --method sprint] [--replay]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import time
+
+
+def classify(rows, steps: int, graphs) -> tuple[str, int]:
+    """(kind, B) of a forward pass (see the module doc)."""
+    from sprint.backends.decode_graphs import QUERY_BUCKETS, fit
+
+    segments = rows.segments
+    longest = max(e - s for s, e, _, _ in segments)
+    span = max(getattr(seq, "slot", 0) for _, _, seq, _ in segments) + 1
+    b = fit(graphs.buckets, span) if graphs is not None else span
+    if graphs is None or graphs.disabled:
+        return "eager", span
+    if longest == 1:
+        return f"decode x{steps}", b
+    q = fit(QUERY_BUCKETS, longest)
+    return (f"join {q}", b) if q is not None else ("long prefill", 1)
+
+
+def trace(backend):
+    """Wrap `backend._step` to record every forward pass: (start, end, kind, B, tokens produced)."""
+    records = []
+    inner = backend._step
+
+    def step(rows, ids, positions, sample, *more):
+        start = time.perf_counter()
+        picks = inner(rows, ids, positions, sample, *more)
+        end = time.perf_counter()
+        steps = len(picks[0]) if picks else 1
+        graphed = backend._graphs is not None and not backend._graphs.disabled
+        kind, b = classify(rows, steps, backend._graphs if graphed else None)
+        records.append((start, end, kind, b, sum(len(p) for p in picks)))
+        return picks
+
+    backend._step = step
+    return records
+
+
+def summarize(records, solves: int, wall: float) -> dict:
+    """Per kind: passes, mean B, tokens, ms (per solve), and the host time between passes."""
+    kinds: dict = collections.defaultdict(lambda: [0, 0, 0, 0.0])
+    between = 0.0
+    for i, (start, end, kind, b, tokens) in enumerate(records):
+        k = kinds[kind]
+        k[0] += 1
+        k[1] += b
+        k[2] += tokens
+        k[3] += end - start
+        if i:
+            gap = start - records[i - 1][1]
+            between += gap if gap < 0.05 else 0.0   # a pause between solves is not a step's cost
+    out = {"solves": solves, "wall_ms_per_solve": round(1000 * wall / solves, 1),
+           "between_ms_per_solve": round(1000 * between / solves, 1), "kinds": {}}
+    for kind, (n, b, tokens, t) in sorted(kinds.items(), key=lambda kv: -kv[1][3]):
+        out["kinds"][kind] = {"passes_per_solve": round(n / solves, 1), "mean_B": round(b / n, 2),
+                              "tokens_per_solve": round(tokens / solves, 1), "ms_per_solve": round(1000 * t / solves, 1),
+                              "ms_per_pass": round(1000 * t / n, 3)}
+    return out
+
+
+def replay_times(backend, repeats: int = 50) -> list[dict]:
+    """Device time of each captured decode graph (Q = 1), replayed back to back: microseconds per decode step."""
+    import torch
+
+    out = []
+    for (b, q, capacity, k, s), g in sorted(backend._graphs.graphs.items()):
+        if q != 1 or g.graph is None:
+            continue
+        g.graph.replay()   # warm
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            g.graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        out.append({"B": b, "K": k, "S": s, "us_per_step": round(1000 * start.elapsed_time(end) / (repeats * s), 1)})
+    return out
+
+
+def replay_kernels(backend, batches: list[int], repeats: int = 20) -> None:
+    """Print the kernels of one decode step's graph replay (S = 1, the smallest key bucket) per batch bucket B: calls
+    and microseconds per replay, by kernel name, so the kernels a wider batch adds or slows stand out."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    for b in batches:
+        keys = sorted((k for k in backend._graphs.graphs if k[0] == b and k[1] == 1 and k[4] == 1), key=lambda k: k[3])
+        if not keys:
+            continue
+        g = backend._graphs.graphs[keys[0]]
+        g.graph.replay()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(repeats):
+                g.graph.replay()
+            torch.cuda.synchronize()
+        rows = collections.defaultdict(lambda: [0, 0.0])
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                rows[e.name][0] += 1
+                rows[e.name][1] += e.device_time
+        total = sum(t for _, t in rows.values()) / repeats
+        print(f"# kernels of one decode step, B={b} K={keys[0][3]}: {total:.1f} us of kernels per replay")
+        for name, (n, t) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
+            print(f"  {n / repeats:5.1f} x {t / n:6.2f} us  {name[:110]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="countdown-sprint", help="a bundled model name or a model directory")
+    ap.add_argument("--method", default="sprint", choices=["sprint", "sequential"])
+    ap.add_argument("--n", type=int, default=20, help="held-out Countdown test problems, one at a time")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--decode-steps", type=int, default=None, help="greedy decode steps per graph replay")
+    ap.add_argument("--replay", action="store_true", help="also time every decode graph's replay alone")
+    ap.add_argument("--kernels", type=int, nargs="*", default=[],
+                    help="batch buckets whose decode graph's kernels to list (torch.profiler)")
+    args = ap.parse_args(argv)
+
+    from sprint.backends.transformers_backend import TransformersBackend
+    from sprint.inference.baselines import BaselineConfig, solve_sequential
+    from sprint.inference.orchestrator import SprintConfig, solve
+    from sprint.models import COUNTDOWN_QUESTION_ORDER, default_settings, resolve_model
+    from sprint.tasks.countdown.loader import load_countdown
+
+    kw = {} if args.decode_steps is None else {"decode_steps": args.decode_steps}
+    backend = TransformersBackend(str(resolve_model(args.model)), device=args.device, **kw)
+    settings = default_settings(args.model, args.method)
+    items = load_countdown("test", args.n, args.seed, question_order=COUNTDOWN_QUESTION_ORDER)
+
+    async def run():
+        warm = await backend.warmup(8)
+        records = trace(backend)
+        start = time.perf_counter()
+        for item in items:
+            if args.method == "sprint":
+                await solve(item.question, backend, SprintConfig(**settings))
+            else:
+                await solve_sequential(item.question, backend, BaselineConfig(**settings))
+        wall = time.perf_counter() - start
+        await backend.aclose()
+        return warm, records, wall
+
+    warm, records, wall = asyncio.run(run())
+    print(json.dumps({"model": args.model, "method": args.method, "engine": repr(backend), "warmup": warm}))
+    print(json.dumps(summarize(records, len(items), wall), indent=1))
+    if args.replay and backend._graphs is not None and not backend._graphs.disabled:
+        for row in replay_times(backend):
+            print(json.dumps(row))
+    if args.kernels and backend._graphs is not None and not backend._graphs.disabled:
+        replay_kernels(backend, args.kernels)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -142,7 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay", action="store_true", help="also time every decode graph's replay alone")
     ap.add_argument("--kernels", type=int, nargs="*", default=[],
                     help="batch buckets whose decode graph's kernels to list (torch.profiler)")
+    ap.add_argument("--plain-rope", action="store_true",
+                    help="rotary embeddings as transformers computes them (no token-major views), for comparison")
     args = ap.parse_args(argv)
+
+    from sprint.backends import transformers_backend
+
+    transformers_backend.TOKEN_MAJOR_ROPE = not args.plain_rope
 
     from sprint.backends.transformers_backend import TransformersBackend
     from sprint.inference.baselines import BaselineConfig, solve_sequential
@@ -169,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return warm, records, wall
 
     warm, records, wall = asyncio.run(run())
-    print(json.dumps({"model": args.model, "method": args.method, "engine": repr(backend), "warmup": warm}))
+    print(json.dumps({"model": args.model, "method": args.method, "engine": repr(backend), "warmup": warm,
+                      "token_major_rope": not args.plain_rope}))
     print(json.dumps(summarize(records, len(items), wall), indent=1))
     if args.replay and backend._graphs is not None and not backend._graphs.disabled:
         for row in replay_times(backend):

@@ -94,6 +94,7 @@ from sprint.backends.base import BackendError, Completion, CompletionStream, Gen
 from sprint.backends.decode_attention import decode_attention
 from sprint.backends.decode_attention import probe as probe_decode_attention
 from sprint.backends.fuse import fuse_projections
+from sprint.backends.rope import install_token_major_rope
 from sprint.backends.prompt_ids import PromptIds
 from sprint.backends.stops import StopScanner
 
@@ -120,6 +121,9 @@ AVOID_CUDNN_SDPA = True
 MATMUL_DECODE_ATTENTION = True
 # On CUDA (fast mode) each layer's q/k/v and gate/up projections run as one product each (`sprint.backends.fuse`).
 FUSE_PROJECTIONS = True
+# CUDA fast mode: rotary embeddings computed on token-major views (`sprint.backends.rope`; bit-identical results,
+# contiguous kernels when several sequences decode together).
+TOKEN_MAJOR_ROPE = True
 
 
 # ---------------------------------------------------------------------------------------------- KV storage
@@ -732,6 +736,8 @@ class TransformersBackend:
                                "AttentionInterface, which the in-process backend needs")
         if not self.exact and self.device.type == "cuda" and FUSE_PROJECTIONS:
             fuse_projections(self.model)   # fewer, larger products: a small model's GPU step is launch-bound
+        if not self.exact and self.device.type == "cuda" and TOKEN_MAJOR_ROPE:
+            install_token_major_rope(self.model)   # several rows decode at one row's kernel layout
         if self.exact:
             forward = _tiled_linear_forward(self.tile_rows)
             for m in self.model.modules():

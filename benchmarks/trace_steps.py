@@ -144,11 +144,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="batch buckets whose decode graph's kernels to list (torch.profiler)")
     ap.add_argument("--plain-rope", action="store_true",
                     help="rotary embeddings as transformers computes them (no token-major views), for comparison")
+    ap.add_argument("--contiguous-splits", action="store_true",
+                    help="fused projections hand out contiguous copies of their slices (sprint.backends.fuse)")
+    ap.add_argument("--extra-buckets", type=int, nargs="*", default=[],
+                    help="graph row counts besides the powers of two (sprint.backends.decode_graphs.EXTRA_BUCKETS)")
     args = ap.parse_args(argv)
 
-    from sprint.backends import transformers_backend
+    from sprint.backends import decode_graphs, fuse, transformers_backend
 
     transformers_backend.TOKEN_MAJOR_ROPE = not args.plain_rope
+    fuse.CONTIGUOUS_SPLITS = args.contiguous_splits
+    decode_graphs.EXTRA_BUCKETS = tuple(args.extra_buckets)
 
     from sprint.backends.transformers_backend import TransformersBackend
     from sprint.inference.baselines import BaselineConfig, solve_sequential
@@ -176,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warm, records, wall = asyncio.run(run())
     print(json.dumps({"model": args.model, "method": args.method, "engine": repr(backend), "warmup": warm,
-                      "token_major_rope": not args.plain_rope}))
+                      "token_major_rope": not args.plain_rope, "contiguous_splits": args.contiguous_splits,
+                      "extra_buckets": args.extra_buckets}))
     print(json.dumps(summarize(records, len(items), wall), indent=1))
     if args.replay and backend._graphs is not None and not backend._graphs.disabled:
         for row in replay_times(backend):

@@ -52,3 +52,15 @@ def test_groups_that_differ_are_left_alone(noisy_llama_dir):
     mlp = model.model.layers[0].mlp
     mlp.up_proj = torch.nn.Linear(mlp.up_proj.in_features, mlp.up_proj.out_features, bias=True)
     assert fuse_projections(model) == 2 * model.config.num_hidden_layers - 1
+
+
+def test_contiguous_splits_give_the_same_logits(noisy_llama_dir, monkeypatch):
+    """The experiment switch CONTIGUOUS_SPLITS (each sibling's slice copied out) changes layout only."""
+    from sprint.backends import fuse
+
+    plain, fused = _model(noisy_llama_dir), _model(noisy_llama_dir)
+    fuse_projections(fused)
+    monkeypatch.setattr(fuse, "CONTIGUOUS_SPLITS", True)
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3, 64, 12]])
+    with torch.no_grad():
+        torch.testing.assert_close(fused(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=1e-5, atol=1e-5)

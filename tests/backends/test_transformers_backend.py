@@ -1023,3 +1023,13 @@ def test_prefix_lookups_convert_a_running_sequences_tokens_once():
     assert _tokens_upto(req, 6).tolist() == [1, 2, 3, 4, 5, 6] and len(req.token_array) == 6
     assert np.array_equal(req.token_array[:3], first)
     assert _tokens_upto(req, 2).tolist() == [1, 2] and len(req.token_array) == 6   # nothing converted again
+
+
+def test_extra_row_buckets_are_captured_in_order(monkeypatch):
+    """EXTRA_BUCKETS adds row counts between the powers of two, in ascending order, below max_batch only."""
+    from sprint.backends import decode_graphs
+
+    assert decode_graphs.buckets(16) == [1, 2, 4, 8, 16]
+    monkeypatch.setattr(decode_graphs, "EXTRA_BUCKETS", (6, 12, 40))
+    assert decode_graphs.buckets(16) == [1, 2, 4, 6, 8, 12, 16]
+    assert decode_graphs.fit(decode_graphs.buckets(16), 5) == 6

@@ -78,13 +78,19 @@ WARMUP_MEMORY_SHARE = 0.25
 LONG_PREFILL_MAX_PARAMS = 1_000_000_000
 
 
+#: Row counts captured besides the powers of two (below `max_batch`): e.g. (6,) so that five or six running slots
+#: replay a 6-row graph instead of an 8-row one. An experiment switch (more graphs to capture); empty by default.
+EXTRA_BUCKETS: tuple[int, ...] = ()
+
+
 def buckets(max_batch: int) -> list[int]:
-    """Row counts a graph is captured for: powers of two below `max_batch`, and `max_batch` itself."""
+    """Row counts a graph is captured for: powers of two below `max_batch`, any `EXTRA_BUCKETS` below it, and
+    `max_batch` itself."""
     out, b = [], 1
     while b < max_batch:
         out.append(b)
         b *= 2
-    return out + [max_batch]
+    return sorted(set(out) | {x for x in EXTRA_BUCKETS if 0 < x < max_batch}) + [max_batch]
 
 
 def key_buckets(capacity: int) -> list[int]:

@@ -19,6 +19,11 @@ from typing import Any
 
 __all__ = ["fuse_projections", "SIBLINGS"]
 
+#: Copy each sibling's slice of the fused product into its own contiguous tensor (no copy for a single row, where the
+#: slice already is one). Off: slices are views. An experiment switch: with several rows a slice is strided, and the
+#: elementwise kernels after it (rotary, SiLU x up) take PyTorch's slower strided path (BENCHMARKS.md).
+CONTIGUOUS_SPLITS = False
+
 #: Attribute names of sibling projections, per module that holds them.
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
@@ -49,6 +54,8 @@ class _Fused:
 
         if self._x is not x:   # the first sibling called with this input computes all of them
             self._outs = F.linear(x, self.weight, self.bias).split(self.splits, dim=-1)
+            if CONTIGUOUS_SPLITS:
+                self._outs = tuple(o.contiguous() for o in self._outs)
             self._x = x
         return self._outs[i]
 

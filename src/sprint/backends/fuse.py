@@ -20,9 +20,11 @@ from typing import Any
 __all__ = ["fuse_projections", "SIBLINGS"]
 
 #: Copy each sibling's slice of the fused product into its own contiguous tensor (no copy for a single row, where the
-#: slice already is one). Off: slices are views. An experiment switch: with several rows a slice is strided, and the
-#: elementwise kernels after it (rotary, SiLU x up) take PyTorch's slower strided path (BENCHMARKS.md).
-CONTIGUOUS_SPLITS = False
+#: slice already is one). Why: with several rows a slice is strided, and the elementwise kernels after it (rotary,
+#: SiLU x up) took PyTorch's slower strided path; on an H200 the bundled models' 8-row decode graph at 4,096 keys went
+#: 923 -> 856 us with the copies (and, unexplained, the 1-row graph 727 -> 615 us), a SPRINT solve 610 -> 585 ms
+#: (BENCHMARKS.md). False: slices are views.
+CONTIGUOUS_SPLITS = True
 
 #: Attribute names of sibling projections, per module that holds them.
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))

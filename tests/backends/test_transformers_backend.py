@@ -212,7 +212,9 @@ def test_text_is_emitted_while_the_next_step_runs_and_a_stop_keeps_consistent_kv
 @pytest.mark.parametrize("graphs", [False, True])
 def test_text_work_waits_for_the_step_launch(make, graphs):
     """The previous step's text is emitted only after the next step is on the device (a graph replay queued, or an
-    eager step begun): the worker thread needs the GIL to launch it, which the text work would hold."""
+    eager step begun): the worker thread needs the GIL to launch it, which the text work would hold. (A step done
+    before the scheduler awaited it once let its done-callback settle the *next* step's launch future: a flaky
+    ordering this caught.)"""
     backend = make(exact=False, max_batch=2)
     if graphs:
         backend = _with_padded_decode(backend)

@@ -582,6 +582,11 @@ def _settle(future) -> None:
         future.set_result(None)
 
 
+def _settle_done(future, _done) -> None:
+    """Done-callback form of `_settle` (bound to its own future: the scheduler's variable moves on to the next)."""
+    _settle(future)
+
+
 def _settle_from_thread(loop, future) -> None:
     """Resolve `future` from another thread (a loop already closed has no one waiting)."""
     try:
@@ -947,7 +952,7 @@ class TransformersBackend:
             launched = loop.create_future()
             step = loop.run_in_executor(self._executor, self._step, rows, ids, positions, sample, steps,
                                         functools.partial(_settle_from_thread, loop, launched))
-            step.add_done_callback(lambda _: _settle(launched))   # a step that failed before its launch
+            step.add_done_callback(functools.partial(_settle_done, launched))   # one that failed before its launch
             self._stepping = True
             try:
                 # The previous step's text (detokenizing, stop strings, the callers' queues and whatever they wake)

@@ -34,9 +34,9 @@ def classify(rows, steps: int, graphs) -> tuple[str, int]:
     segments = rows.segments
     longest = max(e - s for s, e, _, _ in segments)
     span = max(getattr(seq, "slot", 0) for _, _, seq, _ in segments) + 1
-    b = fit(graphs.buckets, span) if graphs is not None else span
     if graphs is None or graphs.disabled:
         return "eager", span
+    b = fit(graphs.buckets, span)
     if longest == 1:
         return f"decode x{steps}", b
     q = fit(QUERY_BUCKETS, longest)
@@ -52,9 +52,7 @@ def trace(backend):
         start = time.perf_counter()
         picks = inner(rows, ids, positions, sample, *more)
         end = time.perf_counter()
-        steps = len(picks[0]) if picks else 1
-        graphed = backend._graphs is not None and not backend._graphs.disabled
-        kind, b = classify(rows, steps, backend._graphs if graphed else None)
+        kind, b = classify(rows, len(picks[0]) if picks else 1, backend._graphs)
         records.append((start, end, kind, b, sum(len(p) for p in picks)))
         return picks
 

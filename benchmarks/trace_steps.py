@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="rotary embeddings as transformers computes them (no token-major views), for comparison")
     ap.add_argument("--contiguous-splits", action="store_true",
                     help="fused projections hand out contiguous copies of their slices (sprint.backends.fuse)")
+    ap.add_argument("--no-fused-kernels", action="store_true",
+                    help="PyTorch's own kernels instead of the fused Triton ones (sprint.backends.kernels)")
     ap.add_argument("--extra-buckets", type=int, nargs="*", default=[],
                     help="graph row counts besides the powers of two (sprint.backends.decode_graphs.EXTRA_BUCKETS)")
     args = ap.parse_args(argv)
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from sprint.backends import decode_graphs, fuse, transformers_backend
 
     transformers_backend.TOKEN_MAJOR_ROPE = not args.plain_rope
+    transformers_backend.FUSED_KERNELS = not args.no_fused_kernels
     fuse.CONTIGUOUS_SPLITS = args.contiguous_splits
     decode_graphs.EXTRA_BUCKETS = tuple(args.extra_buckets)
 
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     warm, records, wall = asyncio.run(run())
     print(json.dumps({"model": args.model, "method": args.method, "engine": repr(backend), "warmup": warm,
                       "token_major_rope": not args.plain_rope, "contiguous_splits": args.contiguous_splits,
-                      "extra_buckets": args.extra_buckets}))
+                      "extra_buckets": args.extra_buckets, "fused_kernels": backend.fused_kernels}))
     print(json.dumps(summarize(records, len(items), wall), indent=1))
     if args.replay and backend._graphs is not None and not backend._graphs.disabled:
         for row in replay_times(backend):

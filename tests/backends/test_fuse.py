@@ -56,17 +56,18 @@ def test_groups_that_differ_are_left_alone(noisy_llama_dir):
 
 def test_contiguous_splits_give_the_same_logits(noisy_llama_dir, monkeypatch):
     """CONTIGUOUS_SPLITS (each sibling's slice copied out, the default) changes layout only, and the slices are
-    contiguous with several rows."""
+    contiguous with several rows; `contiguous=False` (what the fused kernels ask for) hands out the slices."""
     from sprint.backends import fuse
 
-    plain, fused = _model(noisy_llama_dir), _model(noisy_llama_dir)
-    fuse_projections(fused)
     monkeypatch.setattr(fuse, "CONTIGUOUS_SPLITS", True)
+    plain, fused, sliced = _model(noisy_llama_dir), _model(noisy_llama_dir), _model(noisy_llama_dir)
+    fuse_projections(fused)
+    fuse_projections(sliced, contiguous=False)
     ids = torch.tensor([[5, 17, 42, 7, 99, 3, 64, 12]])
     with torch.no_grad():
         torch.testing.assert_close(fused(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(sliced(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
         x = torch.randn(1, 8, fused.config.hidden_size)
         layer = fused.model.layers[0]
         assert all(p(x).is_contiguous() for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.mlp.up_proj))
-        monkeypatch.setattr(fuse, "CONTIGUOUS_SPLITS", False)
-        assert not layer.self_attn.k_proj(torch.randn(1, 8, fused.config.hidden_size)).is_contiguous()
+        assert not sliced.model.layers[0].self_attn.k_proj(x).is_contiguous()

@@ -48,16 +48,20 @@ def _scores(q, k):
     return torch.bmm(q.float(), k.float().transpose(1, 2))
 
 
-def decode_attention(q, k, v, mask, scale: float | None):
+def decode_attention(q, k, v, mask, scale: float | None, kernels=None):
     """Attention of q [B, H, G, d] (G query rows per KV head) over k, v [B, H, K, d] (views of the slot buffers;
     any strides with the head dimension inside the slot's) with `mask` None or bool [B, 1, G, K] (True: the key is
-    visible; every row sees at least one key). Returns [B, H, G, d] in q's dtype."""
+    visible; every row sees at least one key). Returns [B, H, G, d] in q's dtype. `kernels`
+    (`sprint.backends.kernels`): scale, mask and softmax in one fused kernel instead of five."""
     import torch
 
     b, h, g, d = q.shape
     n = k.shape[2]
     scale = d ** -0.5 if scale is None else scale
     s = _scores(q.reshape(b * h, g, d), k.reshape(b * h, n, d)).view(b, h, g, n)
+    if kernels is not None and kernels.softmax_fits(s, mask):
+        p = kernels.masked_softmax(s, mask, scale, v.dtype)
+        return torch.bmm(p.view(b * h, g, n), v.reshape(b * h, n, d)).view(b, h, g, d).to(q.dtype)
     s.mul_(scale)   # in place: a long prefill's scores are [heads, rows, keys] floats, hundreds of MB
     if mask is not None:
         s.masked_fill_(~mask, float("-inf"))

@@ -33,9 +33,10 @@ SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 class _Fused:
     """One product for several `nn.Linear` siblings; remembers the last input and its outputs' slices."""
 
-    def __init__(self, modules: list[Any]) -> None:
+    def __init__(self, modules: list[Any], contiguous: bool) -> None:
         import torch
 
+        self.contiguous = contiguous
         self.splits = [m.out_features for m in modules]
         with torch.no_grad():
             self.weight = torch.cat([m.weight for m in modules], dim=0)
@@ -56,7 +57,7 @@ class _Fused:
 
         if self._x is not x:   # the first sibling called with this input computes all of them
             self._outs = F.linear(x, self.weight, self.bias).split(self.splits, dim=-1)
-            if CONTIGUOUS_SPLITS:
+            if self.contiguous:
                 self._outs = tuple(o.contiguous() for o in self._outs)
             self._x = x
         return self._outs[i]
@@ -68,11 +69,14 @@ def _member_forward(fused: _Fused, i: int):
     return forward
 
 
-def fuse_projections(model) -> int:
+def fuse_projections(model, contiguous: bool | None = None) -> int:
     """Fuse every group of `SIBLINGS` in `model` whose members are plain `nn.Linear` layers with the same input size,
-    dtype, device and bias setting (for inference: the fused weights need no gradient). Returns the groups fused."""
+    dtype, device and bias setting (for inference: the fused weights need no gradient). `contiguous` (default
+    `CONTIGUOUS_SPLITS`): hand out contiguous copies of the slices (False where the kernels after them read strided
+    rows at full speed: `sprint.backends.kernels`). Returns the groups fused."""
     import torch
 
+    contiguous = CONTIGUOUS_SPLITS if contiguous is None else contiguous
     fused = 0
     for module in model.modules():
         for names in SIBLINGS:
@@ -84,6 +88,6 @@ def fuse_projections(model) -> int:
                    or m.weight.device != first.weight.device or (m.bias is None) != (first.bias is None)
                    for m in members):
                 continue
-            _Fused(members)
+            _Fused(members, contiguous)
             fused += 1
     return fused

@@ -13,6 +13,11 @@ The replacement is installed in the model's own modeling module (as kernel libra
 check that it returns exactly what the module's function returns on a strided multi-token input; any other call
 shape (a different `unsqueeze_dim`, extra arguments) goes to the original function. Results are bit-identical: the
 same operations on the same elements in the same order.
+
+With `kernels` (`sprint.backends.kernels`, CUDA and Triton) the rotation is one fused kernel for queries and keys
+instead of ten elementwise kernels, installed only after the same check on the model's device and dtype (it is
+bit-identical too: the same float32 products, rounded at the same points). The installed function is shared by every
+model of that modeling module in the process: the last `install_token_major_rope` call decides whether it uses them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 __all__ = ["install_token_major_rope"]
 
 _MARK = "_sprint_token_major"
+# The fused kernels' module while the last install asked for them (see module doc), else None.
+_KERNELS: Any = None
 
 
 def _token_major(original, rotate_half):
@@ -32,6 +39,8 @@ def _token_major(original, rotate_half):
         if args or set(kwargs) - {"unsqueeze_dim"} or unsqueeze != 1 or q.dim() != 4 or k.dim() != 4 or (
                 cos.dim() != 3):
             return original(q, k, cos, sin, *args, **kwargs)
+        if _KERNELS is not None and _KERNELS.rotary_fits(q, k, cos, sin):
+            return _KERNELS.rotary(q, k, cos, sin)
         c, s = cos.unsqueeze(2), sin.unsqueeze(2)   # [batch, tokens, 1, head_dim]
         qt, kt = q.transpose(1, 2), k.transpose(1, 2)
         q_embed = (qt * c) + (rotate_half(qt) * s)
@@ -43,15 +52,17 @@ def _token_major(original, rotate_half):
     return apply_rotary_pos_emb
 
 
-def _same(original, candidate) -> bool:
-    """Whether `candidate` returns exactly what `original` does on transposed multi-token views (float32, CPU)."""
+def _same(original, candidate, device="cpu", dtype=None) -> bool:
+    """Whether `candidate` returns exactly what `original` does on transposed multi-token views (float32 on the CPU
+    unless told otherwise)."""
     import torch
 
     g = torch.Generator().manual_seed(0)
     tokens, heads, kv_heads, dim = 3, 4, 2, 8
-    q = torch.randn(1, tokens, heads * dim, generator=g).view(1, tokens, heads, dim).transpose(1, 2)
-    k = torch.randn(1, tokens, kv_heads * dim, generator=g).view(1, tokens, kv_heads, dim).transpose(1, 2)
-    cos, sin = torch.randn(1, tokens, dim, generator=g), torch.randn(1, tokens, dim, generator=g)
+    kw = {"device": device, "dtype": dtype or torch.float32}
+    q = torch.randn(1, tokens, heads * dim, generator=g).to(**kw).view(1, tokens, heads, dim).transpose(1, 2)
+    k = torch.randn(1, tokens, kv_heads * dim, generator=g).to(**kw).view(1, tokens, kv_heads, dim).transpose(1, 2)
+    cos, sin = torch.randn(1, tokens, dim, generator=g).to(**kw), torch.randn(1, tokens, dim, generator=g).to(**kw)
     try:
         want, got = original(q, k, cos, sin), candidate(q, k, cos, sin)
     except Exception:   # noqa: BLE001 - a function of another shape: leave the module alone
@@ -59,15 +70,21 @@ def _same(original, candidate) -> bool:
     return all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(want, got))
 
 
-def install_token_major_rope(model: Any) -> bool:
-    """Replace `apply_rotary_pos_emb` in `model`'s modeling module by the token-major version (module doc). Returns
-    whether the module now has it (False: the module has no such function, or it computes something else)."""
+def install_token_major_rope(model: Any, kernels: Any = None) -> bool:
+    """Replace `apply_rotary_pos_emb` in `model`'s modeling module by the token-major version (module doc), which
+    rotates through `kernels.rotary` where it takes the operands if `kernels` is given and agrees bit for bit on the
+    model's device and dtype. Returns whether the module now has the token-major version (False: the module has no
+    such function, or it computes something else)."""
+    global _KERNELS
+
+    _KERNELS = None
     module = sys.modules.get(type(model).__module__)
     original = getattr(module, "apply_rotary_pos_emb", None)
     rotate_half = getattr(module, "rotate_half", None)
     if original is None or rotate_half is None:
         return False
     if getattr(original, _MARK, False):
+        _KERNELS = _checked(original.__wrapped__, original, kernels, model)
         return True
     try:
         params = list(inspect.signature(original).parameters)
@@ -79,4 +96,21 @@ def install_token_major_rope(model: Any) -> bool:
     if not _same(original, candidate):
         return False
     module.apply_rotary_pos_emb = candidate
+    _KERNELS = _checked(original, candidate, kernels, model)
     return True
+
+
+def _checked(original, candidate, kernels, model):
+    """`kernels` if the candidate with them is bit-identical to `original` on the model's device and dtype, else
+    None."""
+    global _KERNELS
+
+    if kernels is None:
+        return None
+    p = next(model.parameters())
+    _KERNELS = kernels
+    try:
+        ok = _same(original, candidate, p.device, p.dtype)
+    finally:
+        _KERNELS = None
+    return kernels if ok else None

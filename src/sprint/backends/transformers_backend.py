@@ -124,6 +124,21 @@ FUSE_PROJECTIONS = True
 # CUDA fast mode: rotary embeddings computed on token-major views (`sprint.backends.rope`; bit-identical results,
 # contiguous kernels when several sequences decode together).
 TOKEN_MAJOR_ROPE = True
+#: CUDA fast mode: RMSNorm, rotary embeddings, SiLU x up, the KV write and the decode attention's softmax as fused
+#: Triton kernels (`sprint.backends.kernels`; needs Triton, else the usual PyTorch kernels run). Why: a small model's
+#: graph step is a chain of ~400 tiny kernels, and PyTorch's elementwise ones cost more at several rows than at one.
+FUSED_KERNELS = True
+
+
+def _fused_kernels():
+    """`sprint.backends.kernels` when FUSED_KERNELS is on and Triton imports, else None."""
+    if not FUSED_KERNELS:
+        return None
+    try:
+        from sprint.backends import kernels
+    except ImportError:
+        return None
+    return kernels
 
 
 # ---------------------------------------------------------------------------------------------- KV storage
@@ -247,8 +262,9 @@ class SlotCache:
     `slots` (128 on a GPU) at a long prompt's capacity zero-fills gigabytes and made a staged run (few sequences,
     long contexts) 2.8x slower on a CPU; a run only pays for the slots it uses."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, kernels: Any = None) -> None:
         self.slots = slots
+        self.kernels = kernels   # `sprint.backends.kernels` for the KV write and decode softmax, or None
         self.keys: dict[int, Any] = {}
         self.values: dict[int, Any] = {}
         self.free = list(range(slots))
@@ -398,7 +414,8 @@ def _batched_decode_attention(q, ks, vs, rows: SlotRows, sliding_window, scaling
 
     mask = rows.single_mask(sliding_window, q.shape[2] // rows.queries)
     if q.is_cuda and MATMUL_DECODE_ATTENTION:
-        return decode_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len], mask, scaling)
+        return decode_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len], mask, scaling,
+                                rows.cache.kernels)
     if not rows.groups:
         return F.scaled_dot_product_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len],
                                               attn_mask=mask, scale=scaling)
@@ -420,9 +437,14 @@ def slot_attention(module, query, key, value, rows: SlotRows, scaling, sliding_w
     cache = rows.cache
     cache.ensure(layer, key, value, rows.capacity, rows.slots)
     ks, vs = cache.keys[layer], cache.values[layer]
-    # Advanced indices split by a slice put the indexed dimension first: [rows, kv_heads, head_dim].
-    ks[rows.write_slot, :, rows.write_pos] = key[0].transpose(0, 1)
-    vs[rows.write_slot, :, rows.write_pos] = value[0].transpose(0, 1)
+    new_k, new_v = key[0].transpose(0, 1), value[0].transpose(0, 1)   # [rows, kv_heads, head_dim]
+    kernels = cache.kernels
+    if kernels is not None and kernels.kv_write_fits(ks, vs, new_k, new_v):
+        kernels.kv_write(ks, vs, new_k, new_v, rows.write_slot, rows.write_pos)   # both in one kernel
+    else:
+        # Advanced indices split by a slice put the indexed dimension first: [rows, kv_heads, head_dim].
+        ks[rows.write_slot, :, rows.write_pos] = new_k
+        vs[rows.write_slot, :, rows.write_pos] = new_v
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
     if rows.aligned and rows.queries == 1:
         # A decode-only step whose rows are slots 0 .. span-1 in order: the queries are already in slot order.
@@ -669,6 +691,7 @@ class TransformersBackend:
             step_tokens = 64 if self.exact else max_batch + 512
         self.step_tokens = max(step_tokens, max_batch + 1)
         self._slots = SlotCache(max_batch)   # fast mode's KV (unused in exact mode)
+        self.fused_kernels: dict[str, int] = {}   # modules whose forward runs fused kernels (`FUSED_KERNELS`)
         self.tile_rows = tile_rows
         self.add_special_tokens = add_special_tokens
         self.stats = BackendStats()
@@ -706,6 +729,8 @@ class TransformersBackend:
 
     def __repr__(self) -> str:
         graphs = f", cuda_graphs=True, decode_steps={self.decode_steps}" if self._graphs is not None else ""
+        if self._slots.kernels is not None:
+            graphs += ", fused_kernels=True"
         return (f"TransformersBackend({self.name!r}, device={str(self.device)!r}, max_batch={self.max_batch}, "
                 f"exact={self.exact}{graphs})")
 
@@ -739,10 +764,17 @@ class TransformersBackend:
         if self.model.config._attn_implementation != ATTENTION_NAME:
             raise BackendError(f"{self.name}: this architecture does not route attention through transformers' "
                                "AttentionInterface, which the in-process backend needs")
-        if not self.exact and self.device.type == "cuda" and FUSE_PROJECTIONS:
-            fuse_projections(self.model)   # fewer, larger products: a small model's GPU step is launch-bound
-        if not self.exact and self.device.type == "cuda" and TOKEN_MAJOR_ROPE:
-            install_token_major_rope(self.model)   # several rows decode at one row's kernel layout
+        fast_cuda = not self.exact and self.device.type == "cuda"
+        kernels = _fused_kernels() if fast_cuda else None
+        if fast_cuda and FUSE_PROJECTIONS:
+            # Fewer, larger products: a small model's GPU step is launch-bound. The fused kernels read the slices
+            # with their strides: no copies then.
+            fuse_projections(self.model, contiguous=None if kernels is None else False)
+        if fast_cuda and TOKEN_MAJOR_ROPE:
+            install_token_major_rope(self.model, kernels)   # several rows decode at one row's kernel layout
+        if kernels is not None:
+            self.fused_kernels = kernels.install(self.model)
+            self._slots.kernels = kernels
         if self.exact:
             forward = _tiled_linear_forward(self.tile_rows)
             for m in self.model.modules():
@@ -827,7 +859,8 @@ class TransformersBackend:
         if self._loop is not loop or self._task is None or self._task.done():
             # Queues and events belong to one loop; requests of a finished loop cannot be waited on any more.
             self._loop, self._pending, self._active = loop, deque(), []
-            self._slots = SlotCache(self.max_batch)   # slots of a dead loop's requests are never released
+            # Slots of a dead loop's requests are never released.
+            self._slots = SlotCache(self.max_batch, self._slots.kernels)
             self._stepping, self._deferred = False, []
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._scheduler(), name="sprint-transformers-scheduler")

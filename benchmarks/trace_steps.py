@@ -44,41 +44,93 @@ def classify(rows, steps: int, graphs) -> tuple[str, int]:
 
 
 def trace(backend):
-    """Wrap `backend._step` to record every forward pass: (start, end, kind, B, tokens produced)."""
+    """Wrap `backend._step` to record every forward pass: (start, end, kind, B, tokens produced, launched), launched
+    the time the step was on the device (the worker's host work before it: preparing the inputs and the launch)."""
     records = []
     inner = backend._step
 
-    def step(rows, ids, positions, sample, *more):
+    def step(rows, ids, positions, sample, steps=1, launched=None):
         start = time.perf_counter()
-        picks = inner(rows, ids, positions, sample, *more)
+        at = [start]
+
+        def on_launch():
+            at[0] = time.perf_counter()
+            if launched is not None:
+                launched()
+
+        picks = inner(rows, ids, positions, sample, steps, on_launch)
         end = time.perf_counter()
         kind, b = classify(rows, len(picks[0]) if picks else 1, backend._graphs)
-        records.append((start, end, kind, b, sum(len(p) for p in picks)))
+        records.append((start, end, kind, b, sum(len(p) for p in picks), at[0]))
         return picks
 
     backend._step = step
     return records
 
 
+#: The backend's host work on the event loop's thread, timed per method by `time_host`.
+HOST_METHODS = ("_plan", "_advance", "_emit", "_attach_prefix", "_drop_store", "_finish", "encode_prompt",
+                "count_tokens")
+
+
+def time_host(backend) -> dict:
+    """Wrap the backend's host methods (HOST_METHODS) to accumulate [calls, seconds] each (outermost calls only:
+    `_finish` calls `_drop_store`, and the time is counted under both)."""
+    totals = {name: [0, 0.0] for name in HOST_METHODS}
+    for name in HOST_METHODS:
+        inner = getattr(backend, name)
+
+        def timed(*args, _inner=inner, _name=name, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _inner(*args, **kwargs)
+            finally:
+                t = totals[_name]
+                t[0] += 1
+                t[1] += time.perf_counter() - start
+
+        setattr(backend, name, timed)
+    return totals
+
+
+def watch_loop(loop) -> dict:
+    """Accumulate the time the event loop's thread waits in its selector (idle): the rest of the wall-clock it spends
+    on the scheduler, the text work and the callers it wakes."""
+    idle = {"s": 0.0}
+    selector = loop._selector
+    select = selector.select
+
+    def timed(timeout=None):
+        start = time.perf_counter()
+        try:
+            return select(timeout)
+        finally:
+            idle["s"] += time.perf_counter() - start
+
+    selector.select = timed
+    return idle
+
+
 def summarize(records, solves: int, wall: float) -> dict:
     """Per kind: passes, mean B, tokens, ms (per solve), and the host time between passes."""
-    kinds: dict = collections.defaultdict(lambda: [0, 0, 0, 0.0])
+    kinds: dict = collections.defaultdict(lambda: [0, 0, 0, 0.0, 0.0])
     between = 0.0
-    for i, (start, end, kind, b, tokens) in enumerate(records):
+    for i, (start, end, kind, b, tokens, launched) in enumerate(records):
         k = kinds[kind]
         k[0] += 1
         k[1] += b
         k[2] += tokens
         k[3] += end - start
+        k[4] += launched - start
         if i:
             gap = start - records[i - 1][1]
             between += gap if gap < 0.05 else 0.0   # a pause between solves is not a step's cost
     out = {"solves": solves, "wall_ms_per_solve": round(1000 * wall / solves, 1),
            "between_ms_per_solve": round(1000 * between / solves, 1), "kinds": {}}
-    for kind, (n, b, tokens, t) in sorted(kinds.items(), key=lambda kv: -kv[1][3]):
+    for kind, (n, b, tokens, t, prep) in sorted(kinds.items(), key=lambda kv: -kv[1][3]):
         out["kinds"][kind] = {"passes_per_solve": round(n / solves, 1), "mean_B": round(b / n, 2),
                               "tokens_per_solve": round(tokens / solves, 1), "ms_per_solve": round(1000 * t / solves, 1),
-                              "ms_per_pass": round(1000 * t / n, 3)}
+                              "ms_per_pass": round(1000 * t / n, 3), "launch_ms_per_pass": round(1000 * prep / n, 3)}
     return out
 
 
@@ -144,11 +196,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="rotary embeddings as transformers computes them (no token-major views), for comparison")
     ap.add_argument("--contiguous-splits", action="store_true",
                     help="fused projections hand out contiguous copies of their slices (sprint.backends.fuse)")
+    ap.add_argument("--profile-loop", type=int, default=0, metavar="N",
+                    help="also print the N functions the event loop's thread spends most time in (cProfile)")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval (seconds) for the run: how soon a thread waiting for the GIL gets it")
     ap.add_argument("--no-fused-kernels", action="store_true",
                     help="PyTorch's own kernels instead of the fused Triton ones (sprint.backends.kernels)")
     ap.add_argument("--extra-buckets", type=int, nargs="*", default=[],
                     help="graph row counts besides the powers of two (sprint.backends.decode_graphs.EXTRA_BUCKETS)")
     args = ap.parse_args(argv)
+    if args.switch_interval is not None:
+        import sys
+
+        sys.setswitchinterval(args.switch_interval)
 
     from sprint.backends import decode_graphs, fuse, transformers_backend
 
@@ -171,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     async def run():
         warm = await backend.warmup(8)
         records = trace(backend)
+        host = time_host(backend)
+        idle = watch_loop(asyncio.get_running_loop())
+        if args.profile_loop:   # the event loop's thread only: the forward passes run in the backend's worker
+            profiler.enable()
         start = time.perf_counter()
         for item in items:
             if args.method == "sprint":
@@ -178,14 +242,27 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 await solve_sequential(item.question, backend, BaselineConfig(**settings))
         wall = time.perf_counter() - start
+        profiler.disable()
+        busy = wall - idle["s"]
         await backend.aclose()
-        return warm, records, wall
+        return warm, records, wall, busy, host
 
-    warm, records, wall = asyncio.run(run())
+    import cProfile
+
+    profiler = cProfile.Profile()
+    warm, records, wall, busy, host = asyncio.run(run())
     print(json.dumps({"model": args.model, "method": args.method, "engine": repr(backend), "warmup": warm,
                       "token_major_rope": not args.plain_rope, "contiguous_splits": args.contiguous_splits,
                       "extra_buckets": args.extra_buckets, "fused_kernels": backend.fused_kernels}))
-    print(json.dumps(summarize(records, len(items), wall), indent=1))
+    summary = summarize(records, len(items), wall)
+    summary["loop_busy_ms_per_solve"] = round(1000 * busy / len(items), 1)
+    summary["host_ms_per_solve"] = {name: [round(n / len(items), 1), round(1000 * t / len(items), 2)]
+                                    for name, (n, t) in host.items()}   # [calls, ms] per solve
+    print(json.dumps(summary, indent=1))
+    if args.profile_loop:
+        import pstats
+
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile_loop)
     if args.replay and backend._graphs is not None and not backend._graphs.disabled:
         for row in replay_times(backend):
             print(json.dumps(row))

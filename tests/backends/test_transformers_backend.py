@@ -239,6 +239,44 @@ def test_text_work_waits_for_the_step_launch(make, graphs):
     assert order and all(order)
 
 
+def test_finished_requests_kv_is_kept_and_freed_after_the_next_launch(make):
+    """A request that ends at a step (its token limit) while another runs on: its KV goes to the prefix cache and its
+    slot is freed once the next step is on the device, not between the steps where it held up the launch; and once
+    the scheduler idles, nothing is left to drop."""
+    backend = make(exact=False, max_batch=2)
+    state = {"launched": False, "steps": 0}
+    drops = []
+    inner, drop = backend._step, backend._drop_store
+
+    def step(rows, ids, positions, sample, steps=1, launched=None):
+        state["launched"] = False
+        state["steps"] += 1
+
+        def signal():
+            state["launched"] = True
+            launched()
+
+        try:
+            return inner(rows, ids, positions, sample, steps, signal)
+        finally:
+            state["launched"] = False   # between steps from here on
+
+    def drop_store(req):
+        drops.append((state["steps"], state["launched"]))
+        return drop(req)
+
+    backend._step, backend._drop_store = step, drop_store
+    short, long = run(together(backend, [(PROMPTS[1], GenerationParams(max_tokens=3)),
+                                         (PROMPTS[2], GenerationParams(max_tokens=12))]))
+    assert (short.generated_tokens, long.generated_tokens) == (3, 12)
+    assert len(drops) == 2
+    # The short request's KV was handled during a later step (after its launch); the long one's when the scheduler
+    # idled after the last step.
+    assert drops[0][1] and drops[0][0] < state["steps"]
+    assert not backend._deferred and sorted(backend._slots.free) == [0, 1]
+    assert len(backend._cache.entries) >= 1
+
+
 def test_max_tokens_and_eos(make):
     steps = []
     backend = make(on_logits=lambda tokens, logits: steps.append((tokens, int(logits.argmax()))))

@@ -723,7 +723,8 @@ class TransformersBackend:
         self._active: list[_Request] = []
         self._wake: asyncio.Event | None = None
         self._stepping = False   # a forward pass is running (the event loop emits text meanwhile: `_schedule`)
-        self._deferred: list[_Request] = []   # finished while a step ran: their KV is kept/freed after it
+        # Finished requests whose KV is still to be kept (prefix cache) and freed: after the next launch (`_schedule`).
+        self._deferred: list[_Request] = []
         # Forward passes run in this one thread (started at the first step), not in the event loop's shared pool.
         self._executor: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sprint-forward")
 
@@ -953,6 +954,10 @@ class TransformersBackend:
             if not isinstance(e, asyncio.CancelledError):
                 log.exception("scheduler failed")
             err = BackendError(f"{self.name}: scheduler stopped ({why})")
+            try:   # finished requests' KV still serves later prompts (the prefix cache outlives the loop)
+                self._drop_deferred()
+            except Exception:   # noqa: BLE001 - the callers must hear of the stop whatever happens here
+                log.exception("keeping finished requests' KV failed")
             for req in list(self._active) + list(self._pending):
                 req.finish = "error"
                 req.queue.put_nowait(err)
@@ -969,9 +974,12 @@ class TransformersBackend:
                 req = self._pending.popleft()
                 if req.cancelled:
                     continue
+                if not self.exact and not self._slots.free:
+                    self._drop_deferred()   # the slots of requests finished by the last step, now
                 self._attach_prefix(req)
                 self._active.append(req)
             if not self._active:
+                self._drop_deferred()
                 if self._slots.idle() and self._graphs is None:
                     # Nothing runs: give the fast-mode KV buffers back. With CUDA graphs they stay, bound to the
                     # graphs: each SPRINT stage starts after an idle moment and would re-capture otherwise.
@@ -996,6 +1004,10 @@ class TransformersBackend:
                 # the text work holds the GIL, so started at once it ran *before* the launch (on an H200 a SPRINT
                 # solve spent 0.85 ms between forward passes against the sequential model's 0.34 ms).
                 await launched
+                # Requests finished by the previous step: their KV goes to the prefix cache (device copies queued
+                # behind this step) and their slots are freed, here rather than before the launch, where it held up
+                # the device (about 1 ms per finished request on an H200 host: a SPRINT stage finishes seven).
+                self._drop_deferred()
                 self._emit(emit)
                 emit = []
                 tokens = await step
@@ -1011,9 +1023,6 @@ class TransformersBackend:
                 continue
             finally:
                 self._stepping = False
-                deferred, self._deferred = self._deferred, []
-                for req in deferred:
-                    self._drop_store(req)
             emit = self._advance(rows, owners, sample, tokens)
 
     async def warmup(self, sequences: int | None = None) -> dict:
@@ -1255,6 +1264,11 @@ class TransformersBackend:
             return full[len(prefix):]
         return ""
 
+    def _drop_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for req in deferred:
+            self._drop_store(req)
+
     def _drop_store(self, req: _Request) -> None:
         """A finished request's KV: into the prefix cache (it serves later prompts), its slot freed."""
         if req.store is not None:
@@ -1275,8 +1289,10 @@ class TransformersBackend:
         req.finish = reason
         if req in self._active:
             self._active.remove(req)
-        if self._stepping:
-            self._deferred.append(req)   # the running step still writes its KV
+        if self._task is not None and not self._task.done():
+            # The scheduler keeps or frees the KV once the next step is on the device (or when it idles): a running
+            # step may still write it, and between steps the work would hold up the next launch.
+            self._deferred.append(req)
         else:
             self._drop_store(req)
         if reason == "cancelled":

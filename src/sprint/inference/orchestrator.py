@@ -167,6 +167,10 @@ class _SprintRun:
         self.repairs: list[Repair] = []
         self.current: _StageState | None = None
         self.forced = False
+        # Executors dispatched while their planner still wrote: (stage, prompt index) -> (planner tokens of earlier
+        # attempts, the planner's text up to the prompt). Counted after the run (`count_dispatch_tokens`): a count is
+        # a tokenization, a fraction of a millisecond that would otherwise hold up the running streams.
+        self._uncounted: dict[tuple[int, int], tuple[int, str]] = {}
 
     def repair(self, stage: int | None, kind: str, detail: str) -> None:
         self.add_repairs([Repair(stage, kind, detail)])
@@ -279,23 +283,36 @@ class _SprintRun:
                 cut = closes[-1].end
                 turn = interpret_planner_turn(given + text[:cut], st.index)
                 if turn.plan is not None:
-                    tokens = st.planner_tokens_before + self.backend.count_tokens(text[:cut])
                     for p in turn.plan.prompts:
                         if p.index not in st.prompts:
-                            self._dispatch(st, p, turn.plan, tokens)
+                            self._uncounted[(st.index, p.index)] = (st.planner_tokens_before, text[:cut])
+                            self._dispatch(st, p, turn.plan, None)
             if any(t.kind != T.PROMPT for t in new):
                 return interpret_planner_turn(given + text, st.index).ended
             return False
 
         return on_text
 
-    def _dispatch(self, st: _StageState, prompt: Prompt, plan: Plan, planner_tokens: int) -> None:
+    def count_dispatch_tokens(self) -> None:
+        """Fill in `dispatch_tokens` of the executor calls dispatched mid-plan (see `_uncounted`)."""
+        counts: dict[tuple[int, int], int] = {}
+        for rec in self.log.records:
+            if rec.role != "executor" or rec.dispatch_tokens is not None or rec.prompt_id is None:
+                continue
+            key = (rec.stage, int(rec.prompt_id.rsplit(".", 1)[1]))
+            if key in self._uncounted and key not in counts:
+                before, text = self._uncounted[key]
+                counts[key] = before + self.backend.count_tokens(text)
+            if key in counts:
+                rec.dispatch_tokens = counts[key]
+
+    def _dispatch(self, st: _StageState, prompt: Prompt, plan: Plan, planner_tokens: int | None) -> None:
         j = prompt.index
         st.prompts[j] = Prompt(prompt.stage, prompt.index, prompt.text)
         ctx = F.executor_context(st.context, st.index, plan, j)
         st.tasks[j] = asyncio.create_task(self.execute(st, j, ctx, planner_tokens), name=f"executor {st.index}.{j}")
 
-    async def execute(self, st: _StageState, j: int, context: str, dispatch_tokens: int) -> str:
+    async def execute(self, st: _StageState, j: int, context: str, dispatch_tokens: int | None) -> str:
         """Run executor st.index.j with retries; never raises (a failure becomes an error note)."""
         cfg, i = self.cfg, st.index
         last_error: BaseException | None = None
@@ -390,6 +407,7 @@ async def solve(question: str, backend: Backend, config: SprintConfig | None = N
         run.keep_partial_stage()
         run.repair(None, "wall_clock_budget", f"stopped after the wall-clock budget of {config.wall_clock_s} s")
     wall = time.perf_counter() - wall_start
+    run.count_dispatch_tokens()
     traj = run.traj
     text = render(traj)
     metrics = trajectory_metrics(traj, BackendTokenCounter(backend))

@@ -889,16 +889,25 @@ class TransformersBackend:
         import numpy as np
 
         best, best_store, from_cache = 0, None, False
-        prompt = np.asarray(req.prompt_ids, dtype=np.int64)   # once, not once per comparison
+        ids = req.prompt_ids
+        prompt = np.asarray(ids, dtype=np.int64)   # once, not once per comparison
+
+        def may_beat(tokens, n: int) -> bool:
+            # Only a sequence that agrees with the prompt at position `best` can share more than `best` tokens: one
+            # lookup rules out most (other problems' sequences part from this one's after the question).
+            return n > best < len(ids) and int(tokens[best]) == ids[best]
+
         for other in self._active:
-            if other.store is not None and other.computed:
+            if other.store is not None and other.computed and may_beat(other.tokens, other.computed):
                 m = _common_prefix(prompt, _tokens_upto(other, other.computed))
                 if m > best:
                     best, best_store, from_cache = m, other.store, False
-        for toks, st in self._cache.entries.values():
-            m = _common_prefix(prompt, toks)
-            if m > best:
-                best, best_store, from_cache = m, st, True
+        # Newest first: a problem's own earlier sequences, which share the most with its prompt, are the newest.
+        for toks, st in reversed(self._cache.entries.values()):
+            if may_beat(toks, len(toks)):
+                m = _common_prefix(prompt, toks)
+                if m > best:
+                    best, best_store, from_cache = m, st, True
         reuse = min(best, len(req.prompt_ids) - 1)   # the last prompt token is always run: its logits are needed
         if not self.exact:
             req.store = self._slots.acquire()

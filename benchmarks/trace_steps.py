@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run():
         warm = await backend.warmup(8)
+        prefilled = backend.stats.prefilled_tokens
         records = trace(backend)
         host = time_host(backend)
         idle = watch_loop(asyncio.get_running_loop())
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         profiler.disable()
         busy = wall - idle["s"]
         await backend.aclose()
+        host["prefilled tokens"] = [backend.stats.prefilled_tokens - prefilled, 0.0]
         return warm, records, wall, busy, host
 
     import cProfile

@@ -277,6 +277,27 @@ def test_finished_requests_kv_is_kept_and_freed_after_the_next_launch(make):
     assert len(backend._cache.entries) >= 1
 
 
+def test_a_request_extending_one_its_stop_string_just_ended_reuses_its_kv(make):
+    """A request ended by its stop string (found while the next step runs) and a new request extending it, sent at
+    once while another request keeps the scheduler busy (a SPRINT planner's next stage when the planner finished
+    after its executors): the finished request's KV is kept before the new one is admitted, so it is reused."""
+    full = run(make(exact=False).generate(PROMPTS[1], GenerationParams(max_tokens=12))).text
+    stop = full[len(full) // 2:len(full) // 2 + 3]
+    backend = make(exact=False, max_batch=4)   # its prefix cache holds nothing of PROMPTS[1]
+
+    async def scenario():
+        busy = asyncio.ensure_future(backend.generate(PROMPTS[2], GenerationParams(max_tokens=40)))
+        a = await backend.generate(PROMPTS[1], GenerationParams(max_tokens=12, stop=[stop]))
+        before = backend.stats.reused_prompt_tokens
+        await backend.generate(PROMPTS[1] + a.text, GenerationParams(max_tokens=2))
+        reused = backend.stats.reused_prompt_tokens - before
+        assert a.finish_reason == "stop" and not busy.done()   # the scheduler never idled in between
+        await busy
+        return reused
+
+    assert run(scenario()) >= len(backend.encode_prompt(PROMPTS[1]))
+
+
 def test_max_tokens_and_eos(make):
     steps = []
     backend = make(on_logits=lambda tokens, logits: steps.append((tokens, int(logits.argmax()))))

@@ -979,12 +979,14 @@ class TransformersBackend:
         while True:
             for req in [r for r in self._active if r.cancelled]:
                 self._finish(req, "cancelled")
+            if self._pending and self._deferred:
+                # A new request may extend one that just finished (a SPRINT planner's next stage, when it finished
+                # after its executors) and may need its slot: keep and free them first.
+                self._drop_deferred()
             while self._pending and len(self._active) < self.max_batch:
                 req = self._pending.popleft()
                 if req.cancelled:
                     continue
-                if not self.exact and not self._slots.free:
-                    self._drop_deferred()   # the slots of requests finished by the last step, now
                 self._attach_prefix(req)
                 self._active.append(req)
             if not self._active:

@@ -575,6 +575,10 @@ class _PrefixCache:
             return
         tokens = np.asarray(tokens[:n], dtype=np.int64)
         for key, (toks, st) in list(self.entries.items()):
+            # Only two relations matter (one extends the other), each ruled out by one lookup for most entries.
+            k = min(n, len(toks)) - 1
+            if toks[k] != tokens[k]:
+                continue
             m = _common_prefix(tokens, toks)
             if m == len(toks):          # the new entry extends an old one: the old one is redundant
                 self._drop(key)

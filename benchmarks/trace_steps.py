@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="sys.setswitchinterval (seconds) for the run: how soon a thread waiting for the GIL gets it")
     ap.add_argument("--no-fused-kernels", action="store_true",
                     help="PyTorch's own kernels instead of the fused Triton ones (sprint.backends.kernels)")
+    ap.add_argument("--no-split-attention", action="store_true",
+                    help="decode attention as two matrix products around the fused softmax, not the split kernels")
     ap.add_argument("--extra-buckets", type=int, nargs="*", default=[],
                     help="graph row counts besides the powers of two (sprint.backends.decode_graphs.EXTRA_BUCKETS)")
     args = ap.parse_args(argv)
@@ -214,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers_backend.TOKEN_MAJOR_ROPE = not args.plain_rope
     transformers_backend.FUSED_KERNELS = not args.no_fused_kernels
+    if args.no_split_attention:
+        from sprint.backends import kernels
+
+        kernels.ATTENTION_MAX_ROWS = 0
     fuse.CONTIGUOUS_SPLITS = args.contiguous_splits
     decode_graphs.EXTRA_BUCKETS = tuple(args.extra_buckets)
 

@@ -214,3 +214,38 @@ def test_token_major_rope_with_kernels_gives_the_same_logits(monkeypatch):
     assert torch.equal(got, want)
     assert rope.install_token_major_rope(model)   # installed already: the same function, now without kernels
     assert rope._KERNELS is None
+
+
+def _attention_reference(q, k, v, mask, scale):
+    s = (q.float() @ k.float().transpose(-1, -2)) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return torch.softmax(s, dim=-1).to(v.dtype).float() @ v.float()
+
+
+# Triton's interpreter multiplies bfloat16 matrices wrongly (it stores them as 16-bit integers): bfloat16 on a GPU only.
+ATTENTION_DTYPES = [torch.float32, torch.bfloat16] if CUDA else [torch.float32]
+
+
+@pytest.mark.parametrize("dtype", ATTENTION_DTYPES)
+@pytest.mark.parametrize("rows,keys,masked", [(1, 40, True), (3, 300, True), (8, 1000, False), (1, 64, False)])
+def test_split_attention_matches_the_matrix_products(monkeypatch, rows, keys, masked, dtype):
+    """Decode attention split over the keys (flash decoding) against the plain computation: slots of the cache as
+    strided views (more positions than attended), per-row key lengths, several splits and blocks per split."""
+    monkeypatch.setattr(kernels, "ATTENTION_PROGRAMS", 16)   # several splits even for these small shapes
+    g = torch.Generator().manual_seed(6)
+    b, h, d, cap = 3, 2, 16, 1024
+    cache_k = torch.randn(4, h, cap, d, generator=g).to(DEV, dtype)
+    cache_v = torch.randn(4, h, cap, d, generator=g).to(DEV, dtype)
+    k, v = cache_k[:b, :, :keys], cache_v[:b, :, :keys]   # views: slot stride cap * d
+    q = torch.randn(b, h, rows, d, generator=g).to(DEV, dtype)
+    mask = None
+    if masked:
+        lengths = torch.tensor([1, keys // 2, keys], device=DEV)
+        mask = (torch.arange(keys, device=DEV) < lengths[:, None])[:, None, None, :].expand(b, 1, rows, keys)
+    assert kernels.attention_fits(q, k, v, mask)
+    got = kernels.attention(q, k, v, mask, 0.25)
+    want = _attention_reference(q, k, v, mask, 0.25)
+    assert got.dtype == dtype and got.shape == want.shape
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert torch.allclose(got.float(), want, atol=tol, rtol=tol)

@@ -52,12 +52,15 @@ def decode_attention(q, k, v, mask, scale: float | None, kernels=None):
     """Attention of q [B, H, G, d] (G query rows per KV head) over k, v [B, H, K, d] (views of the slot buffers;
     any strides with the head dimension inside the slot's) with `mask` None or bool [B, 1, G, K] (True: the key is
     visible; every row sees at least one key). Returns [B, H, G, d] in q's dtype. `kernels`
-    (`sprint.backends.kernels`): scale, mask and softmax in one fused kernel instead of five."""
+    (`sprint.backends.kernels`): the whole attention in two kernels where it takes the shapes (decode steps and short
+    prefills), else scale, mask and softmax in one fused kernel between the two products."""
     import torch
 
     b, h, g, d = q.shape
     n = k.shape[2]
     scale = d ** -0.5 if scale is None else scale
+    if kernels is not None and kernels.attention_fits(q, k, v, mask):
+        return kernels.attention(q, k, v, mask, scale)   # split over the keys, two kernels (`kernels.attention`)
     s = _scores(q.reshape(b * h, g, d), k.reshape(b * h, n, d)).view(b, h, g, n)
     if kernels is not None and kernels.softmax_fits(s, mask):
         p = kernels.masked_softmax(s, mask, scale, v.dtype)

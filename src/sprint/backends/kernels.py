@@ -27,7 +27,7 @@ import types
 import triton
 import triton.language as tl
 
-__all__ = ["rms_norm", "rotary", "silu_mul", "kv_write", "masked_softmax", "install", "usable"]
+__all__ = ["rms_norm", "rotary", "silu_mul", "kv_write", "masked_softmax", "attention", "install", "usable"]
 
 #: Keys a softmax program reads per pass: rows up to this long are done in one pass, longer ones in two (online).
 SOFTMAX_BLOCK = 4096
@@ -269,6 +269,119 @@ def softmax_fits(scores, mask) -> bool:
     return (usable(scores) and scores.dim() == 4 and scores.is_contiguous() and (mask is None or (
         mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[0] == scores.shape[0] and mask.shape[2:] ==
         scores.shape[2:] and mask.stride(3) == 1)))
+
+
+# ---------------------------------------------------------------------------------------------- decode attention
+#: Keys per block of the split attention, and about how many programs a call should spread over.
+ATTENTION_BLOCK_N = 64
+ATTENTION_PROGRAMS = 256
+#: Query rows per (slot, KV head) the split attention takes (decode steps and short prefills; more: matrix products).
+ATTENTION_MAX_ROWS = 64
+
+
+@triton.jit(do_not_specialize=["n_keys", "rows", "scale", "sq_b", "sq_h", "sq_g", "sk_b", "sk_h", "sk_n",
+                               "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits"])
+def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, n_keys, rows, heads, scale,
+                           sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits,
+                           HAS_MASK: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
+                           BLOCK_N: tl.constexpr, ITERS: tl.constexpr, IEEE: tl.constexpr):
+    bh = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, DIM)
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + g[:, None] * sq_g + d[None, :], mask=g[:, None] < rows, other=0.0)
+    top = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, DIM], tl.float32)
+    for i in range(ITERS):
+        n = (split * ITERS + i) * BLOCK_N + tl.arange(0, BLOCK_N)
+        k = tl.load(k_ptr + b * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=n[:, None] < n_keys,
+                    other=0.0)
+        if IEEE:   # float32 operands: full precision (tf32 would round the scores to 10-bit mantissas)
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        else:
+            s = tl.dot(q, tl.trans(k)) * scale   # [BLOCK_G, BLOCK_N], float32
+        ok = (g[:, None] < rows) & (n[None, :] < n_keys)
+        if HAS_MASK:
+            ok = ok & (tl.load(mask_ptr + b * m_b + g[:, None] * m_g + n[None, :], mask=ok, other=0) != 0)
+        s = tl.where(ok, s, float("-inf"))
+        new = tl.maximum(top, tl.max(s, axis=1))
+        safe = tl.where(new == float("-inf"), 0.0, new)   # a row with nothing visible yet: no NaN
+        p = tl.where(ok, tl.exp(s - safe[:, None]), 0.0)
+        alpha = tl.where(top == float("-inf"), 0.0, tl.exp(top - safe))
+        total = total * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + b * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=n[:, None] < n_keys,
+                    other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        top = new
+    # Partials [bh, split, row]: the maximum, the sum, then the DIM unnormalised outputs.
+    base = part_ptr + ((bh * splits + split) * BLOCK_G + g) * (DIM + 2)
+    tl.store(base, top)
+    tl.store(base + 1, total)
+    tl.store(base[:, None] + 2 + d[None, :], acc)
+
+
+@triton.jit(do_not_specialize=["rows", "so_b", "so_h", "so_g", "splits"])
+def _attention_join_kernel(part_ptr, o_ptr, rows, heads, so_b, so_h, so_g, splits, DIM: tl.constexpr,
+                           BLOCK_G: tl.constexpr, SPLITS: tl.constexpr):
+    bh = tl.program_id(0).to(tl.int64)
+    g = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    sp = tl.arange(0, SPLITS)
+    d = tl.arange(0, DIM)
+    base = part_ptr + ((bh * splits + sp) * BLOCK_G + g) * (DIM + 2)
+    tops = tl.load(base, mask=sp < splits, other=float("-inf"))
+    sums = tl.load(base + 1, mask=sp < splits, other=0.0)
+    top = tl.max(tops, axis=0)
+    w = tl.where(tops > float("-inf"), tl.exp(tops - top), 0.0)
+    acc = tl.load(base[:, None] + 2 + d[None, :], mask=sp[:, None] < splits, other=0.0)
+    out = tl.sum(acc * w[:, None], axis=0) / tl.sum(sums * w, axis=0)
+    tl.store(o_ptr + b * so_b + h * so_h + g * so_g + d, out.to(o_ptr.dtype.element_ty))
+
+
+def attention_fits(q, k, v, mask) -> bool:
+    """Whether `attention` takes these operands: q [B, H, G, d], k, v [B, H, K, d] (last dimensions contiguous, d a
+    power of two >= 16, one dtype), G <= ATTENTION_MAX_ROWS, mask None or [B, 1, G, K] (last dimension contiguous)."""
+    d = q.shape[-1]
+    return (usable(q) and q.dim() == 4 and k.shape == v.shape and k.shape[:2] == q.shape[:2] and k.shape[3] == d
+            and d >= 16 and d & (d - 1) == 0 and q.shape[2] <= ATTENTION_MAX_ROWS and q.dtype == k.dtype == v.dtype
+            and q.stride(3) == k.stride(3) == v.stride(3) == 1 and (mask is None or (
+                mask.dim() == 4 and mask.shape[0] == q.shape[0] and mask.shape[1] == 1
+                and mask.shape[2] == q.shape[2] and mask.shape[3] == k.shape[2] and mask.stride(3) == 1)))
+
+
+def attention(q, k, v, mask, scale: float):
+    """softmax(q k^T * scale, masked) v for every (slot, head): the keys split over up to ATTENTION_PROGRAMS programs
+    (flash decoding: each a running maximum, sum and weighted values over its keys), then one program per query row
+    combines the splits. Two kernels, whatever the number of keys; float32 scores and sums, probabilities rounded to
+    the values' dtype for their product (as the matrix-product path does). Returns [B, H, G, d] in q's dtype."""
+    import torch
+
+    b, h, rows, dim = q.shape
+    n_keys = k.shape[2]
+    block_g = max(16, triton.next_power_of_2(rows))
+    blocks = triton.cdiv(n_keys, ATTENTION_BLOCK_N)
+    per_program = triton.next_power_of_2(triton.cdiv(blocks, max(1, ATTENTION_PROGRAMS // (b * h))))
+    splits = triton.cdiv(blocks, per_program)
+    part = torch.empty((b * h, splits, block_g, dim + 2), dtype=torch.float32, device=q.device)
+    out = q.new_empty(q.shape)
+    if mask is None:
+        m, m_b, m_g = q, 0, 0   # an unused pointer
+    else:
+        m, m_b, m_g = mask.view(torch.uint8), mask.stride(0), mask.stride(2)
+    _attention_part_kernel[(b * h, splits)](
+        q, k, v, m, part, n_keys, rows, h, scale, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], m_b, m_g, splits,
+        HAS_MASK=mask is not None, DIM=dim, BLOCK_G=block_g, BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program,
+        IEEE=q.dtype == torch.float32, num_warps=4)
+    _attention_join_kernel[(b * h, rows)](part, out, rows, h, *out.stride()[:3], splits, DIM=dim, BLOCK_G=block_g,
+                                          SPLITS=triton.next_power_of_2(splits), num_warps=1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- installing

@@ -272,9 +272,11 @@ def softmax_fits(scores, mask) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- decode attention
-#: Keys per block of the split attention, and about how many programs a call should spread over.
+#: Keys per block of the split attention, and about how many programs a call should spread over (256 left each
+#: program of an 8-slot step at 4,096 keys eight blocks to walk: 495 us per step against the matrix products' 415 on
+#: an H200, BENCHMARKS.md).
 ATTENTION_BLOCK_N = 64
-ATTENTION_PROGRAMS = 256
+ATTENTION_PROGRAMS = 1024
 #: Query rows per (slot, KV head) the split attention takes (decode steps and short prefills; more: matrix products).
 ATTENTION_MAX_ROWS = 64
 

@@ -249,3 +249,13 @@ def test_split_attention_matches_the_matrix_products(monkeypatch, rows, keys, ma
     assert got.dtype == dtype and got.shape == want.shape
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     assert torch.allclose(got.float(), want, atol=tol, rtol=tol)
+
+
+def test_split_attention_leaves_many_slots_times_keys_and_long_prefills_to_the_matrix_products():
+    q = torch.zeros(8, 4, 1, 64, device=DEV)
+    k = torch.zeros(8, 4, 2048, 64, device=DEV)
+    assert kernels.attention_fits(q, k, k, None)
+    k = torch.zeros(8, 4, 4096, 64, device=DEV)   # 8 x 4,096 > ATTENTION_MAX_SLOT_KEYS
+    assert not kernels.attention_fits(q, k, k, None)
+    q = torch.zeros(1, 4, 128, 64, device=DEV)    # a long prefill's rows
+    assert not kernels.attention_fits(q, k[:1], k[:1], None)

@@ -279,6 +279,10 @@ ATTENTION_BLOCK_N = 64
 ATTENTION_PROGRAMS = 1024
 #: Query rows per (slot, KV head) the split attention takes (decode steps and short prefills; more: matrix products).
 ATTENTION_MAX_ROWS = 64
+#: Slots x keys the split attention takes; more go to the matrix products, which were faster there on an H200 (8
+#: slots at 4,096 keys: 498 against 415 us per step; at 2,048 keys 357 against 351; fewer slots or keys: the split
+#: kernels faster, e.g. 8 slots at 256 keys 262 against 277 us, 1 slot at 4,096 keys 288 against 332; BENCHMARKS.md).
+ATTENTION_MAX_SLOT_KEYS = 16384
 
 
 @triton.jit(do_not_specialize=["n_keys", "rows", "scale", "sq_b", "sq_h", "sq_g", "sk_b", "sk_h", "sk_n",
@@ -349,10 +353,12 @@ def _attention_join_kernel(part_ptr, o_ptr, rows, heads, so_b, so_h, so_g, split
 
 def attention_fits(q, k, v, mask) -> bool:
     """Whether `attention` takes these operands: q [B, H, G, d], k, v [B, H, K, d] (last dimensions contiguous, d a
-    power of two >= 16, one dtype), G <= ATTENTION_MAX_ROWS, mask None or [B, 1, G, K] (last dimension contiguous)."""
+    power of two >= 16, one dtype), G <= ATTENTION_MAX_ROWS, B * K <= ATTENTION_MAX_SLOT_KEYS, mask None or
+    [B, 1, G, K] (last dimension contiguous)."""
     d = q.shape[-1]
     return (usable(q) and q.dim() == 4 and k.shape == v.shape and k.shape[:2] == q.shape[:2] and k.shape[3] == d
             and d >= 16 and d & (d - 1) == 0 and q.shape[2] <= ATTENTION_MAX_ROWS and q.dtype == k.dtype == v.dtype
+            and q.shape[0] * k.shape[2] <= ATTENTION_MAX_SLOT_KEYS
             and q.stride(3) == k.stride(3) == v.stride(3) == 1 and (mask is None or (
                 mask.dim() == 4 and mask.shape[0] == q.shape[0] and mask.shape[1] == 1
                 and mask.shape[2] == q.shape[2] and mask.shape[3] == k.shape[2] and mask.stride(3) == 1)))

@@ -730,7 +730,12 @@ class TransformersBackend:
         # Finished requests whose KV is still to be kept (prefix cache) and freed: after the next launch (`_schedule`).
         self._deferred: list[_Request] = []
         # Forward passes run in this one thread (started at the first step), not in the event loop's shared pool.
-        self._executor: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sprint-forward")
+        # Its current CUDA device is the model's: Triton kernels and CUDA graphs run on the thread's current device,
+        # whatever device their tensors are on (a model on cuda:1 would otherwise launch them on cuda:0).
+        self._executor: Executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sprint-forward",
+            initializer=torch.cuda.set_device if self.device.type == "cuda" else None,
+            initargs=(self.device,) if self.device.type == "cuda" else ())
 
     def __repr__(self) -> str:
         graphs = f", cuda_graphs=True, decode_steps={self.decode_steps}" if self._graphs is not None else ""
@@ -775,11 +780,14 @@ class TransformersBackend:
             # Fewer, larger products: a small model's GPU step is launch-bound. The fused kernels read the slices
             # with their strides: no copies then.
             fuse_projections(self.model, contiguous=None if kernels is None else False)
-        if fast_cuda and TOKEN_MAJOR_ROPE:
-            install_token_major_rope(self.model, kernels)   # several rows decode at one row's kernel layout
-        if kernels is not None:
-            self.fused_kernels = kernels.install(self.model)
-            self._slots.kernels = kernels
+        if fast_cuda:
+            # The checks before installing launch kernels, on the current device (see the executor's initializer).
+            with torch.cuda.device(self.device):
+                if TOKEN_MAJOR_ROPE:
+                    install_token_major_rope(self.model, kernels)   # several rows decode at one row's layout
+                if kernels is not None:
+                    self.fused_kernels = kernels.install(self.model)
+                    self._slots.kernels = kernels
         if self.exact:
             forward = _tiled_linear_forward(self.tile_rows)
             for m in self.model.modules():

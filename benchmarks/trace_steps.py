@@ -252,18 +252,18 @@ def main(argv: list[str] | None = None) -> int:
         profiler.disable()
         busy = wall - idle["s"]
         await backend.aclose()
-        host["prefilled tokens"] = [backend.stats.prefilled_tokens - prefilled, 0.0]
-        return warm, records, wall, busy, host
+        return warm, records, wall, busy, host, backend.stats.prefilled_tokens - prefilled
 
     import cProfile
 
     profiler = cProfile.Profile()
-    warm, records, wall, busy, host = asyncio.run(run())
+    warm, records, wall, busy, host, prefilled = asyncio.run(run())
     print(json.dumps({"model": args.model, "method": args.method, "engine": repr(backend), "warmup": warm,
                       "token_major_rope": not args.plain_rope, "contiguous_splits": args.contiguous_splits,
                       "extra_buckets": args.extra_buckets, "fused_kernels": backend.fused_kernels}))
     summary = summarize(records, len(items), wall)
     summary["loop_busy_ms_per_solve"] = round(1000 * busy / len(items), 1)
+    summary["prefilled_tokens_per_solve"] = round(prefilled / len(items), 1)   # prompt tokens not served from KV
     summary["host_ms_per_solve"] = {name: [round(n / len(items), 1), round(1000 * t / len(items), 2)]
                                     for name, (n, t) in host.items()}   # [calls, ms] per solve
     print(json.dumps(summary, indent=1))

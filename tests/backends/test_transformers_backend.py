@@ -277,6 +277,38 @@ def test_finished_requests_kv_is_kept_and_freed_after_the_next_launch(make):
     assert len(backend._cache.entries) >= 1
 
 
+def test_a_request_whose_kv_reaches_the_buffers_last_position_is_kept_at_once(make):
+    """A CUDA-graph step writes the buffers' last position of every slot without a sequence (a dummy row): a finished
+    request whose KV reaches that position is kept before the next step, not after its launch like the others."""
+    backend = make(exact=False, max_batch=2)
+    n = len(backend.encode_prompt(LONG))
+    fill = 256 - n + 1   # its last computed position is then 255, the buffers' last (capacity 256)
+    assert fill > 1
+    state = {"launched": False}
+    drops = []
+    inner, drop = backend._step, backend._drop_store
+
+    def step(rows, ids, positions, sample, steps=1, launched=None):
+        def signal():
+            state["launched"] = True
+            launched()
+
+        try:
+            return inner(rows, ids, positions, sample, steps, signal)
+        finally:
+            state["launched"] = False
+
+    def drop_store(req):
+        drops.append((len(req.prompt_ids), req.store.length, backend._slots.keys[0].shape[2], state["launched"]))
+        return drop(req)
+
+    backend._step, backend._drop_store = step, drop_store
+    run(together(backend, [(LONG, GenerationParams(max_tokens=fill)),
+                           (PROMPTS[1], GenerationParams(max_tokens=fill + 4))]))
+    first = next(d for d in drops if d[0] == n)
+    assert first[1] == first[2] == 256 and not first[3]   # full to the last position: kept between the steps
+
+
 def test_a_request_extending_one_its_stop_string_just_ended_reuses_its_kv(make):
     """A request ended by its stop string (found while the next step runs) and a new request extending it, sent at
     once while another request keeps the scheduler busy (a SPRINT planner's next stage when the planner finished

@@ -17,7 +17,9 @@ the same logits); so row s * Q + Q - 1 always carries slot s's next-token logits
 LM head. Slots without a sequence get dummy rows: token 0, written at the buffers' last position (capacity - 1),
 attending to one key. That write is harmless: a free slot's keys are never read before a new sequence writes them,
 and a running sequence cannot own position capacity - 1 yet (it would need a larger capacity this step, which means
-new buffers and a new graph); the real rows write their own positions after. Attention runs over the first K keys
+new buffers and a new graph); the real rows write their own positions after. (A finished sequence whose KV the
+backend keeps after the next launch has no row either: one that reaches position capacity - 1 is kept at once,
+`TransformersBackend._fills_capacity`.) Attention runs over the first K keys
 of each slot with a key-length mask per row, K the smallest of the key buckets (256, 512, ... up to the capacity)
 that holds the step's longest row, so the shapes depend only on (B, Q, capacity, K). Why K and not the capacity: the
 buffers keep the capacity of the longest sequence so far (8,192 positions once a SPRINT context passed 4,096), and a

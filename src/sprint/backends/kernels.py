@@ -1,5 +1,6 @@
 """Fused Triton kernels for the in-process backend's CUDA fast path: RMSNorm, rotary embeddings, SiLU(gate) x up, the
-KV write and the decode attention's masked softmax, one kernel each.
+KV write and the decode attention's masked softmax, one kernel each, and the decode attention itself split over the
+keys (two kernels).
 
 Why: a small model's decode step is a chain of tiny kernels, each costing its launch and minimum run time (about
 1-2.5 us inside a CUDA graph) whatever it computes. The bundled Countdown models' graph step ran about 400 kernels (570
@@ -8,12 +9,14 @@ rsqrt, multiply, cast back) plus the weight product, the rotary embedding ten (f
 the decode attention's softmax five (scale, mask inversion, fill, softmax, cast). And at several rows (a SPRINT stage's
 planner and executors decoding together) PyTorch's elementwise kernels leave their vectorized path for broadcasts and
 strided views and cost up to twice as much: a cost only SPRINT's several streams pay. Here each of those chains is one
-kernel that reads its operands with their strides, so one row and eight cost about the same.
+kernel that reads its operands with their strides, so one row and eight cost about the same (on an H200 the graph
+step went 611 -> 250 us at one row, 818 -> 277 at eight, BENCHMARKS.md).
 
 Numerics: the rotary embedding and the KV write are bit-identical to transformers' (the same float32 products, rounded
 to the model's dtype at the same points). RMSNorm sums its squares in another order, SiLU and softmax use the GPU's
-fast exponential: those round differently in the last bit now and then (checked against the originals, with a
-tolerance, before a module's forward is replaced: `install`).
+fast exponential, and the split attention sums its blocks in another order: those round differently in the last bit
+now and then (RMSNorm and the MLP are checked against the model's own modules, with a tolerance, before their forward
+is replaced: `install`).
 
 The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter (`TRITON_INTERPRET=1`, set before this
 module is imported), which is how the tests check them without a GPU.

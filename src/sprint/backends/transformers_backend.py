@@ -124,7 +124,7 @@ FUSE_PROJECTIONS = True
 # CUDA fast mode: rotary embeddings computed on token-major views (`sprint.backends.rope`; bit-identical results,
 # contiguous kernels when several sequences decode together).
 TOKEN_MAJOR_ROPE = True
-#: CUDA fast mode: RMSNorm, rotary embeddings, SiLU x up, the KV write and the decode attention's softmax as fused
+#: CUDA fast mode: RMSNorm, rotary embeddings, SiLU x up, the KV write and the decode attention as fused
 #: Triton kernels (`sprint.backends.kernels`; needs Triton, else the usual PyTorch kernels run). Why: a small model's
 #: graph step is a chain of ~400 tiny kernels, and PyTorch's elementwise ones cost more at several rows than at one.
 FUSED_KERNELS = True
@@ -264,7 +264,7 @@ class SlotCache:
 
     def __init__(self, slots: int, kernels: Any = None) -> None:
         self.slots = slots
-        self.kernels = kernels   # `sprint.backends.kernels` for the KV write and decode softmax, or None
+        self.kernels = kernels   # `sprint.backends.kernels` for the KV write and decode attention, or None
         self.keys: dict[int, Any] = {}
         self.values: dict[int, Any] = {}
         self.free = list(range(slots))
@@ -1287,6 +1287,14 @@ class TransformersBackend:
             return full[len(prefix):]
         return ""
 
+    def _fills_capacity(self, req: _Request) -> bool:
+        """Whether the request's KV reaches the slot buffers' last position, which a CUDA-graph step writes for every
+        slot that has no sequence in it (`sprint.backends.decode_graphs`): such a request's KV is kept at once,
+        before a next step could overwrite it."""
+        store = req.store
+        return isinstance(store, SlotSeq) and bool(self._slots.keys) and (
+            store.length >= next(iter(self._slots.keys.values())).shape[2])
+
     def _drop_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
         for req in deferred:
@@ -1312,9 +1320,9 @@ class TransformersBackend:
         req.finish = reason
         if req in self._active:
             self._active.remove(req)
-        if self._task is not None and not self._task.done():
-            # The scheduler keeps or frees the KV once the next step is on the device (or when it idles): a running
-            # step may still write it, and between steps the work would hold up the next launch.
+        if self._task is not None and not self._task.done() and not self._fills_capacity(req):
+            # The scheduler keeps or frees the KV once the next step is on the device (or when it idles): between
+            # steps the work would hold up the next launch.
             self._deferred.append(req)
         else:
             self._drop_store(req)

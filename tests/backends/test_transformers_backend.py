@@ -239,17 +239,13 @@ def test_text_work_waits_for_the_step_launch(make, graphs):
     assert order and all(order)
 
 
-def test_finished_requests_kv_is_kept_and_freed_after_the_next_launch(make):
-    """A request that ends at a step (its token limit) while another runs on: its KV goes to the prefix cache and its
-    slot is freed once the next step is on the device, not between the steps where it held up the launch; and once
-    the scheduler idles, nothing is left to drop."""
-    backend = make(exact=False, max_batch=2)
+def _watch_launches(backend) -> dict:
+    """Wrap `backend._step`: state["launched"] is True from a step's launch until the step returns (False between
+    steps); state["steps"] counts the steps."""
     state = {"launched": False, "steps": 0}
-    drops = []
-    inner, drop = backend._step, backend._drop_store
+    inner = backend._step
 
     def step(rows, ids, positions, sample, steps=1, launched=None):
-        state["launched"] = False
         state["steps"] += 1
 
         def signal():
@@ -259,13 +255,26 @@ def test_finished_requests_kv_is_kept_and_freed_after_the_next_launch(make):
         try:
             return inner(rows, ids, positions, sample, steps, signal)
         finally:
-            state["launched"] = False   # between steps from here on
+            state["launched"] = False
+
+    backend._step = step
+    return state
+
+
+def test_finished_requests_kv_is_kept_and_freed_after_the_next_launch(make):
+    """A request that ends at a step (its token limit) while another runs on: its KV goes to the prefix cache and its
+    slot is freed once the next step is on the device, not between the steps where it held up the launch; and once
+    the scheduler idles, nothing is left to drop."""
+    backend = make(exact=False, max_batch=2)
+    state = _watch_launches(backend)
+    drops = []
+    drop = backend._drop_store
 
     def drop_store(req):
         drops.append((state["steps"], state["launched"]))
         return drop(req)
 
-    backend._step, backend._drop_store = step, drop_store
+    backend._drop_store = drop_store
     short, long = run(together(backend, [(PROMPTS[1], GenerationParams(max_tokens=3)),
                                          (PROMPTS[2], GenerationParams(max_tokens=12))]))
     assert (short.generated_tokens, long.generated_tokens) == (3, 12)
@@ -284,25 +293,15 @@ def test_a_request_whose_kv_reaches_the_buffers_last_position_is_kept_at_once(ma
     n = len(backend.encode_prompt(LONG))
     fill = 256 - n + 1   # its last computed position is then 255, the buffers' last (capacity 256)
     assert fill > 1
-    state = {"launched": False}
+    state = _watch_launches(backend)
     drops = []
-    inner, drop = backend._step, backend._drop_store
-
-    def step(rows, ids, positions, sample, steps=1, launched=None):
-        def signal():
-            state["launched"] = True
-            launched()
-
-        try:
-            return inner(rows, ids, positions, sample, steps, signal)
-        finally:
-            state["launched"] = False
+    drop = backend._drop_store
 
     def drop_store(req):
         drops.append((len(req.prompt_ids), req.store.length, backend._slots.keys[0].shape[2], state["launched"]))
         return drop(req)
 
-    backend._step, backend._drop_store = step, drop_store
+    backend._drop_store = drop_store
     run(together(backend, [(LONG, GenerationParams(max_tokens=fill)),
                            (PROMPTS[1], GenerationParams(max_tokens=fill + 4))]))
     first = next(d for d in drops if d[0] == n)

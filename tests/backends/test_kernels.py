@@ -259,3 +259,39 @@ def test_split_attention_leaves_many_slots_times_keys_and_long_prefills_to_the_m
     assert not kernels.attention_fits(q, k, k, None)
     q = torch.zeros(1, 4, 128, 64, device=DEV)    # a long prefill's rows
     assert not kernels.attention_fits(q, k[:1], k[:1], None)
+
+
+def test_split_attention_that_cannot_run_falls_back_to_the_matrix_products(monkeypatch, caplog):
+    """A split attention that fails to compile or launch (a shape beyond the GPU's resources) is reported once and
+    decode_attention computes the same thing with matrix products from then on."""
+    from sprint.backends.decode_attention import decode_attention
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of resources")
+
+    monkeypatch.setattr(kernels, "_attention", broken)
+    monkeypatch.setattr(kernels, "_ATTENTION_FAILED", False)
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 2, 1, 16, generator=g).to(DEV)
+    k, v = torch.randn(2, 2, 40, 16, generator=g).to(DEV), torch.randn(2, 2, 40, 16, generator=g).to(DEV)
+    assert kernels.attention_fits(q, k, v, None)
+    out = decode_attention(q, k, v, None, 0.25, kernels)
+    assert torch.allclose(out, _attention_reference(q, k, v, None, 0.25), atol=1e-5)
+    assert kernels._ATTENTION_FAILED and not kernels.attention_fits(q, k, v, None)
+    assert any("split decode attention unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_install_leaves_a_module_that_fails_on_the_check_input_alone():
+    class PickyMLP(torch.nn.Module):   # gate/up/down like Llama's, but only for [batch, tokens, hidden] inputs
+        def __init__(self):
+            super().__init__()
+            self.gate_proj, self.up_proj = torch.nn.Linear(8, 16), torch.nn.Linear(8, 16)
+            self.down_proj, self.act_fn = torch.nn.Linear(16, 8), torch.nn.SiLU()
+
+        def forward(self, x):
+            assert x.dim() == 3
+            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+    model = torch.nn.Sequential(PickyMLP().to(DEV))
+    assert kernels.install(model) == {"rms_norm": 0, "mlp": 0}
+    assert "forward" not in model[0].__dict__

@@ -60,7 +60,9 @@ def decode_attention(q, k, v, mask, scale: float | None, kernels=None):
     n = k.shape[2]
     scale = d ** -0.5 if scale is None else scale
     if kernels is not None and kernels.attention_fits(q, k, v, mask):
-        return kernels.attention(q, k, v, mask, scale)   # split over the keys, two kernels (`kernels.attention`)
+        out = kernels.attention(q, k, v, mask, scale)   # split over the keys, two kernels (`kernels.attention`)
+        if out is not None:
+            return out
     s = _scores(q.reshape(b * h, g, d), k.reshape(b * h, n, d)).view(b, h, g, n)
     if kernels is not None and kernels.softmax_fits(s, mask):
         p = kernels.masked_softmax(s, mask, scale, v.dtype)

@@ -24,6 +24,7 @@ module is imported), which is how the tests check them without a GPU.
 
 from __future__ import annotations
 
+import logging
 import os
 import types
 
@@ -35,6 +36,8 @@ __all__ = ["rms_norm", "rotary", "silu_mul", "kv_write", "masked_softmax", "atte
 #: Keys a softmax program reads per pass: rows up to this long are done in one pass, longer ones in two (online).
 SOFTMAX_BLOCK = 4096
 
+
+log = logging.getLogger(__name__)
 
 # Read as Triton reads it when `triton.jit` decorates the kernels below (at import).
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes")
@@ -354,12 +357,16 @@ def _attention_join_kernel(part_ptr, o_ptr, rows, heads, so_b, so_h, so_g, split
     tl.store(o_ptr + b * so_b + h * so_h + g * so_g + d, out.to(o_ptr.dtype.element_ty))
 
 
+# Set when the split attention failed to compile or launch on this machine (logged once): the matrix products then.
+_ATTENTION_FAILED = False
+
+
 def attention_fits(q, k, v, mask) -> bool:
     """Whether `attention` takes these operands: q [B, H, G, d], k, v [B, H, K, d] (last dimensions contiguous, d a
     power of two >= 16, one dtype), G <= ATTENTION_MAX_ROWS, B * K <= ATTENTION_MAX_SLOT_KEYS, mask None or
     [B, 1, G, K] (last dimension contiguous)."""
     d = q.shape[-1]
-    return (usable(q) and q.dim() == 4 and k.shape == v.shape and k.shape[:2] == q.shape[:2] and k.shape[3] == d
+    return (not _ATTENTION_FAILED and usable(q) and q.dim() == 4 and k.shape == v.shape and k.shape[:2] == q.shape[:2] and k.shape[3] == d
             and d >= 16 and d & (d - 1) == 0 and q.shape[2] <= ATTENTION_MAX_ROWS and q.dtype == k.dtype == v.dtype
             and q.shape[0] * k.shape[2] <= ATTENTION_MAX_SLOT_KEYS
             and q.stride(3) == k.stride(3) == v.stride(3) == 1 and (mask is None or (
@@ -371,7 +378,21 @@ def attention(q, k, v, mask, scale: float):
     """softmax(q k^T * scale, masked) v for every (slot, head): the keys split over up to ATTENTION_PROGRAMS programs
     (flash decoding: each a running maximum, sum and weighted values over its keys), then one program per query row
     combines the splits. Two kernels, whatever the number of keys; float32 scores and sums, probabilities rounded to
-    the values' dtype for their product (as the matrix-product path does). Returns [B, H, G, d] in q's dtype."""
+    the values' dtype for their product (as the matrix-product path does). Returns [B, H, G, d] in q's dtype, or None
+    when the kernels cannot be built or launched here (a shape beyond the GPU's resources, say: logged once, and
+    `attention_fits` says no from then on)."""
+    global _ATTENTION_FAILED
+
+    try:
+        return _attention(q, k, v, mask, scale)
+    except Exception as e:   # noqa: BLE001 - compiling or launching: the caller computes it the usual way
+        if not _ATTENTION_FAILED:
+            log.warning("split decode attention unavailable (%s: %s); using matrix products", type(e).__name__, e)
+        _ATTENTION_FAILED = True
+        return None
+
+
+def _attention(q, k, v, mask, scale: float):
     import torch
 
     b, h, rows, dim = q.shape
@@ -416,11 +437,15 @@ def _mlp_forward(self, x):
 
 
 def _agrees(module, patched, x) -> bool:
-    """Whether `patched` computes what the module's own forward does on `x` (to the model dtype's rounding)."""
+    """Whether `patched` computes what the module's own forward does on `x` (to the model dtype's rounding); False
+    also when either fails on it (a module that wants other inputs is left alone)."""
     import torch
 
-    with torch.no_grad():
-        want, got = type(module).forward(module, x), patched(x)
+    try:
+        with torch.no_grad():
+            want, got = type(module).forward(module, x), patched(x)
+    except Exception:   # noqa: BLE001 - any failure: not this module
+        return False
     tol = 1e-5 if x.dtype == torch.float32 else 2e-2
     return want.shape == got.shape and want.dtype == got.dtype and bool(torch.allclose(want.float(), got.float(),
                                                                                        rtol=tol, atol=tol))

@@ -13,7 +13,9 @@ the backend is recorded with its kind and its time (host work inside the step pl
 and the time between passes (`between`: the scheduler's host work that does not overlap the device). Per kind:
 passes, slots (the graph's B bucket, mean), tokens produced, milliseconds. Then, with `--replay`, the device alone:
 each captured decode graph replayed back to back (no host work), microseconds per decode step by B, K (keys) and S,
-which separates the device's cost of a wider batch from the host's.
+which separates the device's cost of a wider batch from the host's. The summary also gives, per pass kind, the worker's
+host time before the launch (`launch_ms_per_pass`), and per solve the event loop's busy time, the backend's host
+methods' calls and milliseconds (`host_ms_per_solve`) and the prompt tokens prefilled (not served from cached KV).
 
     python benchmarks/trace_steps.py --device cuda --n 20 [--model countdown-sprint --method sprint] [--replay]
 """
@@ -74,8 +76,8 @@ HOST_METHODS = ("_plan", "_advance", "_emit", "_attach_prefix", "_drop_store", "
 
 
 def time_host(backend) -> dict:
-    """Wrap the backend's host methods (HOST_METHODS) to accumulate [calls, seconds] each (outermost calls only:
-    `_finish` calls `_drop_store`, and the time is counted under both)."""
+    """Wrap the backend's host methods (HOST_METHODS) to accumulate [calls, seconds] each, every call counted (a
+    nested one under both names: `_advance` calls `_emit` and `_finish`, `_finish` may call `_drop_store`)."""
     totals = {name: [0, 0.0] for name in HOST_METHODS}
     for name in HOST_METHODS:
         inner = getattr(backend, name)
@@ -197,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contiguous-splits", action="store_true",
                     help="fused projections hand out contiguous copies of their slices (sprint.backends.fuse)")
     ap.add_argument("--profile-loop", type=int, default=0, metavar="N",
-                    help="also print the N functions the event loop's thread spends most time in (cProfile)")
+                    help="also print the N functions the run spends most time in (cProfile; started on the event "
+                         "loop's thread, on Python >= 3.12 it sees the forward thread too)")
     ap.add_argument("--switch-interval", type=float, default=None,
                     help="sys.setswitchinterval (seconds) for the run: how soon a thread waiting for the GIL gets it")
     ap.add_argument("--no-fused-kernels", action="store_true",

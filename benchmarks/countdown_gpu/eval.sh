@@ -33,6 +33,15 @@ case ${ONLY:-} in
   "") ;;
   *) echo "ONLY must be sprint or sequential, got $ONLY" >&2; exit 2 ;;
 esac
+latency_pair() {   # the latency run folders (SPRINT, sequential) of seed $1
+  echo "runs/eval_gpu_latency_n${M}_s$1${sfx}_sprint runs/eval_gpu_latency_n${M}_s$1${sfx}_sequential"
+}
+pooled_table() {   # one table of every seed of SEEDS pooled (paired bootstrap over problems), kept as $OUT/$1_table.md
+  local runs=() s
+  for s in ${SEEDS:-1 2}; do runs+=($(latency_pair "$s")); done
+  python3 benchmarks/countdown_gpu/latency_table.py "${runs[@]}" --name "seeds ${SEEDS:-1 2}${sfx}" \
+    | tee "$OUT/$1${sfx}_table.md"
+}
 case $phase in
   check)
     python3 -m pytest -q -p no:cacheprovider -m gpu tests/backends/ 2>&1 | tail -3
@@ -70,30 +79,25 @@ case $phase in
       ONLY=${m%:*} CUDA_VISIBLE_DEVICES=${m#*:} bash "$0" latency > "$OUT/latency2${sfx}_${m%:*}.out" 2>&1 &
     done
     wait; tail -n 6 "$OUT"/latency2${sfx}_*.out
-    python3 benchmarks/countdown_gpu/latency_table.py runs/eval_gpu_latency_n${M}_s${SEED}${sfx}_sprint \
-      runs/eval_gpu_latency_n${M}_s${SEED}${sfx}_sequential --name "latency${sfx}" | tee "$OUT/latency2${sfx}_table.md" ;;
+    python3 benchmarks/countdown_gpu/latency_table.py $(latency_pair "$SEED") --name "latency${sfx}" \
+      | tee "$OUT/latency2${sfx}_table.md" ;;
   latency4)
     # latency2 for each seed of SEEDS at once, seed i on GPUs 2i and 2i+1 (four GPUs for two seeds); each seed's files
     # under $OUT/s<seed>; then one table of all seeds pooled (paired bootstrap over problems).
-    i=0; runs=()
+    i=0
     for s in ${SEEDS:-1 2}; do
       SEED=$s G0=$((2 * i)) G1=$((2 * i + 1)) OUT=$OUT/s$s bash "$0" latency2 > "$OUT/latency4_s$s.out" 2>&1 &
-      runs+=(runs/eval_gpu_latency_n${M}_s${s}${sfx}_sprint runs/eval_gpu_latency_n${M}_s${s}${sfx}_sequential)
       i=$((i + 1))
     done
     wait; tail -n 1 "$OUT"/latency4_s*.out
-    python3 benchmarks/countdown_gpu/latency_table.py "${runs[@]}" --name "seeds ${SEEDS:-1 2}${sfx}" \
-      | tee "$OUT/latency4${sfx}_table.md" ;;
+    pooled_table latency4 ;;
   latency2s)
     # latency2 for each seed of SEEDS one after another on two GPUs (when four are not lent), pooled as latency4.
     # LIMIT applies to each seed's run.
-    runs=()
     for s in ${SEEDS:-1 2}; do
       SEED=$s OUT=$OUT/s$s bash "$0" latency2 > "$OUT/latency2s_s$s.out" 2>&1
       tail -n 1 "$OUT/latency2s_s$s.out"
-      runs+=(runs/eval_gpu_latency_n${M}_s${s}${sfx}_sprint runs/eval_gpu_latency_n${M}_s${s}${sfx}_sequential)
     done
-    python3 benchmarks/countdown_gpu/latency_table.py "${runs[@]}" --name "seeds ${SEEDS:-1 2}${sfx}" \
-      | tee "$OUT/latency2s${sfx}_table.md" ;;
+    pooled_table latency2s ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

@@ -151,13 +151,12 @@ def test_masked_softmax_takes_a_mask_broadcast_over_query_rows():
     assert torch.allclose(got, _softmax_reference(s, mask, 0.5, torch.float32), atol=1e-6)
 
 
-def _tiny_llama(dtype=torch.float32):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _tiny_llama(path, dtype=torch.float32):
+    """The tests' noisy tiny Llama (the shared fixture's directory) on DEV."""
+    from transformers import AutoModelForCausalLM
 
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(DEV).eval()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    model = LlamaForCausalLM(cfg).to(DEV, dtype).eval()
     with torch.no_grad():   # norms that are not all ones, so that a formula with another weight use would show
         for m in model.modules():
             if type(m).__name__.endswith("RMSNorm"):
@@ -165,8 +164,8 @@ def _tiny_llama(dtype=torch.float32):
     return model
 
 
-def test_install_replaces_norms_and_mlps_that_compute_the_same():
-    model = _tiny_llama()
+def test_install_replaces_norms_and_mlps_that_compute_the_same(noisy_llama_dir):
+    model = _tiny_llama(noisy_llama_dir)
     ids = torch.tensor([[1, 5, 9, 2, 7, 3]], device=DEV)
     with torch.no_grad():
         want = model(ids).logits
@@ -191,12 +190,12 @@ def test_install_leaves_a_norm_that_computes_something_else_alone():
     assert "forward" not in model[0].__dict__
 
 
-def test_token_major_rope_with_kernels_gives_the_same_logits(monkeypatch):
+def test_token_major_rope_with_kernels_gives_the_same_logits(monkeypatch, noisy_llama_dir):
     import sys
 
     from sprint.backends import rope
 
-    model = _tiny_llama(torch.bfloat16 if BF16_EXACT else torch.float32)
+    model = _tiny_llama(noisy_llama_dir, torch.bfloat16 if BF16_EXACT else torch.float32)
     module = sys.modules[type(model).__module__]
     # Both restored after the test: the modeling module's function and the kernels it rotates with.
     monkeypatch.setattr(module, "apply_rotary_pos_emb", module.apply_rotary_pos_emb)

@@ -250,6 +250,40 @@ def test_split_attention_matches_the_matrix_products(monkeypatch, rows, keys, ma
     assert torch.allclose(got.float(), want, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("dtype", ATTENTION_DTYPES)
+def test_split_attention_reads_a_shared_prefix_from_its_source_slot(monkeypatch, dtype):
+    """Slots whose first keys are a copy of another slot's (a SPRINT stage's executors and their planner) read them
+    from that slot: the answer is the attention over the true keys. Proven by leaving the copies out (the slots hold
+    noise there); the source may lie beyond the slots of the call (a finished sequence's slot)."""
+    monkeypatch.setattr(kernels, "ATTENTION_PROGRAMS", 16)
+    monkeypatch.setattr(kernels, "ATTENTION_BLOCK_N", 32)   # whole shared blocks in both sharing slots
+    g = torch.Generator().manual_seed(7)
+    b, h, d, cap, keys = 3, 2, 16, 512, 300
+    cache_k = torch.randn(5, h, cap, d, generator=g).to(DEV, dtype)
+    cache_v = torch.randn(5, h, cap, d, generator=g).to(DEV, dtype)
+    # Slot 0 shares nothing, slot 1 its first 37 keys with slot 0, slot 2 its first 130 with slot 4 (outside the
+    # call's 3 slots).
+    src = torch.tensor([0, 0, 4], device=DEV, dtype=torch.int32)
+    length = torch.tensor([0, 37, 130], device=DEV, dtype=torch.int32)
+    true_k, true_v = cache_k.clone(), cache_v.clone()
+    true_k[1, :, :37], true_v[1, :, :37] = cache_k[0, :, :37], cache_v[0, :, :37]
+    true_k[2, :, :130], true_v[2, :, :130] = cache_k[4, :, :130], cache_v[4, :, :130]
+    # Whole blocks of shared keys come from the source; the block reaching past them from the slot's own copy.
+    for slot, n in ((1, 37), (2, 130)):
+        whole = n // kernels.ATTENTION_BLOCK_N * kernels.ATTENTION_BLOCK_N
+        cache_k[slot, :, whole:n], cache_v[slot, :, whole:n] = true_k[slot, :, whole:n], true_v[slot, :, whole:n]
+    q = torch.randn(b, h, 1, d, generator=g).to(DEV, dtype)
+    lengths = torch.tensor([keys, 200, 150], device=DEV)
+    mask = (torch.arange(keys, device=DEV) < lengths[:, None])[:, None, None, :]
+    got = kernels.attention(q, cache_k[:b, :, :keys], cache_v[:b, :, :keys], mask, 0.25, (src, length))
+    want = _attention_reference(q, true_k[:b, :, :keys], true_v[:b, :, :keys], mask, 0.25)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert torch.allclose(got.float(), want, atol=tol, rtol=tol)
+    # Without the sharing the same call reads each slot's own (noise) keys: a different answer.
+    plain = kernels.attention(q, cache_k[:b, :, :keys], cache_v[:b, :, :keys], mask, 0.25)
+    assert not torch.allclose(plain.float(), want, atol=tol, rtol=tol)
+
+
 def test_split_attention_leaves_many_slots_times_keys_and_long_prefills_to_the_matrix_products():
     q = torch.zeros(8, 4, 1, 64, device=DEV)
     k = torch.zeros(8, 4, 2048, 64, device=DEV)

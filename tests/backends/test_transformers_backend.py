@@ -311,7 +311,8 @@ def test_a_request_whose_kv_reaches_the_buffers_last_position_is_kept_at_once(ma
 def test_a_request_extending_one_its_stop_string_just_ended_reuses_its_kv(make):
     """A request ended by its stop string (found while the next step runs) and a new request extending it, sent at
     once while another request keeps the scheduler busy (a SPRINT planner's next stage when the planner finished
-    after its executors): the finished request's KV is kept before the new one is admitted, so it is reused."""
+    after its executors): the new one copies its prefix from the slot the finished one still holds (its KV is kept
+    only after the next launch), so it is reused."""
     full = run(make(exact=False).generate(PROMPTS[1], GenerationParams(max_tokens=12))).text
     stop = full[len(full) // 2:len(full) // 2 + 3]
     backend = make(exact=False, max_batch=4)   # its prefix cache holds nothing of PROMPTS[1]
@@ -583,6 +584,41 @@ def test_fast_mode_buffers_hold_only_the_slots_in_use(make):
     finally:
         tb.SlotCache.ensure = ensure
     assert [c.text for c in out] == [c.text for c in ref]
+
+
+def test_slot_cache_names_each_slots_prefix_source_through_copies_and_releases():
+    """`SlotCache.shares`: a slot whose first n positions were copied from a running slot may read them there (the
+    split decode attention does); copies of copies point at the first source while they lie inside what it shares;
+    when a source is released, the slot holding the longest copy becomes the others' source; a reused or refilled
+    slot shares nothing."""
+    import torch
+
+    from sprint.backends import transformers_backend as tb
+
+    cache = tb.SlotCache(8)
+    cache.ensure(0, torch.zeros(1, 1, 1, 4), torch.zeros(1, 1, 1, 4), 64, 8)
+    cache.keys[0][0, 0, :64, 0] = torch.arange(64.0)   # the planner's keys, position numbers
+    planner = cache.acquire()
+    planner.length = 50
+    e1, e2, e3, e4 = (cache.acquire() for _ in range(4))
+    cache.copy_prefix(planner, e1, 20)
+    cache.copy_prefix(planner, e2, 30)
+    cache.copy_prefix(e2, e3, 25)       # inside what e2 shares with the planner: the planner is the source
+    e2.length = 40
+    cache.copy_prefix(e2, e4, 35)       # past it: e2 is
+    assert [cache.shares(s.slot) for s in (planner, e1, e2, e3, e4)] == [(0, 0), (0, 20), (0, 30), (0, 25), (2, 35)]
+    assert torch.equal(cache.keys[0][e3.slot, 0, :25, 0], torch.arange(25.0))   # the copies are made all the same
+    cache.release(planner)   # the planner ends first: e2 holds the longest copy of its positions
+    assert [cache.shares(s.slot) for s in (e1, e2, e3, e4)] == [(2, 20), (2, 0), (2, 25), (2, 35)]
+    cache.release(e2)        # then e4 (35 positions of e2's; e1 and e3 agree with it up to their own lengths)
+    assert [cache.shares(s.slot) for s in (e1, e3, e4)] == [(4, 20), (4, 25), (4, 0)]
+    again = cache.acquire()  # slot 0 again: a new sequence, nothing shared
+    assert again.slot == 0 and cache.shares(0) == (0, 0)
+    store = tb.KVStore()
+    store.write(0, 0, torch.zeros(1, 10, 4), torch.zeros(1, 10, 4))
+    store.length = 10
+    cache.copy_prefix(store, e1, 10)   # refilled from a finished sequence's store: its own keys only
+    assert cache.shares(e1.slot) == (e1.slot, 0)
 
 
 class StepCounter:

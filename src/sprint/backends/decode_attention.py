@@ -48,19 +48,21 @@ def _scores(q, k):
     return torch.bmm(q.float(), k.float().transpose(1, 2))
 
 
-def decode_attention(q, k, v, mask, scale: float | None, kernels=None):
+def decode_attention(q, k, v, mask, scale: float | None, kernels=None, shared=None):
     """Attention of q [B, H, G, d] (G query rows per KV head) over k, v [B, H, K, d] (views of the slot buffers;
     any strides with the head dimension inside the slot's) with `mask` None or bool [B, 1, G, K] (True: the key is
     visible; every row sees at least one key). Returns [B, H, G, d] in q's dtype. `kernels`
     (`sprint.backends.kernels`): the whole attention in two kernels where it takes the shapes (decode steps and short
-    prefills), else scale, mask and softmax in one fused kernel between the two products."""
+    prefills), else scale, mask and softmax in one fused kernel between the two products. `shared`: which slots' first
+    keys are copies of another slot's (`kernels.attention`; the split kernels read them there, the products ignore
+    it: the copies hold the same keys)."""
     import torch
 
     b, h, g, d = q.shape
     n = k.shape[2]
     scale = d ** -0.5 if scale is None else scale
     if kernels is not None and kernels.attention_fits(q, k, v, mask):
-        out = kernels.attention(q, k, v, mask, scale)   # split over the keys, two kernels (`kernels.attention`)
+        out = kernels.attention(q, k, v, mask, scale, shared)   # split over the keys, two kernels
         if out is not None:
             return out
     s = _scores(q.reshape(b * h, g, d), k.reshape(b * h, n, d)).view(b, h, g, n)

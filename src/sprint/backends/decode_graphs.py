@@ -43,7 +43,8 @@ thread hand-off, up to seven streams' text and the orchestrator they wake), whic
 sequential one on an H200 once attention stopped growing with the context. The cost: a request that ends inside the
 block (EOS, its stop string, its token limit) has its later tokens computed and dropped (`TransformersBackend`).
 
-Host traffic per step: one copy of 4 x B x Q integers in (ids, positions, key lengths, real rows), one `.tolist()`
+Host traffic per step: one copy of 6 x B x Q integers in (ids, positions, key lengths, real rows, prefix
+sources and their lengths: `SlotCache.shares`), one `.tolist()`
 of S x B picked tokens out; sampling rows (temperature > 0) and the `on_logits` observer read their rows of the
 graph's logits.
 
@@ -118,8 +119,8 @@ def fit(sizes, n: int) -> int | None:
 
 @dataclass
 class _Graph:
-    """One captured step: its static input [4, B * Q] (ids, positions, key lengths, 1 for a real row and 0 for a
-    dummy), outputs (each slot's next-token logits [B, vocab] and argmax [S, B], one row per decode step of a
+    """One captured step: its static input [6, B * Q] (ids, positions, key lengths, 1 for a real row and 0 for a
+    dummy, the slot whose buffer holds the row's slot's first keys and how many: `SlotCache.shares`), outputs (each slot's next-token logits [B, vocab] and argmax [S, B], one row per decode step of a
     multi-step graph) and the buffers it uses."""
 
     rows: int       # B: slots
@@ -208,6 +209,7 @@ class DecodeGraphs:
                 return None
         n = b * q
         tok, pos, keys, real = [0] * n, [capacity - 1] * n, [1] * n, [0] * n   # dummy rows (see module doc)
+        src, shared = [r // q for r in range(n)], [0] * n   # each row's slot's prefix source (`SlotCache.shares`)
         slot_of_row = {}
         for start, end, seq, pos0 in segments:
             base, m = seq.slot * q, end - start
@@ -216,8 +218,12 @@ class DecodeGraphs:
             pos[base:base + q] = [*range(pos0, pos0 + m)] + [pos0 + m - 1] * pad
             keys[base:base + q] = [*range(pos0 + 1, pos0 + m + 1)] + [pos0 + m] * pad
             real[base:base + q] = [1] * q
+            root, length = cache.shares(seq.slot)
+            if length:
+                src[base:base + q], shared[base:base + q] = [root] * q, [length] * q
             slot_of_row[end - 1] = seq.slot   # a sampling row is always its segment's last
-        host = torch.tensor([tok, pos, keys, real], dtype=torch.long, pin_memory=self.backend.device.type == "cuda")
+        host = torch.tensor([tok, pos, keys, real, src, shared], dtype=torch.long,
+                            pin_memory=self.backend.device.type == "cuda")
         g.inputs.copy_(host, non_blocking=True)   # complete before the .tolist() below returns
         with torch.no_grad():
             if g.graph is not None:
@@ -304,15 +310,17 @@ class DecodeGraphs:
 
         b = g.rows
         slots = torch.arange(b, device=g.inputs.device)
+        q = g.queries
         return SlotRows(cache=self.backend._slots, capacity=g.capacity, slots=b, write_slot=g.write_slot,
                         write_pos=positions, single_rows=slots, single_slots=slots, lengths=lengths, span=b,
-                        max_len=g.keys, chunks=[], full=False, aligned=True, queries=g.queries)
+                        max_len=g.keys, chunks=[], full=False, aligned=True, queries=q,
+                        shared=(g.inputs[4, ::q], g.inputs[5, ::q]))   # per slot: its first row's
 
     def _forward(self, g: _Graph) -> None:
         """The padded step (or S greedy steps) itself, writing the graph's output tensors in place. Between steps
         every real row takes its own argmax as its next token one position on; dummy rows stay where they are."""
         n = g.rows * g.queries
-        ids, pos, lengths, real = g.inputs
+        ids, pos, lengths, real = g.inputs[:4]
         for j in range(g.steps):
             out = self.backend.model(input_ids=ids.view(1, n), position_ids=pos.view(1, n), use_cache=False,
                                      sprint_rows=self._plan(g, pos, lengths),
@@ -330,10 +338,11 @@ class DecodeGraphs:
         cache = self.backend._slots
         vocab = model.get_output_embeddings().weight.shape[0]
         dtype = model.get_output_embeddings().weight.dtype
-        inputs = torch.zeros((4, b * queries), dtype=torch.long, device=device)
+        inputs = torch.zeros((6, b * queries), dtype=torch.long, device=device)
         inputs[1].fill_(capacity - 1)
         inputs[2].fill_(1)
         write_slot = torch.arange(b, device=device).repeat_interleave(queries)
+        inputs[4].copy_(write_slot)   # each slot its own prefix source (nothing shared) until a step says otherwise
         keep = torch.arange(b, device=device) * queries + queries - 1 if queries > 1 else None
         g = _Graph(rows=b, capacity=capacity, keys=keys or capacity, inputs=inputs,
                    logits=torch.empty((b, vocab), dtype=dtype, device=device),

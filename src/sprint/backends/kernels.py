@@ -289,13 +289,19 @@ ATTENTION_MAX_ROWS = 64
 #: slots at 4,096 keys: 498 against 415 us per step; at 2,048 keys 357 against 351; fewer slots or keys: the split
 #: kernels faster, e.g. 8 slots at 256 keys 262 against 277 us, 1 slot at 4,096 keys 288 against 332; BENCHMARKS.md).
 ATTENTION_MAX_SLOT_KEYS = 16384
+#: One query row per (slot, KV head) (decode steps of models without GQA) at this many slots x keys or more runs
+#: without tl.dot (whose operands are padded to 16 rows), one warp per program: on an H100, 8 layers' attention of 8
+#: slots at 2,048 keys 116 us against 122 with tl.dot (91 against 110 with a shared prefix), at 4,096 keys 206
+#: against 289; below it tl.dot was faster (1 slot: 42-56 us against 58-74; `bench_shared_attention.py`).
+ATTENTION_ONE_ROW_MIN_SLOT_KEYS = 16384
+ATTENTION_ONE_ROW_WARPS = 1
 
 
 @triton.jit(do_not_specialize=["n_keys", "rows", "scale", "sq_b", "sq_h", "sq_g", "sk_b", "sk_h", "sk_n",
-                               "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits"])
-def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, n_keys, rows, heads, scale,
-                           sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits,
-                           HAS_MASK: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
+                               "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits", "s_src", "s_len"])
+def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len_ptr, n_keys, rows, heads, scale,
+                           sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits, s_src, s_len,
+                           HAS_MASK: tl.constexpr, SHARED: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
                            BLOCK_N: tl.constexpr, ITERS: tl.constexpr, IEEE: tl.constexpr):
     bh = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
@@ -303,15 +309,28 @@ def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, n_keys, rows
     h = bh % heads
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, DIM)
+    if SHARED:   # keys 0 .. shared-1 of slot b are a copy of slot src's: blocks of them are read from src (the
+        # copies of one prefix that several slots hold are then one piece of memory, read once from DRAM and then
+        # from the L2 cache); a block that reaches past them is read from slot b, which holds its own copy
+        src = tl.load(src_ptr + b * s_src).to(tl.int64)
+        shared = tl.load(len_ptr + b * s_len)
     q = tl.load(q_ptr + b * sq_b + h * sq_h + g[:, None] * sq_g + d[None, :], mask=g[:, None] < rows, other=0.0)
     top = tl.full([BLOCK_G], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, DIM], tl.float32)
     for i in range(ITERS):
         n = (split * ITERS + i) * BLOCK_N + tl.arange(0, BLOCK_N)
-        k = tl.load(k_ptr + b * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=n[:, None] < n_keys,
+        if SHARED:   # per block, not per key: one base address per load keeps it as fast as the plain one
+            kb = tl.where((split * ITERS + i + 1) * BLOCK_N <= shared, src, b)
+        else:
+            kb = b
+        k = tl.load(k_ptr + kb * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=n[:, None] < n_keys,
                     other=0.0)
-        if IEEE:   # float32 operands: full precision (tf32 would round the scores to 10-bit mantissas)
+        v = tl.load(v_ptr + kb * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=n[:, None] < n_keys,
+                    other=0.0)   # issued with the keys: its latency overlaps the scores
+        if BLOCK_G == 1:   # one query row (a decode step without GQA): products and sums, no 16-row padded tl.dot
+            s = tl.sum(q.to(tl.float32) * k.to(tl.float32), axis=1)[None, :] * scale
+        elif IEEE:   # float32 operands: full precision (tf32 would round the scores to 10-bit mantissas)
             s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
         else:
             s = tl.dot(q, tl.trans(k)) * scale   # [BLOCK_G, BLOCK_N], float32
@@ -324,18 +343,21 @@ def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, n_keys, rows
         p = tl.where(ok, tl.exp(s - safe[:, None]), 0.0)
         alpha = tl.where(top == float("-inf"), 0.0, tl.exp(top - safe))
         total = total * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_ptr + b * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=n[:, None] < n_keys,
-                    other=0.0)
-        if IEEE:
+        if BLOCK_G == 1:   # the probabilities rounded to the values' dtype, as for the tl.dot below
+            pv = tl.sum(p.to(v.dtype).to(tl.float32).reshape(BLOCK_N, 1) * v.to(tl.float32), axis=0)
+            acc = acc * alpha[:, None] + pv[None, :]
+        elif IEEE:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         top = new
-    # Partials [bh, split, row]: the maximum, the sum, then the DIM unnormalised outputs.
+    # Partials [bh, split, row]: the maximum, the sum, then the DIM unnormalised outputs; real rows only (a decode
+    # step has one of BLOCK_G: the padding rows' stores were most of the kernel's writes).
     base = part_ptr + ((bh * splits + split) * BLOCK_G + g) * (DIM + 2)
-    tl.store(base, top)
-    tl.store(base + 1, total)
-    tl.store(base[:, None] + 2 + d[None, :], acc)
+    real = g < rows
+    tl.store(base, top, mask=real)
+    tl.store(base + 1, total, mask=real)
+    tl.store(base[:, None] + 2 + d[None, :], acc, mask=real[:, None])
 
 
 @triton.jit(do_not_specialize=["rows", "so_b", "so_h", "so_g", "splits"])
@@ -374,17 +396,22 @@ def attention_fits(q, k, v, mask) -> bool:
                 and mask.shape[2] == q.shape[2] and mask.shape[3] == k.shape[2] and mask.stride(3) == 1)))
 
 
-def attention(q, k, v, mask, scale: float):
+def attention(q, k, v, mask, scale: float, shared=None):
     """softmax(q k^T * scale, masked) v for every (slot, head): the keys split over up to ATTENTION_PROGRAMS programs
     (flash decoding: each a running maximum, sum and weighted values over its keys), then one program per query row
     combines the splits. Two kernels, whatever the number of keys; float32 scores and sums, probabilities rounded to
     the values' dtype for their product (as the matrix-product path does). Returns [B, H, G, d] in q's dtype, or None
     when the kernels cannot be built or launched here (a shape beyond the GPU's resources, say: logged once, and
-    `attention_fits` says no from then on)."""
+    `attention_fits` says no from then on).
+
+    `shared` (optional): integer tensors (src [B], length [B]) saying that keys 0 .. length[b]-1 of slot b equal
+    those of slot src[b] (b itself where nothing is shared), slots counted from k's first; those keys are read from
+    slot src[b]. Slots that copied one prefix (a SPRINT stage's executors, from their planner) then read one copy
+    of it, which the GPU's L2 cache serves after the first read. The result is the same either way."""
     global _ATTENTION_FAILED
 
     try:
-        return _attention(q, k, v, mask, scale)
+        return _attention(q, k, v, mask, scale, shared)
     except Exception as e:   # noqa: BLE001 - compiling or launching: the caller computes it the usual way
         if not _ATTENTION_FAILED:
             log.warning("split decode attention unavailable (%s: %s); using matrix products", type(e).__name__, e)
@@ -392,12 +419,13 @@ def attention(q, k, v, mask, scale: float):
         return None
 
 
-def _attention(q, k, v, mask, scale: float):
+def _attention(q, k, v, mask, scale: float, shared=None):
     import torch
 
     b, h, rows, dim = q.shape
     n_keys = k.shape[2]
-    block_g = max(16, triton.next_power_of_2(rows))
+    one_row = rows == 1 and b * n_keys >= ATTENTION_ONE_ROW_MIN_SLOT_KEYS
+    block_g = 1 if one_row else max(16, triton.next_power_of_2(rows))
     blocks = triton.cdiv(n_keys, ATTENTION_BLOCK_N)
     per_program = triton.next_power_of_2(triton.cdiv(blocks, max(1, ATTENTION_PROGRAMS // (b * h))))
     splits = triton.cdiv(blocks, per_program)
@@ -407,10 +435,12 @@ def _attention(q, k, v, mask, scale: float):
         m, m_b, m_g = q, 0, 0   # an unused pointer
     else:
         m, m_b, m_g = mask.view(torch.uint8), mask.stride(0), mask.stride(2)
+    src, length = shared if shared is not None else (q, q)   # unused pointers without sharing
+    s_src, s_len = (src.stride(0), length.stride(0)) if shared is not None else (0, 0)
     _attention_part_kernel[(b * h, splits)](
-        q, k, v, m, part, n_keys, rows, h, scale, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], m_b, m_g, splits,
-        HAS_MASK=mask is not None, DIM=dim, BLOCK_G=block_g, BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program,
-        IEEE=q.dtype == torch.float32, num_warps=4)
+        q, k, v, m, part, src, length, n_keys, rows, h, scale, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+        m_b, m_g, splits, s_src, s_len, HAS_MASK=mask is not None, SHARED=shared is not None, DIM=dim, BLOCK_G=block_g, BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program,
+        IEEE=q.dtype == torch.float32, num_warps=ATTENTION_ONE_ROW_WARPS if block_g == 1 else 4)
     _attention_join_kernel[(b * h, rows)](part, out, rows, h, *out.stride()[:3], splits, DIM=dim, BLOCK_G=block_g,
                                           SPLITS=triton.next_power_of_2(splits), num_warps=1)
     return out

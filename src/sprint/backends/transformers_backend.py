@@ -269,17 +269,37 @@ class SlotCache:
         self.values: dict[int, Any] = {}
         self.free = list(range(slots))
         self.generation = next(_GENERATIONS)   # changes whenever a buffer is allocated or dropped
+        # slot -> (source slot, n): the slot's first n positions are a copy of the source slot's, which holds them
+        # in its own buffer rows as long as it keeps its sequence (`copy_prefix`, `release`). The split decode
+        # attention reads shared positions from the source: the copies of a SPRINT stage's prefix (its planner's
+        # text, copied by each executor) are then one piece of memory, served from the GPU's L2 cache.
+        self.source: dict[int, tuple[int, int]] = {}
 
     def acquire(self) -> SlotSeq:
         # The lowest free slot: running sequences stay packed at the front, so the decode attention (over slots
         # 0 .. highest used) computes few idle slots.
         slot = min(self.free)
         self.free.remove(slot)
+        self.source.pop(slot, None)
         return SlotSeq(slot)
 
     def release(self, seq: SlotSeq) -> None:
         if seq.slot not in self.free:
             self.free.append(seq.slot)
+        self.source.pop(seq.slot, None)
+        # Slots that read their prefix from this one read it from the one of them holding the longest copy: each
+        # agrees with it up to its own length (both are copies of this slot's positions).
+        children = [c for c, (src, _) in self.source.items() if src == seq.slot]
+        if children:
+            root = max(children, key=lambda c: self.source[c][1])
+            del self.source[root]
+            for c in children:
+                if c != root:
+                    self.source[c] = (root, self.source[c][1])
+
+    def shares(self, slot: int) -> tuple[int, int]:
+        """(source slot, n): the slot's first n positions may be read from the source slot ((slot, 0): none)."""
+        return self.source.get(slot, (slot, 0))
 
     def idle(self) -> bool:
         return len(self.free) == self.slots
@@ -287,6 +307,7 @@ class SlotCache:
     def clear(self) -> None:
         """Drop the buffers (no sequence is running): their memory goes back to the allocator."""
         self.keys, self.values = {}, {}
+        self.source.clear()
         self.generation = next(_GENERATIONS)
 
     def ensure(self, layer: int, like_k, like_v, needed: int, slots: int = 1) -> None:
@@ -314,7 +335,10 @@ class SlotCache:
                 k = self.keys[layer]
                 k[dest.slot, :, :n] = k[source.slot, :, :n]
                 self.values[layer][dest.slot, :, :n] = self.values[layer][source.slot, :, :n]
+            root, shared = self.shares(source.slot)
+            self.source[dest.slot] = (root, n) if n <= shared else (source.slot, n)
         else:
+            self.source.pop(dest.slot, None)
             for layer, k in source.keys.items():
                 self.ensure(layer, k, source.values[layer], n, dest.slot + 1)
                 self.keys[layer][dest.slot, :, :n] = k[:, :n]
@@ -355,6 +379,8 @@ class SlotRows:
                               # step with short prefills), `lengths` then one per row
     groups: list[tuple[int, int, int, bool]] | None = None   # CPU: (first slot, end slot, keys, all slots that long)
                                                               # per batched call
+    shared: Any = None        # (source slot [span], positions [span]) from `SlotCache.shares`, for the split decode
+                              # attention (CUDA graphs' steps), or None
     _masks: dict = field(default_factory=dict)
 
     def index_lists(self) -> list[list[int]]:
@@ -415,7 +441,7 @@ def _batched_decode_attention(q, ks, vs, rows: SlotRows, sliding_window, scaling
     mask = rows.single_mask(sliding_window, q.shape[2] // rows.queries)
     if q.is_cuda and MATMUL_DECODE_ATTENTION:
         return decode_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len], mask, scaling,
-                                rows.cache.kernels)
+                                rows.cache.kernels, rows.shared)
     if not rows.groups:
         return F.scaled_dot_product_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len],
                                               attn_mask=mask, scale=scaling)
@@ -909,9 +935,11 @@ class TransformersBackend:
             # lookup rules out most (other problems' sequences part from this one's after the question).
             return n > best < len(ids) and int(tokens[best]) == ids[best]
 
-        for other in self._active:
-            if other.store is not None and other.computed and may_beat(other.tokens, other.computed):
-                m = _common_prefix(prompt, _tokens_upto(other, other.computed))
+        for other in self._active + self._deferred:   # running, or finished and not yet kept (`_finish`)
+            # A finished request's KV may run past its tokens (a multi-step block after its stop): only theirs count.
+            n = min(other.computed, len(other.tokens))
+            if other.store is not None and n and may_beat(other.tokens, n):
+                m = _common_prefix(prompt, _tokens_upto(other, n))
                 if m > best:
                     best, best_store, from_cache = m, other.store, False
         # Newest first: a problem's own earlier sequences, which share the most with its prompt, are the newest.
@@ -991,9 +1019,10 @@ class TransformersBackend:
         while True:
             for req in [r for r in self._active if r.cancelled]:
                 self._finish(req, "cancelled")
-            if self._pending and self._deferred:
-                # A new request may extend one that just finished (a SPRINT planner's next stage, when it finished
-                # after its executors) and may need its slot: keep and free them first.
+            if self._deferred and len(self._slots.free) < min(len(self._pending), self.max_batch - len(self._active)):
+                # Newcomers need the slots of requests that just finished: keep and free those first. Otherwise
+                # they wait for the next launch (a newcomer that extends one, such as a SPRINT planner's next stage
+                # whose previous one finished after its executors, copies its prefix from the slot it still holds).
                 self._drop_deferred()
             while self._pending and len(self._active) < self.max_batch:
                 req = self._pending.popleft()

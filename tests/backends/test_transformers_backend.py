@@ -311,8 +311,7 @@ def test_a_request_whose_kv_reaches_the_buffers_last_position_is_kept_at_once(ma
 def test_a_request_extending_one_its_stop_string_just_ended_reuses_its_kv(make):
     """A request ended by its stop string (found while the next step runs) and a new request extending it, sent at
     once while another request keeps the scheduler busy (a SPRINT planner's next stage when the planner finished
-    after its executors): the new one copies its prefix from the slot the finished one still holds (its KV is kept
-    only after the next launch), so it is reused."""
+    after its executors): the finished request's KV is kept before the new one is admitted, so it is reused."""
     full = run(make(exact=False).generate(PROMPTS[1], GenerationParams(max_tokens=12))).text
     stop = full[len(full) // 2:len(full) // 2 + 3]
     backend = make(exact=False, max_batch=4)   # its prefix cache holds nothing of PROMPTS[1]

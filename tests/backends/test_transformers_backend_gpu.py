@@ -202,3 +202,35 @@ def test_multi_step_graphs_write_what_single_steps_write(noisy_llama_dir):
     assert replays[1] < 0.5 * replays[0]
     # Different shapes may round differently: a near-tie of the random model could fork one text, not most.
     assert sum(a == b for a, b in zip(*texts)) >= 3
+
+
+def test_a_sprint_solve_reads_its_shared_prefixes_from_their_source_slots():
+    """Executors copy their planner's prefix into their own slots; the split decode attention reads those positions
+    from the source slot instead (`SlotCache.shares`). A whole SPRINT solve with that gives the same text as with
+    every slot reading its own copy, and the sharing did take place."""
+    from sprint.backends import transformers_backend as tb
+    from sprint.inference.orchestrator import SprintConfig, solve
+    from sprint.models import default_settings, resolve_model
+    from sprint.tasks.countdown.loader import load_countdown
+
+    path = resolve_model("countdown-sprint")
+    item = load_countdown("test", 1, 1, question_order="sorted")[0]
+    config = SprintConfig(**default_settings("countdown-sprint", "sprint"))
+    shares, used = tb.SlotCache.shares, []
+
+    def counted(self, slot):
+        root, n = shares(self, slot)
+        used.append(n)
+        return root, n
+
+    texts = {}
+    for mode in ("own copies", "shared"):
+        tb.SlotCache.shares = counted if mode == "shared" else (lambda self, slot: (slot, 0))
+        try:
+            backend = TransformersBackend(path, device="cuda")
+            texts[mode] = asyncio.run(asyncio.wait_for(
+                solve(item.question, backend, config, backend.tokenizer), 300)).trajectory
+        finally:
+            tb.SlotCache.shares = shares
+    assert any(n > 0 for n in used)
+    assert texts["shared"] == texts["own copies"]

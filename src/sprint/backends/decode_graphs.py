@@ -314,7 +314,9 @@ class DecodeGraphs:
         return SlotRows(cache=self.backend._slots, capacity=g.capacity, slots=b, write_slot=g.write_slot,
                         write_pos=positions, single_rows=slots, single_slots=slots, lengths=lengths, span=b,
                         max_len=g.keys, chunks=[], full=False, aligned=True, queries=q,
-                        shared=(g.inputs[4, ::q], g.inputs[5, ::q]))   # per slot: its first row's
+                        # Per slot (its first row's). One slot shares with no other in the call: its attention
+                        # skips the lookups (a sequential model's steps are all B = 1).
+                        shared=(g.inputs[4, ::q], g.inputs[5, ::q]) if b > 1 else None)
 
     def _forward(self, g: _Graph) -> None:
         """The padded step (or S greedy steps) itself, writing the graph's output tensors in place. Between steps

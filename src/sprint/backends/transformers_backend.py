@@ -935,11 +935,9 @@ class TransformersBackend:
             # lookup rules out most (other problems' sequences part from this one's after the question).
             return n > best < len(ids) and int(tokens[best]) == ids[best]
 
-        for other in self._active + self._deferred:   # running, or finished and not yet kept (`_finish`)
-            # A finished request's KV may run past its tokens (a multi-step block after its stop): only theirs count.
-            n = min(other.computed, len(other.tokens))
-            if other.store is not None and n and may_beat(other.tokens, n):
-                m = _common_prefix(prompt, _tokens_upto(other, n))
+        for other in self._active:
+            if other.store is not None and other.computed and may_beat(other.tokens, other.computed):
+                m = _common_prefix(prompt, _tokens_upto(other, other.computed))
                 if m > best:
                     best, best_store, from_cache = m, other.store, False
         # Newest first: a problem's own earlier sequences, which share the most with its prompt, are the newest.
@@ -1019,10 +1017,11 @@ class TransformersBackend:
         while True:
             for req in [r for r in self._active if r.cancelled]:
                 self._finish(req, "cancelled")
-            if self._deferred and len(self._slots.free) < min(len(self._pending), self.max_batch - len(self._active)):
-                # Newcomers need the slots of requests that just finished: keep and free those first. Otherwise
-                # they wait for the next launch (a newcomer that extends one, such as a SPRINT planner's next stage
-                # whose previous one finished after its executors, copies its prefix from the slot it still holds).
+            if self._pending and self._deferred:
+                # A new request may extend one that just finished (a SPRINT planner's next stage, when it finished
+                # after its executors) and may need its slot: keep and free them first. (Tried: admitting it at once
+                # and copying its prefix from the finished request's slot, keeping that one after the launch: on an
+                # H100 a stage's planner waited 7.0 ms for its first token instead of 6.2, BENCHMARKS.md.)
                 self._drop_deferred()
             while self._pending and len(self._active) < self.max_batch:
                 req = self._pending.popleft()

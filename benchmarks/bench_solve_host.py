@@ -82,14 +82,18 @@ def record(method: str, questions: list[str], threads: int, results: list | None
     return picks
 
 
-def replay(method: str, questions: list[str], picks, decode_ms: float, eager_ms: float) -> list[dict]:
-    """The same solves with each forward pass replaced by the modelled step cost (module doc)."""
+def replay(method: str, questions: list[str], picks, decode_ms: float, eager_ms: float,
+           decode_steps: int = 1) -> list[dict]:
+    """The same solves with each forward pass replaced by the modelled step cost (module doc). `decode_steps` > 1:
+    decode-only passes take that many greedy steps at once (as the CUDA graphs do), costing `decode_ms` each."""
     backend = make_backend(method)
     device_s, strays = [0.0], []
 
-    def step(rows, ids, positions, sample):
+    def step(rows, ids, positions, sample, steps=1, launched=None):
+        if launched is not None:
+            launched()
         longest = max(end - start for start, end, _, _ in rows.segments)
-        cost = (decode_ms if longest <= QUERY_BUCKETS[-1] else eager_ms) / 1000   # fits a CUDA graph, or eager
+        cost = (decode_ms * steps if longest <= QUERY_BUCKETS[-1] else eager_ms) / 1000   # fits a graph, or eager
         device_s[0] += cost
         time.sleep(cost)
         out = []
@@ -98,10 +102,23 @@ def replay(method: str, questions: list[str], picks, decode_ms: float, eager_ms:
             if script is None:   # the backend turns this into a failed request; `replay` raises after the solve
                 strays.append(len(req.prompt_ids))
                 raise RuntimeError("no recorded picks for this prompt")
-            out.append(script[len(req.tokens) - len(req.prompt_ids)])
+            at = len(req.tokens) - len(req.prompt_ids)
+            # Steps past the recorded end (a block running on past a stop) are dropped by the backend.
+            out.append([script[min(at + k, len(script) - 1)] for k in range(steps)])
+        for start, end, store, pos0 in rows.segments:
+            store.length = pos0 + end - start + steps - 1
         return out
 
-    backend._eager_step = step
+    def block(rows, sample):   # `TransformersBackend._block` without its CUDA-graph condition
+        if decode_steps <= 1 or backend._pending or len(sample) != len(rows.segments) or any(
+                end - start != 1 for start, end, _, _ in rows.segments):
+            return 1
+        if any(req.generated + decode_steps > req.params.max_tokens for req, _ in sample):
+            return 1
+        return decode_steps
+
+    backend._step = step
+    backend._block = block
     solve = solver(method, backend)
     rows = []
     for q in questions:
@@ -122,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=5, help="held-out Countdown test problems (seed 1, asked sorted)")
     ap.add_argument("--decode-ms", type=float, default=1.0, help="modelled cost of a CUDA-graph step")
     ap.add_argument("--eager-ms", type=float, default=8.0, help="modelled cost of an eager (long prefill) step")
+    ap.add_argument("--decode-steps", type=int, default=1,
+                    help="greedy decode steps per decode-only pass, each costing --decode-ms (the GPU default: 4)")
     ap.add_argument("--repeats", type=int, default=2,
                     help="replays per problem: the median is kept (of two, the faster)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the recording solves")
@@ -148,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             if saved:
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 saved.write_text(json.dumps([[list(prompt), toks] for prompt, toks in picks.items()]))
-        runs = [replay(method, questions, picks, args.decode_ms, args.eager_ms) for _ in range(args.repeats)]
+        runs = [replay(method, questions, picks, args.decode_ms, args.eager_ms, args.decode_steps)
+                for _ in range(args.repeats)]
         # Per problem the median replay; of two, the faster (the slower one is the noisier).
         per_problem = [sorted(rs, key=lambda r: r["wall_s"])[(len(rs) - 1) // 2] for rs in zip(*runs)]
         wall = statistics.fmean(r["wall_s"] for r in per_problem)
@@ -169,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         meta = {"command": " ".join(["python", "benchmarks/bench_solve_host.py", *(argv or sys.argv[1:])]),
                 "python": platform.python_version(), "machine": platform.machine(), "n": args.n,
-                "decode_ms": args.decode_ms, "eager_ms": args.eager_ms, "repeats": args.repeats}
+                "decode_ms": args.decode_ms, "eager_ms": args.eager_ms, "decode_steps": args.decode_steps,
+                "repeats": args.repeats}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"meta": meta, "ratio": ratio, "models": summary}, indent=1))
     return 0

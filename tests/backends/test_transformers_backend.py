@@ -1160,3 +1160,42 @@ def test_extra_row_buckets_are_captured_in_order(monkeypatch):
     monkeypatch.setattr(decode_graphs, "EXTRA_BUCKETS", (6, 12, 40))
     assert decode_graphs.buckets(16) == [1, 2, 4, 6, 8, 12, 16]
     assert decode_graphs.fit(decode_graphs.buckets(16), 5) == 6
+
+
+@pytest.mark.parametrize("stop", [[], [" brown"], ["x j"], ["lazy dog."]])
+def test_emit_reads_a_multi_step_block_at_once_and_still_ends_at_the_stop_strings_token(make, stop):
+    """A block of several new tokens (a multi-step CUDA-graph pass) is decoded at once unless a stop string may end
+    in it; either way the request's text, kept tokens and finish are those of reading one token at a time."""
+    import asyncio as aio
+
+    from sprint.backends.stops import StopScanner
+    from sprint.backends.transformers_backend import _Request
+
+    backend = make(exact=False)
+    prompt = backend.encode_prompt(PROMPTS[0])
+    new = backend.tokenizer(" the quick brown fox jumps over the lazy dog. Done", add_special_tokens=False)["input_ids"]
+    outcomes, decodes, counts = [], [], {}
+    decode = backend._decode_ids
+    backend._decode_ids = lambda ids: decodes.append(1) or decode(ids)
+    for block in (1, 4):
+        decodes.clear()
+        req = _Request(prompt_ids=prompt, params=GenerationParams(max_tokens=100, stop=stop), queue=aio.Queue(),
+                       submitted=0.0, tokens=list(prompt), scanner=StopScanner(stop))
+        req.prefix_offset, req.read_offset = max(0, len(prompt) - 5), len(prompt)
+        for i in range(0, len(new), block):
+            if req.finish is not None:
+                break
+            req.tokens.extend(new[i:i + block])
+            req.generated += len(new[i:i + block])
+            backend._emit([req])
+        items = []
+        while not req.queue.empty():
+            items.append(req.queue.get_nowait())
+        text = "".join(x for x in items if isinstance(x, str))
+        outcomes.append((text, len(req.tokens), req.generated, req.finish))
+        counts[block] = len(decodes)
+    assert outcomes[0] == outcomes[1]
+    if not stop:   # two decodes per block instead of two per token
+        assert counts[4] < counts[1] / 2
+    if stop:
+        assert outcomes[0][3] == "stop" and stop[0] not in outcomes[0][0]

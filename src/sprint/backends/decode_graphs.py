@@ -207,23 +207,8 @@ class DecodeGraphs:
                 self.disabled = True
                 self.graphs.clear()
                 return None
-        n = b * q
-        tok, pos, keys, real = [0] * n, [capacity - 1] * n, [1] * n, [0] * n   # dummy rows (see module doc)
-        src, shared = [r // q for r in range(n)], [0] * n   # each row's slot's prefix source (`SlotCache.shares`)
-        slot_of_row = {}
-        for start, end, seq, pos0 in segments:
-            base, m = seq.slot * q, end - start
-            pad = q - m   # a slot's rows past its last new token repeat that token (see module doc)
-            tok[base:base + q] = ids[start:end] + [ids[end - 1]] * pad
-            pos[base:base + q] = [*range(pos0, pos0 + m)] + [pos0 + m - 1] * pad
-            keys[base:base + q] = [*range(pos0 + 1, pos0 + m + 1)] + [pos0 + m] * pad
-            real[base:base + q] = [1] * q
-            root, length = cache.shares(seq.slot)
-            if length:
-                src[base:base + q], shared[base:base + q] = [root] * q, [length] * q
-            slot_of_row[end - 1] = seq.slot   # a sampling row is always its segment's last
-        host = torch.tensor([tok, pos, keys, real, src, shared], dtype=torch.long,
-                            pin_memory=self.backend.device.type == "cuda")
+        host = self._inputs(b, q, capacity, segments, ids, cache)
+        slot_of_row = {end - 1: seq.slot for _, end, seq, _ in segments}   # a sampling row is its segment's last
         g.inputs.copy_(host, non_blocking=True)   # complete before the .tolist() below returns
         with torch.no_grad():
             if g.graph is not None:
@@ -301,6 +286,43 @@ class DecodeGraphs:
         return positions
 
     # ------------------------------------------------------------------------------------------ building
+    def _inputs(self, b: int, q: int, capacity: int, segments, ids: list[int], cache):
+        """The step's static input (`_Graph.inputs`) on the host: [6, B * Q] integers, pinned on CUDA."""
+        import torch
+
+        pin = self.backend.device.type == "cuda"
+        n = b * q
+        if q > QUERY_BUCKETS[-1]:
+            # A long prefill (one slot, up to thousands of rows): built with numpy, where lists of Python ints
+            # turned into a tensor cost about a millisecond per stage of a SPRINT solve on its critical path.
+            import numpy as np
+
+            host = np.zeros((6, n), dtype=np.int64)
+            host[1], host[2], host[4] = capacity - 1, 1, np.arange(n) // q
+            for start, end, seq, pos0 in segments:
+                base, m = seq.slot * q, end - start
+                row = host[:, base:base + q]
+                row[0, :m], row[0, m:] = ids[start:end], ids[end - 1]
+                row[1, :m], row[1, m:] = np.arange(pos0, pos0 + m), pos0 + m - 1
+                row[2, :m], row[2, m:] = np.arange(pos0 + 1, pos0 + m + 1), pos0 + m
+                row[3] = 1
+                row[4], row[5] = cache.shares(seq.slot)
+            out = torch.from_numpy(host)
+            return out.pin_memory() if pin else out
+        tok, pos, keys, real = [0] * n, [capacity - 1] * n, [1] * n, [0] * n   # dummy rows (see module doc)
+        src, shared = [r // q for r in range(n)], [0] * n   # each row's slot's prefix source (`SlotCache.shares`)
+        for start, end, seq, pos0 in segments:
+            base, m = seq.slot * q, end - start
+            pad = q - m   # a slot's rows past its last new token repeat that token (see module doc)
+            tok[base:base + q] = ids[start:end] + [ids[end - 1]] * pad
+            pos[base:base + q] = [*range(pos0, pos0 + m)] + [pos0 + m - 1] * pad
+            keys[base:base + q] = [*range(pos0 + 1, pos0 + m + 1)] + [pos0 + m] * pad
+            real[base:base + q] = [1] * q
+            root, length = cache.shares(seq.slot)
+            if length:
+                src[base:base + q], shared[base:base + q] = [root] * q, [length] * q
+        return torch.tensor([tok, pos, keys, real, src, shared], dtype=torch.long, pin_memory=pin)
+
     def _plan(self, g: _Graph, positions, lengths):
         """The static step plan: row r writes slot r // Q at its position and attends to its first `lengths[r]` keys
         (of the first K keys of its slot)."""

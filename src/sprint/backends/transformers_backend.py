@@ -1284,6 +1284,10 @@ class TransformersBackend:
             if req.finish is not None:
                 continue
             text = ""
+            if len(req.tokens) - req.read_offset > 1:
+                # A block's tokens at once (two decodes, not two per token: a SPRINT stage decodes up to eight
+                # streams, each a few tokens per pass) when no stop string can end in them.
+                text = req.scanner.feed(self._block_text(req))
             for end in range(req.read_offset + 1, len(req.tokens) + 1):   # usually one token; a block's several
                 text += req.scanner.feed(self._detokenize(req, upto=end))
                 if req.scanner.hit is not None:
@@ -1294,6 +1298,23 @@ class TransformersBackend:
                 req.queue.put_nowait(text)
             if req.scanner.hit is not None:
                 self._finish(req, "stop")
+
+    def _block_text(self, req: _Request) -> str:
+        """The new text of all the request's unread tokens, read (as `_detokenize` reads them), unless it may
+        complete one of the request's stop strings or ends in an incomplete character: then "" and nothing read,
+        and `_emit` reads the tokens one at a time, to end the request at the token that completes the stop
+        string."""
+        full = self._decode_ids(req.tokens[req.prefix_offset:])
+        prefix = self._decode_ids(req.tokens[req.prefix_offset:req.read_offset])
+        if len(full) <= len(prefix) or full.endswith("\ufffd"):
+            return ""
+        delta = full[len(prefix):]
+        if req.scanner.stop:
+            seen = req.scanner.text[req.scanner.emitted:] + delta   # a held tail may start a stop string
+            if any(s in seen for s in req.scanner.stop):
+                return ""
+        req.prefix_offset, req.read_offset = req.read_offset, len(req.tokens)
+        return delta
 
     def _decode_ids(self, ids: list[int]) -> str:
         """Token ids to text, exactly as generated: no clean-up of spaces (it may rewrite earlier text). A fast

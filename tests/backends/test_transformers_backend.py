@@ -186,7 +186,6 @@ def test_text_is_emitted_while_the_next_step_runs_and_a_stop_keeps_consistent_kv
     text are as if it had stopped at once, and its KV goes to the prefix cache and its slot is freed only after the
     pass (reused by a later prompt, bit for bit in exact mode)."""
     backend = make(exact=exact, max_batch=2)
-    backend._turn_ids = frozenset()   # no text handed over before a launch (see the test after this one)
     params = GenerationParams(max_tokens=30)
     full = run(backend.generate(PROMPTS[1], params)).text
     stop = full[len(full) // 2:len(full) // 2 + 3]
@@ -208,43 +207,6 @@ def test_text_is_emitted_while_the_next_step_runs_and_a_stop_keeps_consistent_kv
     assert backend.stats.reused_prompt_tokens - reused > len(backend.encode_prompt(PROMPTS[1]))
     fresh = run(make(exact=exact).generate(PROMPTS[1] + c.text, GenerationParams(max_tokens=5)))
     assert again.text == fresh.text
-
-
-@pytest.mark.parametrize("turns", [True, False])
-def test_text_with_an_added_token_reaches_its_caller_before_the_next_launch(make, turns):
-    """A new added token (a SPRINT tag: a prompt that closes, an execution that ends) hands its request's text over
-    before the next forward pass is launched, and the caller's reaction (a new request) joins that very pass; other
-    text is handed over while the next pass runs, and a reaction joins the pass after it."""
-    backend = make(exact=False, max_batch=4)
-    ids = run(backend.generate(PROMPTS[1], GenerationParams(max_tokens=8))).text
-    ids = backend.tokenizer(ids, add_special_tokens=False)["input_ids"]
-    k = next(i for i in range(2, len(ids)) if ids[i] not in ids[:i] and ids[i] not in backend.eos_ids)
-    backend._turn_ids = frozenset([ids[k]]) if turns else frozenset()   # as if that token were a tag
-    seen = {}
-    advance, attach = backend._advance, backend._attach_prefix
-
-    def spy_advance(rows, owners, sample, tokens):
-        out = advance(rows, owners, sample, tokens)
-        if "token" not in seen and any(ids[k] in picks for picks in tokens):
-            seen["token"] = backend.stats.forward_passes   # the pass that produced it
-        return out
-
-    def spy_attach(req):
-        if req.prompt_ids == backend.encode_prompt(PROMPTS[2]):
-            seen["joined"] = backend.stats.forward_passes   # passes done before the new request's first
-        return attach(req)
-
-    backend._advance, backend._attach_prefix = spy_advance, spy_attach
-
-    async def scenario():
-        follow = None
-        async for _ in backend.stream(PROMPTS[1], GenerationParams(max_tokens=12)):
-            if follow is None and "token" in seen:
-                follow = asyncio.ensure_future(backend.generate(PROMPTS[2], GenerationParams(max_tokens=2)))
-        await follow
-
-    run(scenario())
-    assert seen["joined"] == seen["token"] + (0 if turns else 1)
 
 
 @pytest.mark.parametrize("graphs", [False, True])

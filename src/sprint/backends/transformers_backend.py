@@ -628,12 +628,6 @@ class _PrefixCache:
                 return
 
 
-#: Event-loop turns `_schedule` gives callers after handing over text with an added token (module doc): a SPRINT
-#: executor's start takes two (the planner's stream, then the executor's task), a stage's end three (the executor's
-#: stream, the stage's gather, the planner's next request).
-TURN_YIELDS = 4
-
-
 def _settle(future) -> None:
     """Resolve `future` (event loop thread) unless it already is."""
     if not future.done():
@@ -733,11 +727,6 @@ class TransformersBackend:
         self.stats = BackendStats()
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.eos_ids = self._eos_ids() | {int(i) for i in extra_eos_ids}
-        # Added tokens (besides EOS): where a structured text such as SPRINT's changes course (its tags are added
-        # tokens of the bundled tokenizers): a request's text with one is handed over before the next launch
-        # (`_schedule`).
-        added = getattr(tokenizer, "get_added_vocab", None)
-        self._turn_ids = frozenset(int(i) for i in (added() if added else {}).values()) - self.eos_ids
         # Observer called in the worker thread with (token ids so far, next-token logits) for every sampled token;
         # for debugging and for tests that compare logits bit for bit.
         self.on_logits = on_logits
@@ -1086,19 +1075,6 @@ class TransformersBackend:
             finally:
                 self._stepping = False
             emit = self._advance(rows, owners, sample, tokens)
-            turns = [r for r in emit if self._turn_ids and not self._turn_ids.isdisjoint(r.tokens[r.read_offset:])]
-            if turns:
-                # A new added token (a SPRINT prompt that closes, an execution that ends): that text reaches its
-                # caller now, and the caller gets a few turns of the loop to react (start an executor, end the
-                # stage with the planner's next request) before the next launch. Emitted after the launch like
-                # the rest, the reaction came one forward pass later: the new request waited for that pass, and a
-                # request its stop string ended took part in it.
-                self._emit(turns)
-                emit = [r for r in emit if r not in turns]
-                for _ in range(TURN_YIELDS):
-                    await asyncio.sleep(0)
-                    if self._pending:
-                        break
 
     async def warmup(self, sequences: int | None = None) -> dict:
         """Get ready for runs of up to `sequences` concurrent sequences (default `max_batch`): with CUDA graphs, one

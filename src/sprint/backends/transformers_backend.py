@@ -1021,7 +1021,7 @@ class TransformersBackend:
                 # A new request may extend one that just finished (a SPRINT planner's next stage, when it finished
                 # after its executors) and may need its slot: keep and free them first. (Tried: admitting it at once
                 # and copying its prefix from the finished request's slot, keeping that one after the launch: on an
-                # H100 a stage's planner waited 7.0 ms for its first token instead of 6.2, BENCHMARKS.md.)
+                # H100 a stage's planner waited 6.8 ms for its first token instead of 5.9, BENCHMARKS.md.)
                 self._drop_deferred()
             while self._pending and len(self._active) < self.max_batch:
                 req = self._pending.popleft()

@@ -11,6 +11,8 @@
 #   bash benchmarks/countdown_gpu/eval.sh accuracy2  # the accuracy phase so (two GPUs)
 #   SEEDS="1 2" bash benchmarks/countdown_gpu/eval.sh latency4   # latency2 of two seeds at once (four GPUs), pooled
 #   SEEDS="1 2" bash benchmarks/countdown_gpu/eval.sh latency2s  # latency2 of each seed in turn (two GPUs), pooled
+#   BASE=.ab/src SEEDS="1 2" bash benchmarks/countdown_gpu/eval.sh latency_ab   # another commit's code (a copy of
+#                                                    # its src/) against this tree's, one GPU, alternating per seed
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1;
 # QORDER=sorted lists each question's numbers largest first (`--question-order`; its own run folders).
 # The in-process backend replays decode steps from CUDA graphs (the GPU default); MODE=fast runs it without them and
@@ -20,12 +22,13 @@
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
-phase=${1:?usage: eval.sh check|accuracy|accuracy2|latency|latency2|latency4|latency2s}
+phase=${1:?usage: eval.sh check|accuracy|accuracy2|latency|latency2|latency4|latency2s|latency_ab}
 N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
-sfx=${QORDER:+_$QORDER}${MODE:+_$MODE}${DSTEPS:+_d$DSTEPS}   # run folders and file names of a question order,
+sfx=${TAG:+_$TAG}${QORDER:+_$QORDER}${MODE:+_$MODE}${DSTEPS:+_d$DSTEPS}   # run folders and file names of a tag,
+                                                                          # question order,
                                                              # backend mode or decode steps per graph replay
 OUT=${OUT:-runs/eval_out}; mkdir -p "$OUT" runs
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export PYTHONPATH=${SRC:-$PWD/src}${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1   # SRC: another copy of src/
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
 pair="--model countdown-sprint --method sprint --model countdown-sequential --method sequential"
 case ${ONLY:-} in
@@ -99,5 +102,29 @@ case $phase in
       tail -n 1 "$OUT/latency2s_s$s.out"
     done
     pooled_table latency2s ;;
+  latency_ab)
+    # This tree's code against another commit's, on one GPU in one call: for each seed of SEEDS the latency phase of
+    # the code in BASE (a copy of that commit's src/, its run folders tagged _base), then of this tree's; then each
+    # code's table, seeds pooled. Prepare BASE here and carry it (an ignored folder; the bundled models are linked
+    # from this tree): `mkdir -p .ab && git archive REF src | tar x -C .ab && rm -rf .ab/src/sprint/data`, then
+    # `BASE=.ab/src SEEDS="1 2" LIMIT=110 bash benchmarks/countdown_gpu/eval.sh latency_ab` (carry .ab; LIMIT bounds
+    # each of the 2 x seeds runs: four of 100 problems took about 330 s on an H200, 2026-11-28).
+    base=$(cd "${BASE:?BASE: the copy of another commit src/ (see latency_ab)}" && pwd)
+    [ -e "$base/sprint/data" ] || ln -s "$PWD/src/sprint/data" "$base/sprint/data"
+    for s in ${SEEDS:-1 2}; do
+      for code in base this; do
+        if [ $code = base ]; then tag=base; src=$base; else tag=; src=$PWD/src; fi
+        TAG=$tag SRC=$src SEED=$s OUT=$OUT/${code}_s$s bash "$0" latency > "$OUT/latency_ab_${code}_s$s.out" 2>&1
+        tail -n 1 "$OUT/latency_ab_${code}_s$s.out"
+      done
+    done
+    for tag in base ""; do
+      runs=()
+      for s in ${SEEDS:-1 2}; do
+        r=runs/eval_gpu_latency_n${M}_s$s${tag:+_$tag}${sfx}
+        runs+=("$r/countdown-sprint-sprint" "$r/countdown-sequential-sequential")
+      done
+      python3 benchmarks/countdown_gpu/latency_table.py "${runs[@]}" --name "${tag:-this tree}, seeds ${SEEDS:-1 2}"
+    done | tee "$OUT/latency_ab${sfx}_table.md" ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

@@ -24,3 +24,24 @@ def test_a_replayed_solve_writes_the_recorded_trajectory(load_benchmark):
     assert row["wall_s"] >= row["device_s"]
     with pytest.raises(RuntimeError, match="left the recorded path"):   # a question it did not record
         mod.replay("sequential", [items[9].question], picks, decode_ms=0.0, eager_ms=0.0)
+
+
+@pytest.mark.parametrize("method", ["sequential", "sprint"])
+def test_multi_step_replays_write_the_recorded_trajectory(load_benchmark, method):
+    """Decode passes of four greedy steps (as the CUDA graphs take them): the same trajectory as the one-step
+    recording, SPRINT's stop strings inside a block included (each request ends at the token that completes its stop
+    string and the steps after it are dropped), with no fewer modelled steps than the one-step replay."""
+    mod = load_benchmark("benchmarks/bench_solve_host.py")
+    from sprint.tasks.countdown.loader import load_countdown
+
+    question = load_countdown("test", 11, 1, question_order="sorted")[10].question
+    solved = []
+    picks = mod.record(method, [question], threads=2, results=solved)
+    (want,) = solved
+    (one,) = mod.replay(method, [question], picks, decode_ms=0.0, eager_ms=0.0)
+    (four,) = mod.replay(method, [question], picks, decode_ms=0.5, eager_ms=4.0, decode_steps=4)
+    assert one["trajectory"] == four["trajectory"] == want.trajectory
+    assert four["sequential_tokens"] == want.sequential_tokens
+    if method == "sequential":   # one stream: the question's pass, then its steps rounded up to blocks of four
+        steps = want.sequential_tokens
+        assert steps * 0.0005 <= four["device_s"] <= (steps + 8) * 0.0005 + 1e-9

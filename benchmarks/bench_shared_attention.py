@@ -7,9 +7,10 @@ planner's text up to its prompt plus a few tokens, so the slots of a stage hold 
 8-slot step cost 357 us at 2,048 keys against 249 us for one slot (BENCHMARKS.md): the attention reads every copy.
 Read from one slot, the copies are one piece of memory that the L2 cache serves after the first read.
 
-The matrix products with the fused softmax (`decode_attention` when the split kernels do not take the shape) are
-timed too. Each "step" is `--layers` attention calls (one per layer, each layer its own KV buffers, as in the model), captured in
-one CUDA graph and replayed; microseconds per step, the median of `--repeats` timings of `--replays` replays.
+The matrix products with the fused softmax (`decode_attention` when the split kernels do not take the shape) are timed
+too. Each "step" is `--layers` attention calls (one per layer, each layer its own KV buffers, as in the model),
+captured in one CUDA graph and replayed; microseconds per step, the median of `--repeats` timings of `--replays`
+replays.
 
     python benchmarks/bench_shared_attention.py [--batches 1 8] [--keys 256 1024 2048 4096] [--out FILE]
 """
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE,...",
                     help="a configuration of `kernels`' module constants to time (repeatable; each its own rows), "
                          "e.g. ATTENTION_ONE_ROW_MIN_SLOT_KEYS=0 or ATTENTION_ONE_ROW_WARPS=2,ATTENTION_BLOCK_N=128")
-    ap.add_argument("--out", help="write the rows as JSON lines")
+    ap.add_argument("--out", help="append the rows to this file as JSON lines")
     args = ap.parse_args()
     configs = [dict(kv.split("=") for kv in c.split(",")) for c in args.set] or [{}]
     defaults = {name: getattr(kernels, name) for c in configs for name in c}

@@ -43,10 +43,9 @@ thread hand-off, up to seven streams' text and the orchestrator they wake), whic
 sequential one on an H200 once attention stopped growing with the context. The cost: a request that ends inside the
 block (EOS, its stop string, its token limit) has its later tokens computed and dropped (`TransformersBackend`).
 
-Host traffic per step: one copy of 6 x B x Q integers in (ids, positions, key lengths, real rows, prefix
-sources and their lengths: `SlotCache.shares`), one `.tolist()`
-of S x B picked tokens out; sampling rows (temperature > 0) and the `on_logits` observer read their rows of the
-graph's logits.
+Host traffic per step: one copy of 6 x B x Q integers in (ids, positions, key lengths, real rows, prefix sources
+and their lengths: `SlotCache.shares`), one `.tolist()` of S x B picked tokens out; sampling rows (temperature > 0)
+and the `on_logits` observer read their rows of the graph's logits.
 
 `capture=False` runs the same padded step eagerly (no graph): the layout and masking logic is then testable on a
 CPU, where CUDA graphs do not exist. A model whose forward pass cannot be captured (one that reads device values on
@@ -120,8 +119,9 @@ def fit(sizes, n: int) -> int | None:
 @dataclass
 class _Graph:
     """One captured step: its static input [6, B * Q] (ids, positions, key lengths, 1 for a real row and 0 for a
-    dummy, the slot whose buffer holds the row's slot's first keys and how many: `SlotCache.shares`), outputs (each slot's next-token logits [B, vocab] and argmax [S, B], one row per decode step of a
-    multi-step graph) and the buffers it uses."""
+    dummy, the slot whose buffer holds the row's slot's first keys and how many: `SlotCache.shares`), outputs (each
+    slot's next-token logits [B, vocab] and argmax [S, B], one row per decode step of a multi-step graph) and the
+    buffers it uses."""
 
     rows: int       # B: slots
     capacity: int

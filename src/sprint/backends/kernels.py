@@ -439,8 +439,9 @@ def _attention(q, k, v, mask, scale: float, shared=None):
     s_src, s_len = (src.stride(0), length.stride(0)) if shared is not None else (0, 0)
     _attention_part_kernel[(b * h, splits)](
         q, k, v, m, part, src, length, n_keys, rows, h, scale, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-        m_b, m_g, splits, s_src, s_len, HAS_MASK=mask is not None, SHARED=shared is not None, DIM=dim, BLOCK_G=block_g, BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program,
-        IEEE=q.dtype == torch.float32, num_warps=ATTENTION_ONE_ROW_WARPS if block_g == 1 else 4)
+        m_b, m_g, splits, s_src, s_len, HAS_MASK=mask is not None, SHARED=shared is not None, DIM=dim,
+        BLOCK_G=block_g, BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program, IEEE=q.dtype == torch.float32,
+        num_warps=ATTENTION_ONE_ROW_WARPS if block_g == 1 else 4)
     _attention_join_kernel[(b * h, rows)](part, out, rows, h, *out.stride()[:3], splits, DIM=dim, BLOCK_G=block_g,
                                           SPLITS=triton.next_power_of_2(splits), num_warps=1)
     return out

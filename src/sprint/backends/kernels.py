@@ -297,16 +297,20 @@ ATTENTION_ONE_ROW_MIN_SLOT_KEYS = 16384
 ATTENTION_ONE_ROW_WARPS = 1
 
 
+@triton.jit
+def _slot_head_program(heads):
+    """The split attention's program ids: (slot x head flattened, its slot, its head, the second program id)."""
+    bh = tl.program_id(0).to(tl.int64)
+    return bh, bh // heads, bh % heads, tl.program_id(1)
+
+
 @triton.jit(do_not_specialize=["n_keys", "rows", "scale", "sq_b", "sq_h", "sq_g", "sk_b", "sk_h", "sk_n",
                                "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits", "s_src", "s_len"])
 def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len_ptr, n_keys, rows, heads, scale,
                            sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits, s_src, s_len,
                            HAS_MASK: tl.constexpr, SHARED: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
                            BLOCK_N: tl.constexpr, ITERS: tl.constexpr, IEEE: tl.constexpr):
-    bh = tl.program_id(0).to(tl.int64)
-    split = tl.program_id(1)
-    b = bh // heads
-    h = bh % heads
+    bh, b, h, split = _slot_head_program(heads)
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, DIM)
     if SHARED:   # keys 0 .. shared-1 of slot b are a copy of slot src's: blocks of them are read from src (the
@@ -363,10 +367,7 @@ def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len
 @triton.jit(do_not_specialize=["rows", "so_b", "so_h", "so_g", "splits"])
 def _attention_join_kernel(part_ptr, o_ptr, rows, heads, so_b, so_h, so_g, splits, DIM: tl.constexpr,
                            BLOCK_G: tl.constexpr, SPLITS: tl.constexpr):
-    bh = tl.program_id(0).to(tl.int64)
-    g = tl.program_id(1)
-    b = bh // heads
-    h = bh % heads
+    bh, b, h, g = _slot_head_program(heads)
     sp = tl.arange(0, SPLITS)
     d = tl.arange(0, DIM)
     base = part_ptr + ((bh * splits + sp) * BLOCK_G + g) * (DIM + 2)

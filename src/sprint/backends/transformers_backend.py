@@ -1304,15 +1304,12 @@ class TransformersBackend:
         complete one of the request's stop strings or ends in an incomplete character: then "" and nothing read,
         and `_emit` reads the tokens one at a time, to end the request at the token that completes the stop
         string."""
-        full = self._decode_ids(req.tokens[req.prefix_offset:])
-        prefix = self._decode_ids(req.tokens[req.prefix_offset:req.read_offset])
-        if len(full) <= len(prefix) or full.endswith("\ufffd"):
+        delta = self._new_text(req, len(req.tokens))
+        if not delta:
             return ""
-        delta = full[len(prefix):]
-        if req.scanner.stop:
-            seen = req.scanner.text[req.scanner.emitted:] + delta   # a held tail may start a stop string
-            if any(s in seen for s in req.scanner.stop):
-                return ""
+        seen = req.scanner.text[req.scanner.emitted:] + delta   # a held tail may start a stop string
+        if any(s in seen for s in req.scanner.stop):
+            return ""
         req.prefix_offset, req.read_offset = req.read_offset, len(req.tokens)
         return delta
 
@@ -1329,10 +1326,17 @@ class TransformersBackend:
         character (TGI's incremental decoding) unless `final`. Starting a few prompt tokens back keeps tokenizers
         that drop a leading space honest."""
         end = len(req.tokens) if upto is None else upto
+        delta = self._new_text(req, end, final)
+        if delta:
+            req.prefix_offset, req.read_offset = req.read_offset, end
+        return delta
+
+    def _new_text(self, req: _Request, end: int, final: bool = False) -> str:
+        """The text the request's tokens read_offset .. end-1 add (nothing read yet): "" when they add none or
+        end in an incomplete UTF-8 character (unless `final`)."""
         prefix = self._decode_ids(req.tokens[req.prefix_offset:req.read_offset])
         full = self._decode_ids(req.tokens[req.prefix_offset:end])
         if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
-            req.prefix_offset, req.read_offset = req.read_offset, end
             return full[len(prefix):]
         return ""
 

@@ -113,6 +113,103 @@ def watch_loop(loop) -> dict:
     return idle
 
 
+def watch_requests(backend) -> dict:
+    """Record each request's life on the backend's clock (perf_counter): submitted (before and after its prompt is
+    tokenized), admitted (`_attach_prefix`, with the prompt tokens reused), first text handed to its caller, finished,
+    and each keeping of a finished request's KV (`_drop_store`, start and end). Keyed by request; `role` is
+    "planner" for a request that may write a final answer, else "executor" (or "sequential" for a request with no
+    stop strings)."""
+    from sprint.format import tags as T
+
+    life: dict = {}
+    inner_submit, inner_attach, inner_emit = backend._submit, backend._attach_prefix, backend._emit
+    inner_finish, inner_drop = backend._finish, backend._drop_store
+    final = T.close_tag(T.FINAL_ANSWER)
+
+    def submit(prompt, params):
+        t0 = time.perf_counter()
+        req = inner_submit(prompt, params)
+        role = "planner" if final in params.stop else ("executor" if params.stop else "sequential")
+        life[req] = {"role": role, "call": t0, "submit": time.perf_counter(), "prompt": len(req.prompt_ids),
+                     "drops": []}
+        return req
+
+    def attach(req):
+        inner_attach(req)
+        if req in life:
+            life[req].update(attach=time.perf_counter(), reused=req.cached)
+
+    def emit(reqs):
+        inner_emit(reqs)
+        now = time.perf_counter()
+        for req in reqs:
+            rec = life.get(req)
+            if rec is not None and "text" not in rec and req.read_offset > len(req.prompt_ids):
+                rec["text"] = now
+
+    def finish(req, reason):
+        if req in life and "finish" not in life[req]:
+            life[req]["finish"] = time.perf_counter()
+        inner_finish(req, reason)
+
+    def drop(req):
+        t0 = time.perf_counter()
+        inner_drop(req)
+        if req in life:
+            life[req]["drops"].append((t0, time.perf_counter()))
+
+    backend._submit, backend._attach_prefix, backend._emit = submit, attach, emit
+    backend._finish, backend._drop_store = finish, drop
+    return life
+
+
+def boundaries(life: dict, records) -> dict:
+    """Each later request's wait for its first text, split into what it waited for (milliseconds, means): a stage's
+    planner from its previous stage's last finishing request, an executor from its submission. Phases: `react`
+    (previous request finished -> the next one's call: the orchestrator), `encode` (the call: tokenizing), `admit`
+    (submitted -> admitted: the pass in flight, keeping finished requests' KV), `launch` (admitted -> the launch of
+    the first pass it is in), `pass` (that pass's launch -> its end), `text` (-> first text handed over, after later
+    passes when the first was a prefill chunk). Also the time spent keeping KV (`_drop_store`) inside each wait."""
+    reqs = sorted(life.items(), key=lambda kv: kv[1]["call"])
+    out: dict = collections.defaultdict(lambda: collections.defaultdict(float))
+    counts: collections.Counter = collections.Counter()
+    finished = [rec for _, rec in reqs if "finish" in rec]
+    for req, rec in reqs:
+        if "text" not in rec or "attach" not in rec:
+            continue
+        if rec["role"] == "planner" and rec["prompt"] > 64:
+            prev = [r for r in finished if r["finish"] < rec["call"]]
+            if not prev:
+                continue
+            last = max(prev, key=lambda r: r["finish"])
+            if last["finish"] < rec["call"] - 0.05:   # a pause between solves
+                continue
+            kind = f"planner after {last['role']}"
+            start = last["finish"]
+        elif rec["role"] == "executor":
+            kind, start = "executor", rec["call"]
+        else:
+            continue
+        first = next((r for r in records if r[5] >= rec["attach"]), None)   # (start, end, kind, B, tokens, launched)
+        if first is None:
+            continue
+        phases = {"react": rec["call"] - start, "encode": rec["submit"] - rec["call"],
+                  "admit": rec["attach"] - rec["submit"], "launch": first[5] - rec["attach"],
+                  "pass": first[1] - first[5], "text": rec["text"] - first[1], "total": rec["text"] - start,
+                  "drop_store": sum(b - a for other in life.values() for a, b in other["drops"]
+                                    if start <= a and b <= rec["text"])}
+        counts[kind] += 1
+        for k, v in phases.items():
+            out[kind][k] += v
+        out[kind][f"first pass: {first[2]}"] += 1
+    result = {}
+    for kind, sums in out.items():
+        n = counts[kind]
+        result[kind] = {"n": n, **{k: (round(1000 * v / n, 3) if not k.startswith("first pass") else int(v))
+                                   for k, v in sums.items()}}
+    return result
+
+
 def summarize(records, solves: int, wall: float) -> dict:
     """Per kind: passes, mean B, tokens, ms (per solve), and the host time between passes."""
     kinds: dict = collections.defaultdict(lambda: [0, 0, 0, 0.0, 0.0])
@@ -242,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         prefilled = backend.stats.prefilled_tokens
         records = trace(backend)
         host = time_host(backend)
+        life = watch_requests(backend)
         idle = watch_loop(asyncio.get_running_loop())
         if args.profile_loop:   # the event loop's thread only: the forward passes run in the backend's worker
             profiler.enable()
@@ -255,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         profiler.disable()
         busy = wall - idle["s"]
         await backend.aclose()
-        return warm, records, wall, busy, host, backend.stats.prefilled_tokens - prefilled
+        return warm, records, wall, busy, host, backend.stats.prefilled_tokens - prefilled, life
 
     import cProfile
 
     profiler = cProfile.Profile()
-    warm, records, wall, busy, host, prefilled = asyncio.run(run())
+    warm, records, wall, busy, host, prefilled, life = asyncio.run(run())
     print(json.dumps({"model": args.model, "method": args.method, "engine": repr(backend), "warmup": warm,
                       "token_major_rope": not args.plain_rope, "contiguous_splits": args.contiguous_splits,
                       "extra_buckets": args.extra_buckets, "fused_kernels": backend.fused_kernels}))
@@ -269,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["prefilled_tokens_per_solve"] = round(prefilled / len(items), 1)   # prompt tokens not served from KV
     summary["host_ms_per_solve"] = {name: [round(n / len(items), 1), round(1000 * t / len(items), 2)]
                                     for name, (n, t) in host.items()}   # [calls, ms] per solve
+    summary["waits_ms"] = boundaries(life, records)   # what a request waits for before its first text
     print(json.dumps(summary, indent=1))
     if args.profile_loop:
         import pstats

@@ -188,7 +188,11 @@ def test_text_is_emitted_while_the_next_step_runs_and_a_stop_keeps_consistent_kv
     backend = make(exact=exact, max_batch=2)
     params = GenerationParams(max_tokens=30)
     full = run(backend.generate(PROMPTS[1], params)).text
-    stop = full[len(full) // 2:len(full) // 2 + 3]
+    # A stop string inside no added token's text (one that is, a SPRINT tag, ends its request before the next step:
+    # test_a_stop_token_ends_its_request_before_the_next_launch).
+    added = backend.tokenizer.get_added_vocab()
+    at = next(i for i in range(len(full) // 2, len(full) - 3) if not any(full[i:i + 3] in t for t in added))
+    stop = full[at:at + 3]
     emitted_while_stepping = []
     original = backend._emit
     backend._emit = lambda reqs: (emitted_while_stepping.append(backend._stepping) if reqs else None,
@@ -1199,3 +1203,88 @@ def test_emit_reads_a_multi_step_block_at_once_and_still_ends_at_the_stop_string
         assert counts[4] < counts[1] / 2
     if stop:
         assert outcomes[0][3] == "stop" and stop[0] not in outcomes[0][0]
+
+
+def test_a_stop_token_ends_its_request_before_the_next_launch(make):
+    """A token whose text is a whole stop string (a SPRINT tag: an execution's or a plan's closing tag) ends its
+    request when the step's picks are read, before the next step is launched (it takes no row there and its caller
+    hears of it a forward pass earlier); the text is cut exactly as the stop-string scan cuts it, the block's later
+    picks are dropped and not counted. A request without such a token is left for the usual emission."""
+    import asyncio as aio
+
+    from sprint.backends.stops import StopScanner
+    from sprint.backends.transformers_backend import StepRows, _Request
+    from sprint.format import tags as T
+
+    backend = make(exact=False)
+    tag = T.close_tag(T.execution_name(1, 2))
+    tag_id = backend.tokenizer.convert_tokens_to_ids(tag)
+    assert backend._stop_ids(_Request([1], GenerationParams(stop=T.executor_stop_strings(1, 2)), aio.Queue(), 0.0)) \
+        >= {tag_id}
+    prompt = backend.encode_prompt(PROMPTS[0])
+    words = backend.tokenizer(" the quick brown", add_special_tokens=False)["input_ids"]
+
+    def request(stop):
+        req = _Request(prompt_ids=prompt, params=GenerationParams(max_tokens=50, stop=stop), queue=aio.Queue(),
+                       submitted=0.0, tokens=list(prompt), scanner=StopScanner(stop))
+        req.prefix_offset, req.read_offset = max(0, len(prompt) - 5), len(prompt)
+        return req
+
+    ends, other = request(T.executor_stop_strings(1, 2)), request(["never"])
+    rows = StepRows([(0, 1, None, len(prompt) - 1), (1, 2, None, len(prompt) - 1)], exact=False)
+    block = words[:2] + [tag_id] + words[2:]
+    left = backend._advance(rows, [ends, other], [(ends, 0), (other, 1)], [block, block])
+    assert left == [other] and other.finish is None
+    assert ends.finish == "stop" and ends.generated == 3 and ends.tokens == prompt + words[:2] + [tag_id]
+    items = []
+    while not ends.queue.empty():
+        items.append(ends.queue.get_nowait())
+    completion = next(x for x in items if not isinstance(x, str) and hasattr(x, "stop_string"))
+    assert "".join(x for x in items if isinstance(x, str)) == completion.text == backend.tokenizer.decode(words[:2])
+    assert completion.stop_string == tag and completion.generated_tokens == 3
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_request_extending_a_just_finished_one_takes_its_kv_over_in_place(make, exact, monkeypatch):
+    """A request that extends a just-finished one whole, sent as the scheduler idles (a SPRINT planner's next call
+    after a plan without prompts), takes the finished request's KV over where it is: no copy into the prefix cache
+    and none out of it, the same slot, and the same text as on a fresh backend."""
+    from sprint.backends import transformers_backend
+
+    monkeypatch.setattr(transformers_backend, "IDLE_KEEP_S", 5.0)   # a slow CI machine answers in time too
+    backend = make(exact=exact, max_batch=4)
+    kept, slots = [], []
+    drop, attach = backend._drop_store, backend._attach_prefix
+    backend._drop_store = lambda req: (kept.append(len(req.prompt_ids)), drop(req))[1]
+    backend._attach_prefix = lambda req: (attach(req), slots.append(getattr(req.store, "slot", None)))[0]
+
+    async def scenario():
+        first = await backend.generate(PROMPTS[1], GenerationParams(max_tokens=9))
+        before = backend.stats.reused_prompt_tokens
+        second = await backend.generate(PROMPTS[1] + first.text, GenerationParams(max_tokens=6))
+        return first, second, backend.stats.reused_prompt_tokens - before
+
+    first, second, reused = run(scenario())
+    n_first = len(backend.encode_prompt(PROMPTS[1]))
+    assert reused >= n_first + first.generated_tokens - 2   # its prompt and what it wrote (less the last token)
+    assert n_first not in kept   # the first request's KV never went to the prefix cache: the second took it
+    if not exact:
+        assert slots[0] == slots[1] == 0
+    fresh = run(make(exact=exact).generate(PROMPTS[1] + first.text, GenerationParams(max_tokens=6)))
+    assert second.text == fresh.text
+
+
+def test_truncating_a_slot_limits_what_others_read_from_it():
+    """`SlotCache.truncate` (a request taking a finished one's slot over): the slot's own shared prefix and every
+    slot reading its prefix from it stop at the kept length (positions after it will be overwritten)."""
+    from sprint.backends.transformers_backend import SlotCache, SlotSeq
+
+    cache = SlotCache(4)
+    a, b, c = cache.acquire(), cache.acquire(), cache.acquire()
+    cache.source[b.slot] = (a.slot, 50)
+    cache.source[c.slot] = (b.slot, 80)
+    b.length = 120
+    cache.truncate(b, 30)
+    assert b.length == 30 and cache.shares(b.slot) == (a.slot, 30) and cache.shares(c.slot) == (b.slot, 30)
+    cache.truncate(SlotSeq(a.slot, 200), 100)
+    assert cache.shares(b.slot) == (a.slot, 30)

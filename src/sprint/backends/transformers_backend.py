@@ -110,6 +110,9 @@ _GENERATIONS = itertools.count(1)
 DECODE_STEPS = 4
 #: Fast mode: prefill rows one step may take when no sequence is decoding (then `step_tokens` protects no one).
 LONE_PREFILL_TOKENS = 4096
+#: Seconds the scheduler, with nothing running, waits for a request extending one that just finished before keeping
+#: the finished ones' KV (`_schedule`): a SPRINT orchestrator answers an ended stage in well under a millisecond.
+IDLE_KEEP_S = 0.005
 # CPU fast mode: decoding slots attend in runs of this many, each up to its own longest sequence (`_slot_rows`).
 SLOT_GROUP = 4
 
@@ -296,6 +299,14 @@ class SlotCache:
             for c in children:
                 if c != root:
                     self.source[c] = (root, self.source[c][1])
+
+    def truncate(self, seq: SlotSeq, n: int) -> None:
+        """Keep only the first `n` positions of a sequence's slot (a new request taking over a finished one's KV):
+        the later ones will be overwritten, so no slot reads them as a shared prefix any more."""
+        seq.length = min(seq.length, n)
+        for slot, (src, m) in list(self.source.items()):
+            if slot == seq.slot or src == seq.slot:
+                self.source[slot] = (src, min(m, seq.length))
 
     def shares(self, slot: int) -> tuple[int, int]:
         """(source slot, n): the slot's first n positions may be read from the source slot ((slot, 0): none)."""
@@ -731,6 +742,7 @@ class TransformersBackend:
         # for debugging and for tests that compare logits bit for bit.
         self.on_logits = on_logits
         self._cache = _PrefixCache(prefix_cache_tokens)
+        self._stop_token_cache: dict[tuple[str, ...], frozenset[int]] = {}   # `_stop_ids`
         self._prepare_model(torch)
         if self.device.type == "cuda":
             probe_decode_attention(self.device)   # settled here, never inside a CUDA-graph capture
@@ -935,11 +947,15 @@ class TransformersBackend:
             # lookup rules out most (other problems' sequences part from this one's after the question).
             return n > best < len(ids) and int(tokens[best]) == ids[best]
 
-        for other in self._active:
-            if other.store is not None and other.computed and may_beat(other.tokens, other.computed):
-                m = _common_prefix(prompt, _tokens_upto(other, other.computed))
+        finished = None   # the finished request (not yet kept: `_deferred`) whose KV is the best prefix, if any
+        for other in itertools.chain(self._active, self._deferred):
+            # A finished request's block may have run past its last kept token: only its kept tokens' KV counts.
+            n = other.computed if other.finish is None else min(other.computed, len(other.tokens))
+            if other.store is not None and n and may_beat(other.tokens, n):
+                m = _common_prefix(prompt, _tokens_upto(other, n))
                 if m > best:
                     best, best_store, from_cache = m, other.store, False
+                    finished = other if other.finish is not None else None
         # Newest first: a problem's own earlier sequences, which share the most with its prompt, are the newest.
         for toks, st in reversed(self._cache.entries.values()):
             if may_beat(toks, len(toks)):
@@ -947,6 +963,27 @@ class TransformersBackend:
                 if m > best:
                     best, best_store, from_cache = m, st, True
         reuse = min(best, len(req.prompt_ids) - 1)   # the last prompt token is always run: its logits are needed
+        if finished is not None and best >= min(finished.computed, len(finished.tokens)):
+            # The prompt extends a finished request whole (a SPRINT planner's next call after a plan without
+            # prompts): take its KV over where it is, no copy into the prefix cache and none out of it. Nothing of
+            # it is lost: this request's own KV, kept when it ends, covers it.
+            self._deferred.remove(finished)
+            req.store, finished.store = finished.store, None
+            if isinstance(req.store, SlotSeq):
+                self._slots.truncate(req.store, reuse)
+            else:
+                req.store.length = reuse
+            req.cached = reuse
+            self.stats.reused_prompt_tokens += reuse
+            return
+        if not self.exact and self._slots.free and any(
+                isinstance(d.store, SlotSeq) and d.store.slot < min(self._slots.free) for d in self._deferred):
+            # A finished request holds a lower slot than any free one: keep and free it first, so the new request
+            # takes the lowest slot (a graph step covers slots 0 .. highest in use; a long prefill runs in a graph
+            # only from slot 0), then look again (its KV is in the prefix cache now).
+            self._drop_deferred()
+            self._attach_prefix(req)
+            return
         if not self.exact:
             req.store = self._slots.acquire()
         if reuse > 0 and best_store is not None:
@@ -1017,11 +1054,12 @@ class TransformersBackend:
         while True:
             for req in [r for r in self._active if r.cancelled]:
                 self._finish(req, "cancelled")
-            if self._pending and self._deferred:
-                # A new request may extend one that just finished (a SPRINT planner's next stage, when it finished
-                # after its executors) and may need its slot: keep and free them first. (Tried: admitting it at once
-                # and copying its prefix from the finished request's slot, keeping that one after the launch: on an
-                # H100 a stage's planner waited 6.8 ms for its first token instead of 5.9, BENCHMARKS.md.)
+            if self._pending and self._deferred and len(self._slots.free) < min(
+                    len(self._pending), self.max_batch - len(self._active)):
+                # Finished requests not yet kept hold slots the new ones need: keep and free them first. Otherwise
+                # new requests are admitted at once and may reuse a finished request's KV where it still is
+                # (`_attach_prefix`): keeping it (a copy into the prefix cache) waits until after the next launch,
+                # off the path of the new request's first token (a SPRINT stage's planner after its executors).
                 self._drop_deferred()
             while self._pending and len(self._active) < self.max_batch:
                 req = self._pending.popleft()
@@ -1030,6 +1068,16 @@ class TransformersBackend:
                 self._attach_prefix(req)
                 self._active.append(req)
             if not self._active:
+                if self._deferred and not self._pending:
+                    # Requests just finished and nothing runs: their callers may answer at once with a request
+                    # that extends one of them (a SPRINT stage's next planner call). Wait a moment for it before
+                    # keeping their KV, which would otherwise hold up the answer on this thread; the new request
+                    # then reuses their KV where it is (`_attach_prefix`) and they are kept after its launch.
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), IDLE_KEEP_S)
+                    if self._pending:
+                        continue
                 self._drop_deferred()
                 if self._slots.idle() and self._graphs is None:
                     # Nothing runs: give the fast-mode KV buffers back. With CUDA graphs they stay, bound to the
@@ -1266,7 +1314,15 @@ class TransformersBackend:
                     break
             # A block that went on past an EOS or the limit wrote keys after the kept tokens: `_finish` trims them
             # (`_drop_store`).
-            if finish == "stop":
+            if finish is None and not self._stop_ids(req).isdisjoint(picks):
+                # A token that completes a stop string by itself (a SPRINT tag closing a plan or an execution): the
+                # text is read now, so the request ends before the next launch instead of after it. Why: it then
+                # takes no row of that step, and the caller (the orchestrator ending a stage) hears of it one
+                # forward pass earlier, at every stage's end. `_emit` reads and cuts the text as it always does.
+                self._emit([req])
+                if req.finish is None:   # not possible for an exact stop token; the usual path then
+                    emit.append(req)
+            elif finish == "stop":
                 self._emit([req])   # the tokens before the EOS
                 self._finish(req, "stop")
             elif finish == "length":
@@ -1275,6 +1331,18 @@ class TransformersBackend:
             else:
                 emit.append(req)
         return emit
+
+    def _stop_ids(self, req: _Request) -> frozenset[int]:
+        """Added tokens whose text holds one of the request's stop strings whole (so reading that token always ends
+        the request): a SPRINT tag such as an execution's closing tag, which the orchestrator's stop strings are. Per
+        set of stop strings, computed once."""
+        stop = tuple(req.params.stop or ())
+        ids = self._stop_token_cache.get(stop)
+        if ids is None:
+            added = getattr(self.tokenizer, "get_added_vocab", dict)() if stop else {}
+            ids = self._stop_token_cache[stop] = frozenset(
+                i for text, i in added.items() if any(s and s in text for s in stop))
+        return ids
 
     def _emit(self, reqs: list[_Request]) -> None:
         """Each request's new text to its queue; a request whose stop string appears finishes. Several new tokens

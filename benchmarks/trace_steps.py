@@ -160,6 +160,25 @@ def watch_requests(backend) -> dict:
 
     backend._submit, backend._attach_prefix, backend._emit = submit, attach, emit
     backend._finish, backend._drop_store = finish, drop
+
+    # The orchestrator's side of a stage's end: when each call returns to it, when it starts the next stage's text.
+    from sprint.format import incremental
+    from sprint.inference import calls
+
+    events = life[None] = []
+    inner_call, inner_context = calls.CallLog.call, incremental.stage_context
+
+    async def call(self, role, *args, **kwargs):
+        try:
+            return await inner_call(self, role, *args, **kwargs)
+        finally:
+            events.append((time.perf_counter(), "returned", role))
+
+    def stage_context(*args, **kwargs):
+        events.append((time.perf_counter(), "stage_context", None))
+        return inner_context(*args, **kwargs)
+
+    calls.CallLog.call, incremental.stage_context = call, stage_context
     return life
 
 
@@ -170,7 +189,8 @@ def boundaries(life: dict, records) -> dict:
     (submitted -> admitted: the pass in flight, keeping finished requests' KV), `launch` (admitted -> the launch of
     the first pass it is in), `pass` (that pass's launch -> its end), `text` (-> first text handed over, after later
     passes when the first was a prefill chunk). Also the time spent keeping KV (`_drop_store`) inside each wait."""
-    reqs = sorted(life.items(), key=lambda kv: kv[1]["call"])
+    events = life.get(None, [])
+    reqs = sorted(((k, v) for k, v in life.items() if k is not None), key=lambda kv: kv[1]["call"])
     out: dict = collections.defaultdict(lambda: collections.defaultdict(float))
     counts: collections.Counter = collections.Counter()
     finished = [rec for _, rec in reqs if "finish" in rec]
@@ -196,8 +216,14 @@ def boundaries(life: dict, records) -> dict:
         phases = {"react": rec["call"] - start, "encode": rec["submit"] - rec["call"],
                   "admit": rec["attach"] - rec["submit"], "launch": first[5] - rec["attach"],
                   "pass": first[1] - first[5], "text": rec["text"] - first[1], "total": rec["text"] - start,
-                  "drop_store": sum(b - a for other in life.values() for a, b in other["drops"]
+                  "drop_store": sum(b - a for _, other in reqs for a, b in other["drops"]
                                     if start <= a and b <= rec["text"])}
+        if kind.startswith("planner"):   # react = the call returning to the orchestrator, then its own work
+            back = next((t for t, what, _ in events if what == "returned" and start <= t <= rec["call"]), None)
+            ctx = next((t for t, what, _ in events if what == "stage_context" and start <= t <= rec["call"]), None)
+            if back is not None and ctx is not None and back <= ctx:
+                phases.update({"react: to the caller": back - start, "react: orchestrator": ctx - back,
+                               "react: stage text": rec["call"] - ctx})
         counts[kind] += 1
         for k, v in phases.items():
             out[kind][k] += v

@@ -1288,3 +1288,30 @@ def test_truncating_a_slot_limits_what_others_read_from_it():
     assert b.length == 30 and cache.shares(b.slot) == (a.slot, 30) and cache.shares(c.slot) == (b.slot, 30)
     cache.truncate(SlotSeq(a.slot, 200), 100)
     assert cache.shares(b.slot) == (a.slot, 30)
+
+
+def test_a_finished_request_is_not_taken_over_when_a_cached_sequence_shares_more(make, monkeypatch):
+    """The prompt extends a just-finished request whole but a cached sequence shares more of it: the KV comes from
+    the cached one (the finished request is kept, not taken over, which would claim positions it never held), and
+    the text is a fresh backend's."""
+    from sprint.backends import transformers_backend
+
+    monkeypatch.setattr(transformers_backend, "IDLE_KEEP_S", 5.0)
+    backend = make(exact=False, max_batch=4)
+    kept = []
+    drop = backend._drop_store
+    backend._drop_store = lambda req: (kept.append(req.generated), drop(req))[1]
+
+    async def scenario():
+        long = await backend.generate(PROMPTS[1], GenerationParams(max_tokens=12))
+        await backend.generate(PROMPTS[3], GenerationParams(max_tokens=2))   # not a prefix: `long` is kept first
+        short = await backend.generate(PROMPTS[1], GenerationParams(max_tokens=3))
+        before = backend.stats.reused_prompt_tokens
+        tail = await backend.generate(PROMPTS[1] + long.text + " and", GenerationParams(max_tokens=5))
+        return long, short, tail, backend.stats.reused_prompt_tokens - before
+
+    long, short, tail, reused = run(scenario())
+    assert 12 in kept and 3 in kept   # both kept in the prefix cache: the short one was not taken over
+    assert reused >= len(backend.encode_prompt(PROMPTS[1])) + 12 - 2
+    fresh = run(make(exact=False).generate(PROMPTS[1] + long.text + " and", GenerationParams(max_tokens=5)))
+    assert tail.text == fresh.text

@@ -947,7 +947,7 @@ class TransformersBackend:
             # lookup rules out most (other problems' sequences part from this one's after the question).
             return n > best < len(ids) and int(tokens[best]) == ids[best]
 
-        finished = None   # the finished request (not yet kept: `_deferred`) whose KV is the best prefix, if any
+        finished = None   # the finished request (not yet kept: `_deferred`) that shares the most, if any
         for other in itertools.chain(self._active, self._deferred):
             # A finished request's block may have run past its last kept token: only its kept tokens' KV counts.
             n = other.computed if other.finish is None else min(other.computed, len(other.tokens))
@@ -961,12 +961,15 @@ class TransformersBackend:
             if may_beat(toks, len(toks)):
                 m = _common_prefix(prompt, toks)
                 if m > best:
-                    best, best_store, from_cache = m, st, True
+                    best, best_store, from_cache, finished = m, st, True, None
         reuse = min(best, len(req.prompt_ids) - 1)   # the last prompt token is always run: its logits are needed
-        if finished is not None and best >= min(finished.computed, len(finished.tokens)):
+        if finished is not None and best >= min(finished.computed, len(finished.tokens)) and not (
+                isinstance(finished.store, SlotSeq) and self._slots.free
+                and min(self._slots.free) < finished.store.slot):
             # The prompt extends a finished request whole (a SPRINT planner's next call after a plan without
-            # prompts): take its KV over where it is, no copy into the prefix cache and none out of it. Nothing of
-            # it is lost: this request's own KV, kept when it ends, covers it.
+            # prompts): take its KV over where it is, no copy into the prefix cache and none out of it (unless a
+            # lower slot is free: the new request should take that, see below). Nothing of it is lost: this
+            # request's own KV, kept when it ends, covers it.
             self._deferred.remove(finished)
             req.store, finished.store = finished.store, None
             if isinstance(req.store, SlotSeq):
@@ -976,11 +979,12 @@ class TransformersBackend:
             req.cached = reuse
             self.stats.reused_prompt_tokens += reuse
             return
-        if not self.exact and self._slots.free and any(
-                isinstance(d.store, SlotSeq) and d.store.slot < min(self._slots.free) for d in self._deferred):
-            # A finished request holds a lower slot than any free one: keep and free it first, so the new request
-            # takes the lowest slot (a graph step covers slots 0 .. highest in use; a long prefill runs in a graph
-            # only from slot 0), then look again (its KV is in the prefix cache now).
+        if self._deferred:
+            # Otherwise finished requests not yet kept are kept and freed first, then the prompt is matched again
+            # (their KV is in the prefix cache then). Why not copy from their slots and keep them after the launch:
+            # the new request would take a higher slot than theirs (a graph step covers slots 0 .. highest in use, a
+            # long prefill runs in a graph only from slot 0), and on an H100 a stage's planner after its executors
+            # got its first text later so (8.4 against 8.0 ms, 6.8 against 5.9 in an earlier try; BENCHMARKS.md).
             self._drop_deferred()
             self._attach_prefix(req)
             return
@@ -1054,13 +1058,6 @@ class TransformersBackend:
         while True:
             for req in [r for r in self._active if r.cancelled]:
                 self._finish(req, "cancelled")
-            if self._pending and self._deferred and len(self._slots.free) < min(
-                    len(self._pending), self.max_batch - len(self._active)):
-                # Finished requests not yet kept hold slots the new ones need: keep and free them first. Otherwise
-                # new requests are admitted at once and may reuse a finished request's KV where it still is
-                # (`_attach_prefix`): keeping it (a copy into the prefix cache) waits until after the next launch,
-                # off the path of the new request's first token (a SPRINT stage's planner after its executors).
-                self._drop_deferred()
             while self._pending and len(self._active) < self.max_batch:
                 req = self._pending.popleft()
                 if req.cancelled:

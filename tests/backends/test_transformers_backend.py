@@ -1315,3 +1315,18 @@ def test_a_finished_request_is_not_taken_over_when_a_cached_sequence_shares_more
     assert reused >= len(backend.encode_prompt(PROMPTS[1])) + 12 - 2
     fresh = run(make(exact=False).generate(PROMPTS[1] + long.text + " and", GenerationParams(max_tokens=5)))
     assert tail.text == fresh.text
+
+
+def test_a_prepared_text_lets_the_prompt_extending_it_be_tokenized_from_its_end(make):
+    """`prepare_prompt(text)` (a SPRINT stage's next context as its executions finish): a later prompt extending
+    `text` is tokenized from `text`'s last safe added token on, with the ids of a whole encoding."""
+    from sprint.format import tags as T
+
+    backend = make(exact=False)
+    text = "<think>\n" + T.open_tag(T.plan_name(1)) + "\nSplit.\n" + T.close_tag(T.plan_name(1))
+    later = text + "\n\n" + T.open_tag(T.execution_block_name(1)) + "\na = 1\n"
+    backend.prepare_prompt(text)
+    cut = backend._prompt_ids.cut
+    ids = backend.encode_prompt(later)
+    assert backend._prompt_ids.cut == cut + 1
+    assert ids == backend.tokenizer(later, add_special_tokens=True)["input_ids"]

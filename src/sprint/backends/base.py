@@ -63,7 +63,10 @@ class CompletionStream:
 
 @runtime_checkable
 class Backend(Protocol):
-    """Generates text from a text prompt; async, many calls in flight at once."""
+    """Generates text from a text prompt; async, many calls in flight at once.
+
+    Optional: `prepare_prompt(text) -> None`, a hint that a coming prompt will extend `text` (the orchestrator gives
+    a stage's next context as its executions finish; the in-process backend tokenizes it ahead)."""
 
     async def generate(self, prompt: str, params: GenerationParams) -> Completion:
         """Generate to completion (a stop string, EOS or max_tokens)."""

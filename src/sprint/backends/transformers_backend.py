@@ -716,7 +716,7 @@ class TransformersBackend:
             raise ValueError("tokenizer: required when a model object is given")
         self.model, self.tokenizer = model, tokenizer
         # Prompts extend earlier prompts (a SPRINT stage's planner and executors): their ids are reused, exactly.
-        self._prompt_ids = PromptIds(tokenizer)
+        self._prompt_ids = PromptIds(tokenizer, keep=64)   # a SPRINT stage: 8 prompts and up to 7 prepared texts
         # A fast tokenizer's own (Rust) tokenizer: `_decode_ids` calls it directly, twice per token per stream.
         self._rust_tokenizer = getattr(tokenizer, "backend_tokenizer", None)
         self.name = str(model_name_or_path or getattr(model.config, "_name_or_path", "model"))
@@ -861,6 +861,12 @@ class TransformersBackend:
             bos = getattr(self.tokenizer, "bos_token", None)
             add = not (bos and prompt.startswith(bos))
         return self._prompt_ids.encode(prompt, add)
+
+    def prepare_prompt(self, prompt: str) -> None:
+        """Tokenize a text that a coming request's prompt will extend (optional `Backend` capability; a SPRINT
+        stage's next context as its executions finish): that prompt is then tokenized from the end of this one's
+        last safe added token (`sprint.backends.prompt_ids`), not whole, at the moment it is sent."""
+        self.encode_prompt(prompt)
 
     # ------------------------------------------------------------------------------------------ public API
     async def generate(self, prompt: str, params: GenerationParams) -> Completion:

@@ -15,7 +15,9 @@ passes, slots (the graph's B bucket, mean), tokens produced, milliseconds. Then,
 each captured decode graph replayed back to back (no host work), microseconds per decode step by B, K (keys) and S,
 which separates the device's cost of a wider batch from the host's. The summary also gives, per pass kind, the worker's
 host time before the launch (`launch_ms_per_pass`), and per solve the event loop's busy time, the backend's host
-methods' calls and milliseconds (`host_ms_per_solve`) and the prompt tokens prefilled (not served from cached KV).
+methods' calls and milliseconds (`host_ms_per_solve`) and the prompt tokens prefilled (not served from cached KV),
+and what each kind of request waits for before its first text, phase by phase (`waits_ms`: a stage's planner after
+its executors or after a planner, an executor; see `boundaries`).
 
     python benchmarks/trace_steps.py --device cuda --n 20 [--model countdown-sprint --method sprint] [--replay]
 """

@@ -59,3 +59,28 @@ def test_watch_loop_counts_the_time_the_loop_waits(load_benchmark):
 
     idle, wall = asyncio.run(run())
     assert 0.04 <= idle <= wall - 0.04
+
+
+def test_boundaries_split_a_requests_wait_into_its_phases(load_benchmark):
+    """`boundaries`: a stage's planner after its last executor, phase by phase from that executor's end (the call
+    returning, the orchestrator, the stage text, tokenizing, admission, launch, the pass, the first text), and the
+    KV keeping inside the wait; an executor's wait from its own call."""
+    mod = load_benchmark("benchmarks/trace_steps.py")
+    ms = 0.001
+    life = {
+        "ex": {"role": "executor", "call": 0.0, "submit": 0.5 * ms, "attach": 1 * ms, "text": 4 * ms,
+               "finish": 10 * ms, "prompt": 80, "drops": [(10.2 * ms, 10.4 * ms)]},
+        "pl": {"role": "planner", "call": 12 * ms, "submit": 15 * ms, "attach": 16 * ms, "text": 20 * ms,
+               "prompt": 1500, "drops": []},
+        None: [(11 * ms, "returned", "executor"), (11.5 * ms, "stage_context", None)],
+    }
+    # (start, end, kind, B, tokens, launched): the executor's first pass, then the planner's long prefill
+    records = [(1.2 * ms, 2 * ms, "join 8", 2, 2, 1.5 * ms), (16.5 * ms, 18 * ms, "long prefill", 1, 1, 17 * ms)]
+    waits = mod.boundaries(life, records)
+    planner = waits["planner after executor"]
+    expected = {"react": 2, "encode": 3, "admit": 1, "launch": 1, "pass": 1, "text": 2, "total": 10,
+                "drop_store": 0.2, "react: to the caller": 1, "react: orchestrator": 0.5, "react: stage text": 0.5}
+    assert planner["n"] == 1 and planner["first pass: long prefill"] == 1
+    assert all(planner[k] == pytest.approx(v) for k, v in expected.items())
+    executor = waits["executor"]
+    assert executor["total"] == pytest.approx(4) and executor["pass"] == pytest.approx(0.5)

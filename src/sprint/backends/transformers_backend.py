@@ -111,7 +111,8 @@ DECODE_STEPS = 4
 #: Fast mode: prefill rows one step may take when no sequence is decoding (then `step_tokens` protects no one).
 LONE_PREFILL_TOKENS = 4096
 #: Seconds the scheduler, with nothing running, waits for a request extending one that just finished before keeping
-#: the finished ones' KV (`_schedule`): a SPRINT orchestrator answers an ended stage in well under a millisecond.
+#: the finished ones' KV (`_schedule`): a SPRINT orchestrator's next call came 0.3-2 ms after a stage's end (H100,
+#: H200 and the CI-class CPU; BENCHMARKS.md).
 IDLE_KEEP_S = 0.005
 # CPU fast mode: decoding slots attend in runs of this many, each up to its own longest sequence (`_slot_rows`).
 SLOT_GROUP = 4
@@ -941,7 +942,9 @@ class TransformersBackend:
         return req
 
     def _attach_prefix(self, req: _Request) -> None:
-        """Start from the longest prefix of the prompt whose KV exists (running sequences, then finished ones)."""
+        """Start from the longest prefix of the prompt whose KV exists (running sequences, finished ones not yet
+        kept, then the prefix cache): copied into a new slot, or a finished request's KV taken over in place when
+        the prompt extends it whole."""
         import numpy as np
 
         best, best_store, from_cache = 0, None, False
@@ -1073,9 +1076,9 @@ class TransformersBackend:
             if not self._active:
                 if self._deferred and not self._pending:
                     # Requests just finished and nothing runs: their callers may answer at once with a request
-                    # that extends one of them (a SPRINT stage's next planner call). Wait a moment for it before
-                    # keeping their KV, which would otherwise hold up the answer on this thread; the new request
-                    # then reuses their KV where it is (`_attach_prefix`) and they are kept after its launch.
+                    # that extends one of them (a SPRINT planner's call after a plan without prompts). Wait a
+                    # moment for it before keeping their KV: such a request takes that KV over where it is
+                    # (`_attach_prefix`), with no copy out of the slot and none back in.
                     self._wake.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), IDLE_KEEP_S)

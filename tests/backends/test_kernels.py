@@ -328,3 +328,47 @@ def test_install_leaves_a_module_that_fails_on_the_check_input_alone():
     model = torch.nn.Sequential(PickyMLP().to(DEV))
     assert kernels.install(model) == {"rms_norm": 0, "mlp": 0}
     assert "forward" not in model[0].__dict__
+
+
+@pytest.mark.parametrize("rows,one_row", [(1, False), (1, True), (2, False)])
+@pytest.mark.parametrize("dtype", ATTENTION_DTYPES)
+def test_cascade_attention_reads_a_roots_keys_once_for_its_children(monkeypatch, rows, one_row, dtype):
+    """A SPRINT stage's layout: slot 0 (the planner) shares nothing, slots 1-3 copied its first keys (executors,
+    each a different length, two ending inside a block), slot 4 copied a slot outside the call, slot 5 shares
+    nothing. The cascade (a second kernel over the root's keys for the root and its children) gives the attention
+    over the true keys, as the one-kernel reading does; the copies' whole blocks hold noise, so both read the
+    root's keys."""
+    monkeypatch.setattr(kernels, "ATTENTION_PROGRAMS", 32)
+    monkeypatch.setattr(kernels, "ATTENTION_BLOCK_N", 32)
+    if one_row:   # the own keys' kernel without tl.dot (large steps)
+        monkeypatch.setattr(kernels, "ATTENTION_ONE_ROW_MIN_SLOT_KEYS", 0)
+    g = torch.Generator().manual_seed(8)
+    b, h, d, cap, keys = 6, 2, 16, 512, 300
+    cache_k = torch.randn(8, h, cap, d, generator=g).to(DEV, dtype)
+    cache_v = torch.randn(8, h, cap, d, generator=g).to(DEV, dtype)
+    src = torch.tensor([0, 0, 0, 0, 7, 5], device=DEV, dtype=torch.int32)
+    length = torch.tensor([0, 64, 100, 190, 70, 0], device=DEV, dtype=torch.int32)
+    true_k, true_v = cache_k.clone(), cache_v.clone()
+    for slot in range(1, 5):
+        n, root = int(length[slot]), int(src[slot])
+        true_k[slot, :, :n], true_v[slot, :, :n] = cache_k[root, :, :n], cache_v[root, :, :n]
+    # Each copy holds noise except in the block that reaches past it (the one-kernel reading takes that block from
+    # the slot's own copy; the cascade reads every shared key from the root).
+    for slot in range(1, 5):
+        n = int(length[slot])
+        whole = n // 32 * 32
+        cache_k[slot, :, whole:n], cache_v[slot, :, whole:n] = true_k[slot, :, whole:n], true_v[slot, :, whole:n]
+    q = torch.randn(b, h, rows, d, generator=g).to(DEV, dtype)
+    lengths = torch.tensor([260, 120, 150, 300, 200, 90], device=DEV)
+    mask = (torch.arange(keys, device=DEV) < lengths[:, None])[:, None, None, :].expand(b, 1, rows, keys)
+    want = _attention_reference(q, true_k[:b, :, :keys], true_v[:b, :, :keys], mask, 0.25)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    launches = []
+    prefix = kernels._attention_prefix_kernel
+    monkeypatch.setattr(kernels, "_attention_prefix_kernel",
+                        type("Spy", (), {"__getitem__": lambda self, grid: launches.append(grid) or prefix[grid]})())
+    got = kernels.attention(q, cache_k[:b, :, :keys], cache_v[:b, :, :keys], mask, 0.25, (src, length))
+    assert launches and torch.allclose(got.float(), want, atol=tol, rtol=tol)
+    monkeypatch.setattr(kernels, "ATTENTION_CASCADE", False)   # the one-kernel reading agrees
+    plain = kernels.attention(q, cache_k[:b, :, :keys], cache_v[:b, :, :keys], mask, 0.25, (src, length))
+    assert len(launches) == 1 and torch.allclose(plain.float(), want, atol=tol, rtol=tol)

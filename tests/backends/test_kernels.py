@@ -340,6 +340,7 @@ def test_cascade_attention_reads_a_roots_keys_once_for_its_children(monkeypatch,
     root's keys."""
     monkeypatch.setattr(kernels, "ATTENTION_PROGRAMS", 32)
     monkeypatch.setattr(kernels, "ATTENTION_BLOCK_N", 32)
+    monkeypatch.setattr(kernels, "ATTENTION_CASCADE", True)   # off by default until timed on a GPU
     if one_row:   # the own keys' kernel without tl.dot (large steps)
         monkeypatch.setattr(kernels, "ATTENTION_ONE_ROW_MIN_SLOT_KEYS", 0)
     g = torch.Generator().manual_seed(8)
@@ -372,3 +373,27 @@ def test_cascade_attention_reads_a_roots_keys_once_for_its_children(monkeypatch,
     monkeypatch.setattr(kernels, "ATTENTION_CASCADE", False)   # the one-kernel reading agrees
     plain = kernels.attention(q, cache_k[:b, :, :keys], cache_v[:b, :, :keys], mask, 0.25, (src, length))
     assert len(launches) == 1 and torch.allclose(plain.float(), want, atol=tol, rtol=tol)
+
+
+def test_a_cascade_that_cannot_run_leaves_the_split_attention_on(monkeypatch, caplog):
+    """A cascade kernel that fails to compile or launch is reported once and turned off; the split attention goes on
+    without it (not the matrix products)."""
+    monkeypatch.setattr(kernels, "ATTENTION_CASCADE", True)
+    monkeypatch.setattr(kernels, "_ATTENTION_FAILED", False)
+
+    class Broken:
+        def __getitem__(self, grid):
+            raise RuntimeError("out of resources")
+
+    monkeypatch.setattr(kernels, "_attention_prefix_kernel", Broken())
+    g = torch.Generator().manual_seed(9)
+    k = torch.randn(3, 2, 64, 16, generator=g).to(DEV)
+    k[1:, :, :40] = k[0, :, :40]   # slots 1 and 2 copied slot 0's first 40 keys
+    q = torch.randn(3, 2, 1, 16, generator=g).to(DEV)
+    shared = (torch.tensor([0, 0, 0], device=DEV, dtype=torch.int32),
+              torch.tensor([0, 40, 40], device=DEV, dtype=torch.int32))
+    with caplog.at_level("WARNING"):
+        got = kernels.attention(q, k, k, None, 0.25, shared)
+    assert got is not None and not kernels.ATTENTION_CASCADE and not kernels._ATTENTION_FAILED
+    assert "cascade decode attention unavailable" in caplog.text
+    assert torch.allclose(got, _attention_reference(q, k, k, None, 0.25), atol=1e-5, rtol=1e-5)

@@ -298,8 +298,9 @@ ATTENTION_ONE_ROW_WARPS = 1
 #: With `shared` (slots that copied another slot's first keys), attend in cascade: a second kernel reads a root
 #: slot's keys once for the root and every slot that copied them (their query rows as one matrix), the first only
 #: each slot's own keys after its copy (`_attention_prefix_kernel`). Up to this many query rows (slots x rows per
-#: slot) in all: the prefix kernel holds them in one block.
-ATTENTION_CASCADE = True
+#: slot) in all: the prefix kernel holds them in one block. Off until timed: checked under Triton's interpreter
+#: only (2026-11-28, no device time left); `bench_shared_attention.py` times it (`planner_root_cascade_us`).
+ATTENTION_CASCADE = False
 ATTENTION_CASCADE_MAX_ROWS = 128
 
 
@@ -362,33 +363,34 @@ def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len
     total = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, DIM], tl.float32)
     for i in range(ITERS):
-        if (split * ITERS + i + 1) * BLOCK_N > start:   # a block with keys from `start` on
-            n = (split * ITERS + i) * BLOCK_N + tl.arange(0, BLOCK_N)
-            if SHARED:   # per block, not per key: one base address per load keeps it as fast as the plain one
-                kb = tl.where((split * ITERS + i + 1) * BLOCK_N <= shared, src, b)
-            else:
-                kb = b
-            k = tl.load(k_ptr + kb * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=n[:, None] < n_keys,
-                        other=0.0)
-            v = tl.load(v_ptr + kb * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=n[:, None] < n_keys,
-                        other=0.0)   # issued with the keys: its latency overlaps the scores
-            if BLOCK_G == 1:   # one query row (a decode step without GQA): products and sums, no padded tl.dot
-                s = tl.sum(q.to(tl.float32) * k.to(tl.float32), axis=1)[None, :] * scale
-            elif IEEE:   # float32 operands: full precision (tf32 would round the scores to 10-bit mantissas)
-                s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-            else:
-                s = tl.dot(q, tl.trans(k)) * scale   # [BLOCK_G, BLOCK_N], float32
-            ok = (g[:, None] < rows) & (n[None, :] < n_keys) & (n[None, :] >= start)
-            if HAS_MASK:
-                ok = ok & (tl.load(mask_ptr + b * m_b + g[:, None] * m_g + n[None, :], mask=ok, other=0) != 0)
-            p, alpha, total, top = _online_softmax(s, ok, top, total)
-            if BLOCK_G == 1:   # the probabilities rounded to the values' dtype, as for the tl.dot below
-                pv = tl.sum(p.to(v.dtype).to(tl.float32).reshape(BLOCK_N, 1) * v.to(tl.float32), axis=0)
-                acc = acc * alpha[:, None] + pv[None, :]
-            elif IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        n = (split * ITERS + i) * BLOCK_N + tl.arange(0, BLOCK_N)
+        if SHARED:   # per block, not per key: one base address per load keeps it as fast as the plain one
+            kb = tl.where((split * ITERS + i + 1) * BLOCK_N <= shared, src, b)
+        else:
+            kb = b
+        # Keys before `start` are not loaded (masked: no memory traffic), the loop itself stays as without the
+        # cascade (no branch in the kernel every decode step runs).
+        here = (n < n_keys) & (n >= start)
+        k = tl.load(k_ptr + kb * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=here[:, None], other=0.0)
+        v = tl.load(v_ptr + kb * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=here[:, None],
+                    other=0.0)   # issued with the keys: its latency overlaps the scores
+        if BLOCK_G == 1:   # one query row (a decode step without GQA): products and sums, no 16-row padded tl.dot
+            s = tl.sum(q.to(tl.float32) * k.to(tl.float32), axis=1)[None, :] * scale
+        elif IEEE:   # float32 operands: full precision (tf32 would round the scores to 10-bit mantissas)
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        else:
+            s = tl.dot(q, tl.trans(k)) * scale   # [BLOCK_G, BLOCK_N], float32
+        ok = (g[:, None] < rows) & here[None, :]
+        if HAS_MASK:
+            ok = ok & (tl.load(mask_ptr + b * m_b + g[:, None] * m_g + n[None, :], mask=ok, other=0) != 0)
+        p, alpha, total, top = _online_softmax(s, ok, top, total)
+        if BLOCK_G == 1:   # the probabilities rounded to the values' dtype, as for the tl.dot below
+            pv = tl.sum(p.to(v.dtype).to(tl.float32).reshape(BLOCK_N, 1) * v.to(tl.float32), axis=0)
+            acc = acc * alpha[:, None] + pv[None, :]
+        elif IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     # Partials [bh, split, row]: the maximum, the sum, then the DIM unnormalised outputs; real rows only (a decode
     # step has one of BLOCK_G: the padding rows' stores were most of the kernel's writes).
     base = part_ptr + ((bh * splits + split) * BLOCK_G + g) * (DIM + 2)
@@ -499,11 +501,15 @@ def attention(q, k, v, mask, scale: float, shared=None):
     those of slot src[b] (b itself where nothing is shared), slots counted from k's first; those keys are read from
     slot src[b]. Slots that copied one prefix (a SPRINT stage's executors, from their planner) then read one copy
     of it, which the GPU's L2 cache serves after the first read. The result is the same either way."""
-    global _ATTENTION_FAILED
+    global _ATTENTION_FAILED, ATTENTION_CASCADE
 
     try:
         return _attention(q, k, v, mask, scale, shared)
     except Exception as e:   # noqa: BLE001 - compiling or launching: the caller computes it the usual way
+        if shared is not None and ATTENTION_CASCADE:   # only the cascade's kernel may be at fault: without it
+            log.warning("cascade decode attention unavailable (%s: %s); attending without it", type(e).__name__, e)
+            ATTENTION_CASCADE = False
+            return attention(q, k, v, mask, scale, shared)
         if not _ATTENTION_FAILED:
             log.warning("split decode attention unavailable (%s: %s); using matrix products", type(e).__name__, e)
         _ATTENTION_FAILED = True

@@ -58,9 +58,9 @@ case $phase in
     python3 benchmarks/bench_decode.py --device cuda --models src/sprint/data/models/countdown-sprint \
       --batches 1 2 4 8 16 --modes fast graphs --out "$OUT/decode_graphs.json" 2>&1 | tail -12 ;;
   cascade)
-    # The cascade attention is off by default until this has run (kernels.ATTENTION_CASCADE). To time it end to end
-    # as well: `mkdir -p .ab && cp -r src .ab/ && rm -rf .ab/src/sprint/data` and in .ab/src/sprint/backends/
-    # kernels.py set ATTENTION_CASCADE = True, then `BASE=.ab/src ... latency_ab` (BASE is then the cascade).
+    # The cascade attention is off by default until this has run (kernels.ATTENTION_CASCADE). End to end, both ways
+    # in one process, problem by problem: `python3 benchmarks/countdown_gpu/flag_ab.py --n 100 --variant
+    # cascade=kernels.ATTENTION_CASCADE=1` (about four 100-problem latency runs' time).
     python3 -m pytest -q -p no:cacheprovider tests/backends/test_kernels.py 2>&1 | tail -2
     python3 benchmarks/bench_shared_attention.py --batches 1 4 8 --keys 256 1024 2048 4096 \
       --out "$OUT/attention.jsonl" 2>&1 | tail -12 ;;

@@ -1,0 +1,181 @@
+"""Paired A/B of engine settings on the bundled Countdown pair: one process, one GPU, one problem at a time, the
+variants alternating problem by problem, so that the machine's drift falls on both alike.
+
+Why: two 100-problem latency runs of the same code on a lent H100 differed by up to 10% (BENCHMARKS.md, "stage ends,
+waits by phase"), more than most engine changes move; runs of two code copies one after the other cannot resolve a
+few percent. A setting that the engine reads from a module constant (`kernels.ATTENTION_CASCADE`,
+`transformers_backend.IDLE_KEEP_S`, ...) or the interpreter's switch interval can instead be compared in one
+process: each variant gets its own backends (built, warmed up and used with its settings applied, so CUDA graphs are
+captured with them), and every problem is solved by each variant in turn (the order flipping from one problem to the
+next).
+
+    python benchmarks/countdown_gpu/flag_ab.py --n 100 --seed 1 --variant cascade=kernels.ATTENTION_CASCADE=1
+    python benchmarks/countdown_gpu/flag_ab.py --variant sw=switchinterval=0.0002 --models sprint
+
+A variant is NAME=SETTING[,SETTING...]; a SETTING is `module.CONSTANT=value` (a module of `sprint.backends`) or
+`switchinterval=SECONDS`. The first variant is "base" (nothing changed) unless `--no-base`. Reported per model and
+variant: mean wall-clock per problem, its ratio to the first variant's over the same problems with a 95% paired
+bootstrap interval, SPRINT's wall-clock ratio to the sequential model's (the issue's latency target) per variant,
+and how many answers agree with the first variant's (greedy: the same, up to floating-point noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency_table import bootstrap_ratio  # noqa: E402
+
+METHODS = {"sprint": "countdown-sprint", "sequential": "countdown-sequential"}
+
+
+def parse_variant(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """"name=mod.CONST=1,switchinterval=0.0002" -> (name, [(setting, value), ...])."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise ValueError(f"--variant: expected NAME=SETTING=VALUE[,...], got {text!r}")
+    settings = []
+    for part in rest.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--variant {name}: expected SETTING=VALUE, got {part!r}")
+        if key != "switchinterval" and "." not in key:
+            raise ValueError(f"--variant {name}: {key!r} is neither module.CONSTANT nor switchinterval")
+        settings.append((key, value))
+    return name, settings
+
+
+def _value(old, text: str):
+    """`text` as the type of the constant it replaces (bool constants take 0/1/true/false)."""
+    if isinstance(old, bool):
+        return text.lower() in ("1", "true", "yes", "on")
+    return type(old)(text) if old is not None else text
+
+
+@contextlib.contextmanager
+def applied(settings: list[tuple[str, str]]):
+    """The settings in force inside the block, the old values back after it."""
+    undo = []
+    try:
+        for key, value in settings:
+            if key == "switchinterval":
+                undo.append((sys.setswitchinterval, sys.getswitchinterval()))
+                sys.setswitchinterval(float(value))
+                continue
+            module_name, attr = key.rsplit(".", 1)
+            module = importlib.import_module(f"sprint.backends.{module_name}")
+            if not hasattr(module, attr):
+                raise ValueError(f"sprint.backends.{module_name} has no constant {attr}")
+            old = getattr(module, attr)
+            undo.append((lambda v, m=module, a=attr: setattr(m, a, v), old))
+            setattr(module, attr, _value(old, value))
+        yield
+    finally:
+        for restore, old in reversed(undo):
+            restore(old)
+
+
+def summarize(records: list[dict], variants: list[str], models: list[str]) -> list[dict]:
+    """Per model and variant: mean wall-clock, ratio to the first variant (paired bootstrap), answers agreeing."""
+    rows = []
+    first = variants[0]
+    for model in models:
+        by = {v: {r["id"]: r for r in records if r["model"] == model and r["variant"] == v} for v in variants}
+        for v in variants:
+            ids = [i for i in by[first] if i in by[v]]
+            walls = [by[v][i]["wall_clock_s"] for i in ids]
+            base = [by[first][i]["wall_clock_s"] for i in ids]
+            lo, hi = bootstrap_ratio(walls, base) if ids else (float("nan"), float("nan"))
+            rows.append({"model": model, "variant": v, "problems": len(ids),
+                         "mean_wall_clock_s": round(statistics.mean(walls), 4) if walls else None,
+                         "ratio_to_first": round(sum(walls) / sum(base), 3) if ids else None,
+                         "ratio_ci95": [round(lo, 3), round(hi, 3)],
+                         "answers_agree": sum(by[v][i]["answer"] == by[first][i]["answer"] for i in ids)})
+    if set(models) == set(METHODS):
+        for v in variants:
+            spr = {r["id"]: r for r in records if r["model"] == "sprint" and r["variant"] == v}
+            seq = {r["id"]: r for r in records if r["model"] == "sequential" and r["variant"] == v}
+            ids = [i for i in spr if i in seq]
+            if ids:
+                num, den = [spr[i]["wall_clock_s"] for i in ids], [seq[i]["wall_clock_s"] for i in ids]
+                lo, hi = bootstrap_ratio(num, den)
+                rows.append({"model": "sprint / sequential", "variant": v, "problems": len(ids),
+                             "ratio": round(sum(num) / sum(den), 3), "ratio_ci95": [round(lo, 3), round(hi, 3)]})
+    return rows
+
+
+async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
+    from sprint.backends.transformers_backend import TransformersBackend
+    from sprint.inference.baselines import BaselineConfig, solve_sequential
+    from sprint.inference.orchestrator import SprintConfig, solve
+    from sprint.models import COUNTDOWN_QUESTION_ORDER, default_settings, resolve_model
+    from sprint.tasks.countdown.loader import load_countdown
+
+    items = load_countdown("test", args.n, args.seed, question_order=COUNTDOWN_QUESTION_ORDER)
+    backends = {}
+    for name, settings in variants:
+        with applied(settings):   # graphs captured with the variant's settings
+            for method in args.models:
+                backend = TransformersBackend(str(resolve_model(METHODS[method])), device=args.device)
+                warm = await backend.warmup(8)
+                print(json.dumps({"variant": name, "model": method, "warmup": warm}), flush=True)
+                backends[(name, method)] = backend
+    records = []
+    for i, item in enumerate(items):
+        order = variants if i % 2 == 0 else variants[::-1]
+        for name, settings in order:
+            with applied(settings):
+                for method in args.models:
+                    config = default_settings(METHODS[method], method)
+                    backend = backends[(name, method)]
+                    start = time.perf_counter()
+                    if method == "sprint":
+                        result = await solve(item.question, backend, SprintConfig(**config))
+                    else:
+                        result = await solve_sequential(item.question, backend, BaselineConfig(**config))
+                    records.append({"id": item.id, "variant": name, "model": method,
+                                    "wall_clock_s": result.wall_clock_s, "answer": result.answer,
+                                    "sequential_tokens": result.sequential_tokens,
+                                    "call_s": round(time.perf_counter() - start, 6)})
+        if args.progress and (i + 1) % args.progress == 0:
+            print(f"{i + 1}/{len(items)} problems", file=sys.stderr, flush=True)
+    for backend in backends.values():
+        await backend.aclose()
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", action="append", default=[], help="NAME=SETTING=VALUE[,...] (repeatable)")
+    ap.add_argument("--no-base", action="store_true", help="no unchanged 'base' variant first")
+    ap.add_argument("--models", nargs="+", choices=sorted(METHODS), default=["sprint", "sequential"])
+    ap.add_argument("--n", type=int, default=100, help="held-out Countdown test problems, one at a time")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--progress", type=int, default=25, help="report every this many problems (0: never)")
+    ap.add_argument("--out", type=Path, help="write every solve's record here (JSON lines)")
+    args = ap.parse_args(argv)
+    variants = [] if args.no_base else [("base", [])]
+    variants += [parse_variant(v) for v in args.variant]
+    if len(variants) < 2:
+        ap.error("give at least one --variant (and keep the base) to compare two")
+    if len({name for name, _ in variants}) != len(variants):
+        ap.error("variant names must differ")
+    records = asyncio.run(run(args, variants))
+    if args.out:
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for row in summarize(records, [name for name, _ in variants], args.models):
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

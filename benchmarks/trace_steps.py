@@ -206,8 +206,15 @@ def boundaries(life: dict, records) -> dict:
             last = max(prev, key=lambda r: r["finish"])
             if last["finish"] < rec["call"] - 0.05:   # a pause between solves
                 continue
-            kind = f"planner after {last['role']}"
-            start = last["finish"]
+            # A call its caller ended early (the orchestrator cutting a planner that went past its plan) returns
+            # before its request finishes (the scheduler cancels it at its next turn): the wait starts at that
+            # return, and the request's later finish must not make an earlier one look like the last.
+            back = [t for t, what, _ in events if what == "returned" and last["finish"] < t <= rec["call"]]
+            cut = [r for r in finished if r["finish"] >= rec["call"] and r["call"] < rec["call"]]
+            if cut and back:
+                kind, start = "planner after a cut call", back[-1]
+            else:
+                kind, start = f"planner after {last['role']}", last["finish"]
         elif rec["role"] == "executor":
             kind, start = "executor", rec["call"]
         else:

@@ -84,3 +84,26 @@ def test_boundaries_split_a_requests_wait_into_its_phases(load_benchmark):
     assert all(planner[k] == pytest.approx(v) for k, v in expected.items())
     executor = waits["executor"]
     assert executor["total"] == pytest.approx(4) and executor["pass"] == pytest.approx(0.5)
+
+
+def test_a_call_after_a_cut_call_waits_from_that_calls_return(load_benchmark):
+    """A planner call the orchestrator cut short returns before its request finishes (cancelled at the scheduler's
+    next turn, after the next call began): the next call's wait counts from that return, not from an earlier
+    request's finish."""
+    mod = load_benchmark("benchmarks/trace_steps.py")
+    ms = 0.001
+    life = {
+        "ex": {"role": "executor", "call": 0.0, "submit": 0.1 * ms, "attach": 0.2 * ms, "text": 1 * ms,
+               "finish": 2 * ms, "prompt": 80, "drops": []},
+        "cut": {"role": "planner", "call": 3 * ms, "submit": 3.1 * ms, "attach": 3.2 * ms, "text": 5 * ms,
+                "finish": 16.5 * ms, "prompt": 1500, "drops": []},
+        "next": {"role": "planner", "call": 16 * ms, "submit": 16.5 * ms, "attach": 17 * ms, "text": 19 * ms,
+                 "prompt": 1510, "drops": []},
+        None: [(2.1 * ms, "returned", "executor"), (15.5 * ms, "returned", "planner"),
+               (15.8 * ms, "stage_context", None)],
+    }
+    records = [(3.3 * ms, 4 * ms, "long prefill", 1, 1, 3.4 * ms), (17.2 * ms, 18 * ms, "join 32", 1, 1, 17.5 * ms)]
+    waits = mod.boundaries(life, records)
+    cut = waits["planner after a cut call"]
+    assert cut["n"] == 1 and cut["react"] == pytest.approx(0.5) and cut["total"] == pytest.approx(3.5)
+    assert waits["planner after executor"]["react"] == pytest.approx(1)   # the cut call itself, after the executor

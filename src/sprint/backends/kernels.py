@@ -405,22 +405,20 @@ def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len
 def _attention_prefix_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len_ptr, n_keys, n_slots, rows,
                              heads, scale, sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits,
                              first, s_src, s_len, HAS_MASK: tl.constexpr, DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
-                             ITERS: tl.constexpr, IEEE: tl.constexpr):
+                             BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, ITERS: tl.constexpr,
+                             IEEE: tl.constexpr):
     """Cascade attention over a root slot's keys: program (root s, head, split) reads each block of slot s's keys
     once and scores it against the query rows of s and of every child of s (`_prefix_child`) as one matrix (each
     child up to its shared length, the root up to its own), writing their partials at splits `first` + split. A
     program whose slot has no children computes nothing and writes its own rows' partials empty (unless its slot
     is a child, whose root's program writes them)."""
     bh, s, h, split = _slot_head_program(heads)
-    slots = tl.arange(0, BLOCK_B)
-    child_b, src_b, _ = _prefix_child(src_ptr, len_ptr, s_src, s_len, slots, n_slots)
-    is_root = tl.sum((child_b & (src_b == s)).to(tl.int32), axis=0) > 0
     m = tl.arange(0, BLOCK_M)
-    rb = (m // rows).to(tl.int64)   # query row m is row m % rows of slot m // rows
+    rb = (m // rows).to(tl.int64)   # query row m is row m % rows of slot m // rows (every slot of the call is one)
     rg = m % rows
     real = rb < n_slots
     child, src, shared = _prefix_child(src_ptr, len_ptr, s_src, s_len, rb, n_slots)
+    is_root = tl.sum((child & (src == s)).to(tl.int32), axis=0) > 0
     member = real & ((child & (src == s)) | ((rb == s) & is_root))
     writes = member | (real & (rb == s) & (child == 0))
     limit = tl.where(rb == s, n_keys, shared)
@@ -547,7 +545,7 @@ def _attention(q, k, v, mask, scale: float, shared=None):
         _attention_prefix_kernel[(b * h, splits)](
             q, k, v, m, part, src, length, n_keys, b, rows, h, scale, *q.stride()[:3], *k.stride()[:3],
             *v.stride()[:3], m_b, m_g, parts, splits, s_src, s_len, HAS_MASK=mask is not None, DIM=dim,
-            BLOCK_M=max(16, triton.next_power_of_2(b * rows)), BLOCK_B=block_b, BLOCK_G=block_g,
+            BLOCK_M=max(16, triton.next_power_of_2(b * rows)), BLOCK_G=block_g,
             BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program, IEEE=ieee, num_warps=4)
     _attention_join_kernel[(b * h, rows)](part, out, rows, h, *out.stride()[:3], parts, DIM=dim, BLOCK_G=block_g,
                                           SPLITS=triton.next_power_of_2(parts), num_warps=1)

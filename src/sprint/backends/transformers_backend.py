@@ -587,6 +587,12 @@ class _Request:
     def computed(self) -> int:
         return self.store.length if self.store is not None else 0
 
+    @property
+    def kept(self) -> int:
+        """Positions whose KV belongs to the kept tokens: a multi-step block may have run on past an EOS, a limit or a
+        stop string, writing keys of tokens that were then dropped."""
+        return min(self.computed, len(self.tokens))
+
 
 class _PrefixCache:
     """Finished sequences' token ids and KV, least recently used first out, bounded by total tokens.
@@ -959,7 +965,7 @@ class TransformersBackend:
         finished = None   # the finished request (not yet kept: `_deferred`) that shares the most, if any
         for other in itertools.chain(self._active, self._deferred):
             # A finished request's block may have run past its last kept token: only its kept tokens' KV counts.
-            n = other.computed if other.finish is None else min(other.computed, len(other.tokens))
+            n = other.computed if other.finish is None else other.kept
             if other.store is not None and n and may_beat(other.tokens, n):
                 m = _common_prefix(prompt, _tokens_upto(other, n))
                 if m > best:
@@ -972,7 +978,7 @@ class TransformersBackend:
                 if m > best:
                     best, best_store, from_cache, finished = m, st, True, None
         reuse = min(best, len(req.prompt_ids) - 1)   # the last prompt token is always run: its logits are needed
-        if finished is not None and best >= min(finished.computed, len(finished.tokens)) and not (
+        if finished is not None and best >= finished.kept and not (
                 isinstance(finished.store, SlotSeq) and self._slots.free
                 and min(self._slots.free) < finished.store.slot):
             # The prompt extends a finished request whole (a SPRINT planner's next call after a plan without
@@ -1430,9 +1436,7 @@ class TransformersBackend:
     def _drop_store(self, req: _Request) -> None:
         """A finished request's KV: into the prefix cache (it serves later prompts), its slot freed."""
         if req.store is not None:
-            # Keys past the kept tokens (a multi-step block that ran on past an EOS, a limit or a stop string) are
-            # not the prefix's.
-            req.store.length = min(req.store.length, len(req.tokens))
+            req.store.length = req.kept   # keys past the kept tokens are not the prefix's
         if isinstance(req.store, SlotSeq):
             seq, req.store = req.store, None
             if seq.length and self._cache.max_tokens > 0:

@@ -12,8 +12,8 @@ next).
     python benchmarks/countdown_gpu/flag_ab.py --n 100 --seed 1 --variant cascade=kernels.ATTENTION_CASCADE=1
     python benchmarks/countdown_gpu/flag_ab.py --variant sw=switchinterval=0.0002 --models sprint
 
-A variant is NAME=SETTING[,SETTING...]; a SETTING is `module.CONSTANT=value` (a module of `sprint.backends`) or
-`switchinterval=SECONDS`. The first variant is "base" (nothing changed) unless `--no-base`. Reported per model and
+A variant is NAME=SETTING[,SETTING...]; a SETTING is `module.CONSTANT=value` (a module of `sprint.backends`, or
+any module named in full: `sprint.inference.orchestrator.EXECUTOR_KEEP_KV=1`) or `switchinterval=SECONDS`. The first variant is "base" (nothing changed) unless `--no-base`. Reported per model and
 variant: mean wall-clock per problem, its ratio to the first variant's over the same problems with a 95% paired
 bootstrap interval, SPRINT's wall-clock ratio to the sequential model's (the issue's latency target) per variant,
 and how many answers agree with the first variant's (greedy: the same, up to floating-point noise).
@@ -71,9 +71,11 @@ def applied(settings: list[tuple[str, str]]):
                 sys.setswitchinterval(float(value))
                 continue
             module_name, attr = key.rsplit(".", 1)
-            module = importlib.import_module(f"sprint.backends.{module_name}")
+            if not module_name.startswith("sprint."):
+                module_name = f"sprint.backends.{module_name}"
+            module = importlib.import_module(module_name)
             if not hasattr(module, attr):
-                raise ValueError(f"sprint.backends.{module_name} has no constant {attr}")
+                raise ValueError(f"{module_name} has no constant {attr}")
             old = getattr(module, attr)
             undo.append((lambda v, m=module, a=attr: setattr(m, a, v), old))
             setattr(module, attr, _value(old, value))
@@ -98,7 +100,8 @@ def summarize(records: list[dict], variants: list[str], models: list[str]) -> li
                          "mean_wall_clock_s": round(statistics.mean(walls), 4) if walls else None,
                          "ratio_to_first": round(sum(walls) / sum(base), 3) if ids else None,
                          "ratio_ci95": [round(lo, 3), round(hi, 3)],
-                         "answers_agree": sum(by[v][i]["answer"] == by[first][i]["answer"] for i in ids)})
+                         "answers_agree": sum(by[v][i]["answer"] == by[first][i]["answer"] for i in ids),
+                         "solved": sum(bool(by[v][i].get("correct")) for i in ids)})
     if set(models) == set(METHODS):
         for v in variants:
             spr = {r["id"]: r for r in records if r["model"] == "sprint" and r["variant"] == v}
@@ -117,7 +120,7 @@ async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
     from sprint.inference.baselines import BaselineConfig, solve_sequential
     from sprint.inference.orchestrator import SprintConfig, solve
     from sprint.models import COUNTDOWN_QUESTION_ORDER, default_settings, resolve_model
-    from sprint.tasks.countdown.loader import load_countdown
+    from sprint.tasks.countdown.loader import grade_countdown, load_countdown
 
     items = load_countdown("test", args.n, args.seed, question_order=COUNTDOWN_QUESTION_ORDER)
     backends = {}
@@ -129,7 +132,12 @@ async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
                 print(json.dumps({"variant": name, "model": method, "warmup": warm}), flush=True)
                 backends[(name, method)] = backend
     records = []
+    began = time.perf_counter()
     for i, item in enumerate(items):
+        if args.time_limit and time.perf_counter() - began > args.time_limit:
+            # A device call killed from outside returns nothing; stopping here keeps the problems done so far.
+            print(f"time limit: stopped after {i} problems", file=sys.stderr, flush=True)
+            break
         order = variants if i % 2 == 0 else variants[::-1]
         for name, settings in order:
             with applied(settings):
@@ -143,6 +151,7 @@ async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
                         result = await solve_sequential(item.question, backend, BaselineConfig(**config))
                     records.append({"id": item.id, "variant": name, "model": method,
                                     "wall_clock_s": result.wall_clock_s, "answer": result.answer,
+                                    "correct": grade_countdown(result.answer or "", item),
                                     "sequential_tokens": result.sequential_tokens,
                                     "call_s": round(time.perf_counter() - start, 6)})
         if args.progress and (i + 1) % args.progress == 0:
@@ -162,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--progress", type=int, default=25, help="report every this many problems (0: never)")
     ap.add_argument("--out", type=Path, help="write every solve's record here (JSON lines)")
+    ap.add_argument("--time-limit", type=float, default=0.0,
+                    help="start no new problem after this many seconds of solving (0: no limit)")
     args = ap.parse_args(argv)
     variants = [] if args.no_base else [("base", [])]
     variants += [parse_variant(v) for v in args.variant]

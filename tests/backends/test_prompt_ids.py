@@ -1,5 +1,5 @@
-"""`PromptIds`: prompts that extend earlier ones reuse their ids up to a safe added token, giving exactly the whole
-encoding; unsafe tokenizers are never cut; a difference found by the guard turns cutting off."""
+"""`PromptIds`: prompts are tokenized from cached pieces between safe added tokens, giving exactly the whole
+encoding; unsafe tokenizers are never cut; a difference found by the guard turns pieces off."""
 
 from __future__ import annotations
 
@@ -40,17 +40,40 @@ def test_prompts_that_extend_earlier_ones_get_the_whole_encodings_ids(bundled_to
     for add in (False, True):
         for text in _stage_prompts():
             assert ids.encode(text, add) == _whole(bundled_tokenizer, text, add), text
-    assert ids.cut >= 8   # all but each flag's first prompt came from an earlier one
+    assert ids.reused >= 9   # all but the first prompt took pieces from earlier ones
     again = _stage_prompts()[3]
     assert ids.encode(again, False) == _whole(bundled_tokenizer, again)   # a repeated prompt: kept ids
 
 
-def test_a_cut_happens_only_after_an_added_token_of_the_earlier_prompt(bundled_tokenizer):
+def test_pieces_are_reused_between_safe_added_tokens_only(bundled_tokenizer):
     ids = PromptIds(bundled_tokenizer, verify=0)
     ids.encode("no tags here 12", False)
-    assert ids.encode("no tags here 123", False) == _whole(bundled_tokenizer, "no tags here 123") and ids.cut == 0
+    assert ids.encode("no tags here 123", False) == _whole(bundled_tokenizer, "no tags here 123") and ids.reused == 0
     ids.encode("<Plan_1>\n1", False)
-    assert ids.encode("<Plan_1>\n12", False) == _whole(bundled_tokenizer, "<Plan_1>\n12") and ids.cut == 1
+    assert ids.encode("<Plan_1>\n12", False) == _whole(bundled_tokenizer, "<Plan_1>\n12") and ids.reused == 0
+    # An execution handed over alone (`prepare`), then a prompt holding it elsewhere: its piece comes from the cache.
+    execution = "<execution_1.2>\n88-83=5 [15 5 5] 80: 20< 10<\n</execution_1.2>"
+    ids.encode(execution, False)
+    ids.pieces.pop("\n", None)   # only the execution's own piece can be reused below
+    later = "<Plan_1>\nx\n</Plan_1>\n<Execution_1>\n" + execution + "\n</Execution_1>"
+    assert ids.encode(later, True) == _whole(bundled_tokenizer, later, True) and ids.reused == 1
+    assert "\n88-83=5 [15 5 5] 80: 20< 10<\n" in ids.pieces
+
+
+def test_a_safe_tags_text_inside_a_longer_tokens_match_is_no_cut():
+    """Added tokens "ab" and "b|": in "xab|" the tokenizer matches "ab" (leftmost), so "b|" is no cut there although
+    it is safe elsewhere."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    t = Tokenizer(models.WordLevel({"[UNK]": 0, "x": 1, "|": 2}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]")
+    fast.add_tokens(["ab", "b|"])
+    ids = PromptIds(fast, verify=0)
+    assert ids.enabled
+    for text in ("xab|", "xb|x", "ab|b|", "b|ab", "x|x"):
+        assert ids.encode(text, False) == list(fast(text, add_special_tokens=False)["input_ids"]), text
 
 
 def test_tokenizers_whose_pieces_depend_on_their_place_are_never_cut():
@@ -75,7 +98,7 @@ def test_the_guard_turns_cutting_off_at_a_difference(bundled_tokenizer, caplog):
     ids = PromptIds(bundled_tokenizer, verify=2)
     first, second = _stage_prompts()[:2]
     ids.encode(first, False)
-    ids._from_earlier = lambda text, add: ([5, 6, 7], [(0, 1)] * 3)   # a wrong cut
+    ids._by_pieces = lambda text, add: ([5, 6, 7], True)   # a wrong encoding
     with caplog.at_level(logging.WARNING):
         assert ids.encode(second, False) == _whole(bundled_tokenizer, second)
     assert not ids.enabled and "tokenized whole from now on" in caplog.text

@@ -290,6 +290,26 @@ def test_finished_requests_kv_is_kept_and_freed_after_the_next_launch(make):
     assert len(backend._cache.entries) >= 1
 
 
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_request_no_later_prompt_extends_is_freed_not_kept(make, exact):
+    """`keep_kv=False` (a SPRINT executor): when the request ends its KV is dropped, not copied into the prefix
+    cache, and its slot is free again; the same request with the default keeps it. The text is the same either
+    way, and a later prompt that extends the dropped one is still answered (its prefix computed again)."""
+    backend = make(exact=exact, max_batch=2)
+    params = GenerationParams(max_tokens=6, keep_kv=False)
+    dropped = run(backend.generate(PROMPTS[1], params))
+    assert not backend._cache.entries and not backend._deferred
+    if not exact:
+        assert sorted(backend._slots.free) == [0, 1]
+    again = run(backend.generate(PROMPTS[1] + dropped.text, GenerationParams(max_tokens=3)))
+    assert again.cached_prompt_tokens == 0
+    kept = run(backend.generate(PROMPTS[2], GenerationParams(max_tokens=6)))
+    assert len(backend._cache.entries) == 2   # the second and third requests' KV
+    other = make(exact=exact, max_batch=2)
+    assert run(other.generate(PROMPTS[1], GenerationParams(max_tokens=6))).text == dropped.text
+    assert kept.generated_tokens == 6
+
+
 def test_a_request_whose_kv_reaches_the_buffers_last_position_is_kept_at_once(make):
     """A CUDA-graph step writes the buffers' last position of every slot without a sequence (a dummy row): a finished
     request whose KV reaches that position is kept before the next step, not after its launch like the others."""
@@ -1317,16 +1337,18 @@ def test_a_finished_request_is_not_taken_over_when_a_cached_sequence_shares_more
     assert tail.text == fresh.text
 
 
-def test_a_prepared_text_lets_the_prompt_extending_it_be_tokenized_from_its_end(make):
-    """`prepare_prompt(text)` (a SPRINT stage's next context as its executions finish): a later prompt extending
-    `text` is tokenized from `text`'s last safe added token on, with the ids of a whole encoding."""
+def test_a_prepared_text_lets_a_prompt_holding_it_be_tokenized_from_its_pieces(make):
+    """`prepare_prompt(text)` (a SPRINT execution as it finishes): a later prompt that holds `text` takes its pieces
+    between added tokens from the cache, with the ids of a whole encoding."""
     from sprint.format import tags as T
 
     backend = make(exact=False)
-    text = "<think>\n" + T.open_tag(T.plan_name(1)) + "\nSplit.\n" + T.close_tag(T.plan_name(1))
-    later = text + "\n\n" + T.open_tag(T.execution_block_name(1)) + "\na = 1\n"
-    backend.prepare_prompt(text)
-    cut = backend._prompt_ids.cut
+    execution = T.open_tag(T.execution_name(1, 2)) + "\nb = 2, so 7 * b = 14\n" + T.close_tag(T.execution_name(1, 2))
+    later = ("<think>\n" + T.open_tag(T.plan_name(1)) + "\nSplit.\n" + T.close_tag(T.plan_name(1)) + "\n\n"
+             + T.open_tag(T.execution_block_name(1)) + "\n" + execution + "\n")
+    backend.prepare_prompt(execution)
+    assert "\nb = 2, so 7 * b = 14\n" in backend._prompt_ids.pieces
+    reused = backend._prompt_ids.reused
     ids = backend.encode_prompt(later)
-    assert backend._prompt_ids.cut == cut + 1
+    assert backend._prompt_ids.reused == reused + 1
     assert ids == backend.tokenizer(later, add_special_tokens=True)["input_ids"]

@@ -29,6 +29,12 @@ def test_settings_hold_inside_the_block_and_are_undone(load_benchmark):
     with pytest.raises(ValueError):
         with mod.applied([("transformers_backend.NO_SUCH_CONSTANT", "1")]):
             pass
+    from sprint.inference import orchestrator
+
+    keep = orchestrator.EXECUTOR_KEEP_KV   # a module named in full, a bool constant
+    with mod.applied([("sprint.inference.orchestrator.EXECUTOR_KEEP_KV", str(int(not keep)))]):
+        assert orchestrator.EXECUTOR_KEEP_KV is (not keep)
+    assert orchestrator.EXECUTOR_KEEP_KV is keep
 
 
 def test_summary_pairs_each_variant_with_the_first(load_benchmark):

@@ -102,17 +102,3 @@ def test_contexts_end_on_pre_token_boundaries_of_the_training_text(shared_dir):
             checked += 1
         assert len(F.stage_context(start, traj.stages) + F.final_answer_opening()) in ends
     assert checked > 100
-
-
-def test_next_context_through_is_a_prefix_of_the_next_stage_context():
-    """The next stage's context as far as the stage's first k executions reach: a prefix of `stage_context` with
-    the stage appended, ending with execution k's closing tag, for every k."""
-    from sprint.format import tags as T
-
-    plan = Plan(parts=["Split.", Prompt(2, 1, "Do a."), Prompt(2, 2, "Do b.")])
-    done = [Execution(2, 1, "\\na = 1\\n"), Execution(2, 2, "b = 2")]
-    earlier = F.stage_context("<think>\n", [])
-    final = F.stage_context("<think>\n", [Stage(index=2, plan=plan, executions=done, execution_block=True)])
-    for k in (1, 2):
-        text = F.next_context_through(earlier, 2, plan, done[:k])
-        assert final.startswith(text) and text.endswith(T.close_tag(T.execution_name(2, k)))

@@ -120,20 +120,19 @@ def test_results_appended_in_prompt_order_whatever_order_executors_finish():
 
 
 @pytest.mark.parametrize("delays", [{"1.1": 0.0, "1.2": 0.1, "1.3": 0.2}, {"1.1": 0.2, "1.2": 0.0, "1.3": 0.1}])
-def test_the_next_stage_context_is_given_to_the_backend_as_executions_finish_in_order(delays):
-    """A backend with `prepare_prompt` is handed the next stage's context through each leading run of finished
-    executions (in plan order, while later ones still run; never the whole stage, whose prompt follows at once):
-    each text is a prefix of the next planner prompt, and prompts themselves are unchanged."""
+def test_each_execution_but_the_stages_last_is_given_to_the_backend_as_it_finishes(delays):
+    """A backend with `prepare_prompt` is handed each execution as it finishes, in the order they finish, but not
+    the stage's last (the next planner prompt follows at once): each text is part of the next planner prompt, and
+    prompts themselves are unchanged."""
     backend = make(delays=delays)
     prepared = []
     backend.prepare_prompt = prepared.append
     r = run(backend)
     planner = [p for p, _ in backend.calls if call_kind(p)[0] == "planner"]
     assert r.answer == "25" and len(planner) == 3
-    assert all(planner[1].startswith(t) and len(t) < len(planner[1]) for t in prepared)
-    ends = [t.rsplit("</execution_1.", 1)[1] for t in prepared]
-    # In order: 1.1 then 1.2 finish first (1.3 last: not prepared); 1.2 first: nothing until 1.1 (last) ends.
-    assert ends == (["1>", "2>"] if delays["1.1"] == 0.0 else [])
+    assert all(t in planner[1] and t not in planner[0] for t in prepared)
+    finished = sorted(delays, key=delays.get)
+    assert [t.split("</execution_", 1)[1] for t in prepared] == [f"{j}>" for j in finished[:-1]]
     assert r.trajectory == run(make(delays=delays)).trajectory
 
 

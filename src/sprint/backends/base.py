@@ -21,6 +21,10 @@ class GenerationParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # A hint: whether later prompts may extend this call's prompt and output, so that a backend with its own prefix
+    # cache should keep the call's KV when it ends. False for a SPRINT executor, whose output no later prompt
+    # continues (the next planner prompt holds it at other positions). Backends without such a cache ignore it.
+    keep_kv: bool = True
 
 
 @dataclass
@@ -65,8 +69,8 @@ class CompletionStream:
 class Backend(Protocol):
     """Generates text from a text prompt; async, many calls in flight at once.
 
-    Optional: `prepare_prompt(text) -> None`, a hint that a coming prompt will extend `text` (the orchestrator gives
-    a stage's next context as its executions finish; the in-process backend tokenizes it ahead)."""
+    Optional: `prepare_prompt(text) -> None`, a hint that a coming prompt will hold `text` (the orchestrator hands
+    over each execution as it finishes, but a stage's last; the in-process backend tokenizes it ahead)."""
 
     async def generate(self, prompt: str, params: GenerationParams) -> Completion:
         """Generate to completion (a stop string, EOS or max_tokens)."""

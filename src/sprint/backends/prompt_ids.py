@@ -1,44 +1,56 @@
-"""Prompt tokenization that reuses the ids of an earlier prompt the new one extends (the in-process backend's).
+"""Prompt tokenization from cached pieces between added tokens (the in-process backend's).
 
-Why: in a SPRINT solve every prompt extends an earlier one. The planner's prompt of stage i is its prompt of stage
-i-1 plus its plan and the executions; each executor's prompt is the planner's context plus its own subtask. Late in
-a solve of the bundled Countdown model these are about 4,000 tokens, 5 ms each to tokenize on a 2-core CPU, seven of
-them per stage, on the event loop's thread where they hold up every running stream (BENCHMARKS.md, "Whole solves
-with a modelled GPU step").
+Why: in a SPRINT solve every prompt repeats text that earlier prompts held. The planner's prompt of stage i is its
+prompt of stage i-1 plus its plan and the executions; each executor's prompt is the planner's context plus its own
+subtask. Late in a solve of the bundled Countdown model these are about 4,000 tokens, 5 ms each to tokenize on a
+2-core CPU, seven of them per stage, on the event loop's thread where they hold up every running stream
+(BENCHMARKS.md, "Whole solves with a modelled GPU step"); the next planner's prompt is on the stage's critical path.
 
 How, and why it is exact: a Hugging Face fast tokenizer first splits the text at its added tokens (the format's tags
-are added tokens of the bundled tokenizer) and tokenizes the pieces between them independently. So if an earlier
-prompt P is a prefix of the new prompt T, and P's encoding has an added token t ending at character b, then T's ids
-are P's ids up to and including t, followed by the ids of T[b:] tokenized alone. That needs t to be matched in T at
-the same place: t must not be part of a longer added token (its text no substring of another added token's text)
-and must not strip whitespace around it (`lstrip`/`rstrip`/`single_word` off). It also needs the pieces to be
-tokenized independently of where they stand: no normalizer, no `Metaspace` pre-tokenizer (which marks only the
-text's first piece), and a post-processor that adds nothing after the text. A tokenizer that does not meet these
-conditions is never cut. As a guard, the first `verify` cut encodings are checked against a whole encoding; one
-difference turns cutting off for the backend's lifetime (with a warning).
+are added tokens of the bundled tokenizer) and tokenizes the pieces between them independently. So a prompt's ids
+are the ids of its pieces between safe added tokens, each tokenized alone, and those of the tokens themselves. A
+piece seen before (the shared context, an execution handed over when it finished: `prepare`) costs a dict lookup;
+only new pieces are tokenized. Added tokens are found as the tokenizer finds them: leftmost, longest first. A token
+is a safe place to cut when it is not part of a longer added token (its text no substring of another added
+token's text) and strips no whitespace around it (`lstrip`/`rstrip`/`single_word` off); other added tokens stay
+inside the pieces. It also needs the pieces to be tokenized independently of where they stand: no normalizer, no
+`Metaspace` pre-tokenizer (which marks only the text's first piece), and a post-processor that adds nothing after
+the text. A tokenizer that does not meet these conditions is tokenized whole. As a guard, the first `verify`
+encodings made of pieces are checked against a whole encoding; one difference turns pieces off for the backend's
+lifetime (with a warning).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter, OrderedDict
 
 log = logging.getLogger(__name__)
 
+#: Tokenizers with more added tokens than this are tokenized whole (a 441-token alternation scans 17,600 characters
+#: in 0.5 ms on the CI-class CPU, where tokenizing them whole takes 18 ms).
+MAX_ADDED_TOKENS = 4096
+
 
 class PromptIds:
-    """Token ids of prompts (`encode(text, add_special_tokens)`), cutting at added tokens where safe (module doc)."""
+    """Token ids of prompts (`encode(text, add_special_tokens)`) from cached pieces between added tokens where safe
+    (module doc)."""
 
-    def __init__(self, tokenizer, *, keep: int = 32, verify: int = 8) -> None:
+    def __init__(self, tokenizer, *, keep: int = 32, pieces: int = 8192, verify: int = 8) -> None:
         self.tokenizer = tokenizer
         self.rust = getattr(tokenizer, "backend_tokenizer", None)
-        self.keep, self.verify = keep, verify
-        self.recent: OrderedDict[tuple[bool, str], tuple[list[int], list[tuple[int, int]]]] = OrderedDict()
+        self.keep, self.max_pieces, self.verify = keep, pieces, verify
+        self.recent: OrderedDict[tuple[bool, str], list[int]] = OrderedDict()   # whole prompts
+        self.pieces: OrderedDict[str, list[int]] = OrderedDict()                 # texts between cuts
         self._candidates: dict[int, str] = {}   # added tokens that strip nothing: id -> text
         self._cuts: dict[int, bool] = {}          # candidates checked so far: id -> safe to cut after
+        self._ids: dict[str, int] = {}            # added token text -> id (texts of one token only)
+        self._lead: dict[bool, list[int]] = {}    # what the post-processor puts before the text, per flag
+        self._pattern = None
         self.enabled = self.rust is not None and self._safe()
-        self.cut = 0   # prompts encoded from an earlier one's ids (for tests and benchmarks)
+        self.reused = 0   # prompts that took at least one piece from the cache (for tests and benchmarks)
 
     # ------------------------------------------------------------------------------------------ setup
     def _safe(self) -> bool:
@@ -53,6 +65,7 @@ class PromptIds:
         plain, marked = (self.rust.encode("a", add_special_tokens=flag).ids for flag in (False, True))
         if marked[len(marked) - len(plain):] != plain:   # the post-processor appends something after the text
             return False
+        self._lead = {False: [], True: marked[:len(marked) - len(plain)]}
         for flag in (False, True):   # the wrapper must add nothing of its own (this class calls the Rust tokenizer)
             sample = "a b\n12"
             if list(self.tokenizer(sample, add_special_tokens=flag)["input_ids"]) != \
@@ -60,12 +73,20 @@ class PromptIds:
                 return False
         added = self.rust.get_added_tokens_decoder()
         texts = [tok.content for tok in added.values()]
+        if len(texts) > MAX_ADDED_TOKENS:   # finding them in a prompt by one regex would cost more than it saves
+            return False
         # Whether a text is part of another added token is decided per token at its first use (`_is_cut`): checking
         # every pair here would cost seconds at start-up for tokenizers with thousands of added tokens.
         self._joined, self._copies = "\0".join(texts), Counter(texts)
         self._candidates = {i: tok.content for i, tok in added.items()
                             if not (tok.lstrip or tok.rstrip or tok.single_word) and tok.content}
-        return any(self._is_cut(i) for i in self._candidates)   # stops at the first safe one
+        self._ids = {text: i for i, text in self._candidates.items() if self._copies[text] == 1}
+        if not any(self._is_cut(i) for i in self._candidates):   # stops at the first safe one
+            return False
+        # Every added token, longest first at each place: the matches the tokenizer makes (leftmost, then longest).
+        # A safe token's text can also sit across a longer token's match; searching for all of them rules that out.
+        self._pattern = re.compile("|".join(re.escape(t) for t in sorted(set(texts), key=len, reverse=True) if t))
+        return True
 
     def _is_cut(self, token_id: int) -> bool:
         """Whether `token_id` is a safe place to cut: an added token that strips nothing and whose text occurs in no
@@ -91,41 +112,50 @@ class PromptIds:
         hit = self.recent.get(key)
         if hit is not None:
             self.recent.move_to_end(key)
-            return list(hit[0])
-        ids, offsets = self._from_earlier(text, add_special_tokens)
-        if ids is not None and self.verify > 0:
+            return list(hit)
+        ids, reused = self._by_pieces(text, add_special_tokens)
+        if self.verify > 0:
             self.verify -= 1
-            whole = self.rust.encode(text, add_special_tokens=add_special_tokens)
-            if whole.ids != ids:
-                log.warning("prompt tokenization from an earlier prompt's ids differs from a whole encoding; "
+            whole = self.rust.encode(text, add_special_tokens=add_special_tokens).ids
+            if whole != ids:
+                log.warning("prompt tokenization from pieces between added tokens differs from a whole encoding; "
                             "prompts are tokenized whole from now on")
                 self.enabled = False
-                return list(whole.ids)
-        if ids is None:
-            enc = self.rust.encode(text, add_special_tokens=add_special_tokens)
-            ids, offsets = enc.ids, enc.offsets
-        else:
-            self.cut += 1
-        self.recent[key] = (ids, offsets)
+                return list(whole)
+        self.reused += reused
+        self.recent[key] = ids
         while len(self.recent) > self.keep:
             self.recent.popitem(last=False)
         return list(ids)
 
-    def _from_earlier(self, text: str, add: bool):
-        """(ids, offsets) of `text` from the longest kept prompt it extends, cut after that prompt's last safe added
-        token; (None, None) when no kept prompt has one."""
-        best = None
-        for (flag, prev), value in self.recent.items():
-            if flag == add and len(prev) < len(text) and text.startswith(prev) and (
-                    best is None or len(prev) > len(best[0])):
-                best = (prev, value)
-        if best is None:
-            return None, None
-        _, (ids, offsets) = best
-        for k in range(len(ids) - 1, -1, -1):
-            if self._is_cut(ids[k]):
-                b = offsets[k][1]
-                tail = self.rust.encode(text[b:], add_special_tokens=False)
-                return (ids[:k + 1] + tail.ids,
-                        offsets[:k + 1] + [(s + b, e + b) for s, e in tail.offsets])
-        return None, None
+    def _by_pieces(self, text: str, add: bool) -> tuple[list[int], bool]:
+        """(ids of `text`, whether any piece came from the cache): the pieces between safe added tokens, each from
+        the cache or tokenized alone (and cached), and the tokens' own ids."""
+        ids = list(self._lead[add])
+        reused, start = False, 0
+        for m in self._pattern.finditer(text):
+            token = self._ids.get(m.group())
+            if token is None or not self._is_cut(token):
+                continue   # an unsafe added token stays inside its piece: the tokenizer handles it there
+            if m.start() > start:
+                got = self._piece(text[start:m.start()])
+                reused |= got[1]
+                ids += got[0]
+            ids.append(token)
+            start = m.end()
+        if start < len(text):
+            got = self._piece(text[start:])
+            reused |= got[1]
+            ids += got[0]
+        return ids, reused
+
+    def _piece(self, piece: str) -> tuple[list[int], bool]:
+        hit = self.pieces.get(piece)
+        if hit is not None:
+            self.pieces.move_to_end(piece)
+            return hit, True
+        ids = self.rust.encode(piece, add_special_tokens=False).ids
+        self.pieces[piece] = ids
+        while len(self.pieces) > self.max_pieces:
+            self.pieces.popitem(last=False)
+        return ids, False

@@ -870,9 +870,9 @@ class TransformersBackend:
         return self._prompt_ids.encode(prompt, add)
 
     def prepare_prompt(self, prompt: str) -> None:
-        """Tokenize a text that a coming request's prompt will extend (optional `Backend` capability; a SPRINT
-        stage's next context as its executions finish): that prompt is then tokenized from the end of this one's
-        last safe added token (`sprint.backends.prompt_ids`), not whole, at the moment it is sent."""
+        """Tokenize a text that a coming request's prompt will hold (optional `Backend` capability; a SPRINT
+        execution as it finishes): its pieces between added tokens are then cached (`sprint.backends.prompt_ids`)
+        and that prompt is tokenized from them, not whole, at the moment it is sent."""
         self.encode_prompt(prompt)
 
     # ------------------------------------------------------------------------------------------ public API
@@ -1434,15 +1434,18 @@ class TransformersBackend:
             self._drop_store(req)
 
     def _drop_store(self, req: _Request) -> None:
-        """A finished request's KV: into the prefix cache (it serves later prompts), its slot freed."""
+        """A finished request's KV: into the prefix cache (it serves later prompts), its slot freed. A request
+        whose caller said no later prompt extends it (`GenerationParams.keep_kv` False) is only freed: exporting
+        its slot is a copy of every layer's keys and values."""
+        keep = req.params.keep_kv and self._cache.max_tokens > 0
         if req.store is not None:
             req.store.length = req.kept   # keys past the kept tokens are not the prefix's
         if isinstance(req.store, SlotSeq):
             seq, req.store = req.store, None
-            if seq.length and self._cache.max_tokens > 0:
+            if seq.length and keep:
                 self._cache.add(req.tokens, self._slots.export(seq))
             self._slots.release(seq)
-        elif req.store is not None:
+        elif req.store is not None and keep:
             self._cache.add(req.tokens, req.store)
 
     def _finish(self, req: _Request, reason: str) -> None:

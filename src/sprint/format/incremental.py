@@ -7,7 +7,6 @@ The orchestrator (`sprint.inference`) never spells a tag; it asks this module fo
   byte-identical to the corresponding prefix of `render()` of the finished trajectory.
 * `plan_opening(i)`, `final_answer_opening()`: the opening of a plan / final-answer block as `render()` writes it.
 * `executor_context(...)`: what an executor continues (see `sprint.inference.orchestrator` for why).
-* `next_context_through(...)`: the next stage's context as far as a stage's first finished executions reach.
 * `executor_views(trajectory)`: for a finished trajectory, every executor's context and the text it must write,
   which is what executor training records are made of (so training shows executors the bytes inference sends).
 * `find_tags(text)`: every format tag of a (partial) model output, as `TagMatch` records.
@@ -66,15 +65,6 @@ def stage_context(start: str, stages: list[Stage]) -> str:
     """`start` (the text up to and including `<think>\\n`) plus the finished stages, ending where the next block
     (a plan or the final answer) begins, exactly as `render()` lays them out."""
     return start + "".join(render_stage(s) + BLOCK_SEPARATOR for s in stages)
-
-
-def next_context_through(context: str, stage: int, plan: Plan, executions: list[Execution]) -> str:
-    """The start of the context that follows stage `stage` once it ends (`stage_context` with that stage appended),
-    through the closing tag of the last of `executions` (the stage's first executions, in order): what is known of
-    the next planner call's prompt while later executions still run."""
-    done = Stage(index=stage, plan=plan, executions=list(executions), execution_block=True)
-    block = render_stage(done)
-    return context + block[:len(block) - len("\n" + T.close_tag(T.execution_block_name(stage)))]
 
 
 def plan_through(plan: Plan, index: int) -> Plan:

@@ -60,10 +60,16 @@ from sprint.eval.grading import extract_answer
 from sprint.format import layout, render, trajectory_metrics
 from sprint.format import incremental as F
 from sprint.format import tags as T
-from sprint.format.trajectory import Execution, Plan, Prompt, Stage, Trajectory
+from sprint.format.trajectory import Execution, Plan, Prompt, Stage, Trajectory, render_execution
 from sprint.inference.calls import CallLog, RunEvent, RunObserver
 from sprint.inference.interpret import Repair, clean_execution, excerpt, interpret_planner_turn
 from sprint.inference.records import BackendTokenCounter, RunResult, critical_path_tokens
+
+#: Whether executor calls ask the backend to keep their KV (`GenerationParams.keep_kv`). No later prompt extends an
+#: executor's prompt and output: the next planner prompt holds the execution at other positions, and the shared
+#: context is the planner's own. Keeping it only cost the in-process backend a KV copy per executor (1.6 ms of
+#: host work each in a trace on an H200 host, the stage's last executor's before the next planner's admission).
+EXECUTOR_KEEP_KV = False
 
 
 @dataclass
@@ -140,7 +146,6 @@ class _StageState:
     plan: Plan | None = None
     planner_text: str = ""
     planner_tokens_before: int = 0   # tokens of earlier (failed) planner attempts of this stage
-    prepared: int = 0                # leading executions whose next-stage context the backend was given ahead
 
     async def cancel(self) -> None:
         """Cancel the executors still running (finished results stay in `results`)."""
@@ -256,7 +261,6 @@ class _SprintRun:
                         "finished plan; its execution is discarded")
             st.tasks[extra].cancel()
         order = [p.index for p in plan.prompts]
-        self._prepare_next(st)
         outputs = await asyncio.gather(*(st.tasks[j] for j in order))
         executions = [Execution(i, j, out) for j, out in zip(order, outputs)]
         self.traj.stages.append(Stage(index=i, plan=plan, executions=executions, execution_block=True))
@@ -308,23 +312,17 @@ class _SprintRun:
             if key in counts:
                 rec.dispatch_tokens = counts[key]
 
-    def _prepare_next(self, st: _StageState) -> None:
-        """Give the backend the next stage's context as far as the stage's first executions (in plan order) have
-        finished, when it can use that ahead (`prepare_prompt`: the in-process backend tokenizes it): the next
-        planner call's prompt, which extends it, is then tokenized from there, and only the executions that end
-        last are left on the stage's critical path (1,000+ tokens of executions took 3-4 ms to tokenize there)."""
+    def _prepare_next(self, st: _StageState, j: int | None = None) -> None:
+        """Hand the backend execution `j` as it finishes, unless it is the stage's last, when it can use that ahead
+        (`prepare_prompt`: the in-process backend tokenizes it): the next planner prompt holds it, and is then
+        tokenized from cached pieces, leaving only the last execution to tokenize on the stage's critical path
+        (the whole prompt, 1,000+ tokens of executions, took 2-4 ms there on the lent GPU machines)."""
         prepare = getattr(self.backend, "prepare_prompt", None)
-        if prepare is None or st.plan is None:
+        if prepare is None or j is None or j not in st.results:
             return
-        order = [p.index for p in st.plan.prompts]
-        k = 0
-        while k < len(order) and order[k] in st.results:
-            k += 1
-        if k <= st.prepared or k == len(order):   # all done: the stage ends now and the prompt itself follows
-            return
-        st.prepared = k
-        done = [Execution(st.index, j, st.results[j]) for j in order[:k]]
-        prepare(F.next_context_through(st.context, st.index, st.plan, done))
+        if st.plan is not None and all(p.index in st.results for p in st.plan.prompts):
+            return   # the stage's last: its prompt follows at once
+        prepare(render_execution(Execution(st.index, j, st.results[j])))
 
     def _dispatch(self, st: _StageState, prompt: Prompt, plan: Plan, planner_tokens: int | None) -> None:
         j = prompt.index
@@ -340,7 +338,7 @@ class _SprintRun:
         for attempt in range(1, attempts + 1):
             params = GenerationParams(max_tokens=cfg.max_exec_tokens, temperature=cfg.executor_temperature,
                                       top_p=cfg.executor_top_p, stop=T.executor_stop_strings(i, j),
-                                      seed=call_seed(cfg.seed, i, j, attempt))
+                                      seed=call_seed(cfg.seed, i, j, attempt), keep_kv=EXECUTOR_KEEP_KV)
 
             def on_text(text: str, new_from: int) -> bool:
                 return bool(F.find_tags(text, max(0, new_from - F.MAX_TAG_CHARS)))
@@ -361,13 +359,13 @@ class _SprintRun:
             if rec.finish_reason == "length":
                 self.repair(i, "cut_at_max_tokens", f"executor {i}.{j} reached max_exec_tokens={cfg.max_exec_tokens}")
             st.results[j] = out
-            self._prepare_next(st)
+            self._prepare_next(st, j)
             return out
         self.repair(i, "executor_failed", f"executor {i}.{j} failed {attempts} time(s); last error: "
                     f"{type(last_error).__name__}: {last_error}")
         note = failure_note(i, j, attempts, last_error)
         st.results[j] = note
-        self._prepare_next(st)
+        self._prepare_next(st, j)
         return note
 
     async def force_final_answer(self) -> None:

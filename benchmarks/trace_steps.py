@@ -50,7 +50,7 @@ def classify(rows, steps: int, graphs) -> tuple[str, int]:
 def trace(backend):
     """Wrap `backend._step` to record every forward pass: (start, end, kind, B, tokens produced, launched), launched
     the time the step was on the device (the worker's host work before it: preparing the inputs and the launch)."""
-    records = []
+    records = _Records()
     inner = backend._step
 
     def step(rows, ids, positions, sample, steps=1, launched=None):
@@ -69,12 +69,27 @@ def trace(backend):
         return picks
 
     backend._step = step
+    inner_advance = backend._advance
+
+    def advance(*args, **kwargs):   # the scheduler back on the loop after a pass: `summarize` splits the gap here
+        records.resumed.append(time.perf_counter())
+        return inner_advance(*args, **kwargs)
+
+    backend._advance = advance
     return records
 
 
+class _Records(list):
+    """The passes, and when the scheduler resumed after each (`resumed`, ascending)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumed: list[float] = []
+
+
 #: The backend's host work on the event loop's thread, timed per method by `time_host`.
-HOST_METHODS = ("_plan", "_advance", "_emit", "_attach_prefix", "_drop_store", "_finish", "encode_prompt",
-                "count_tokens")
+HOST_METHODS = ("_plan", "_advance", "_emit", "_attach_prefix", "_drop_store", "_drop_deferred", "_finish",
+                "encode_prompt", "count_tokens", "_slots.copy_prefix", "_slots.export")
 
 
 def time_host(backend) -> dict:
@@ -82,7 +97,11 @@ def time_host(backend) -> dict:
     nested one under both names: `_advance` calls `_emit` and `_finish`, `_finish` may call `_drop_store`)."""
     totals = {name: [0, 0.0] for name in HOST_METHODS}
     for name in HOST_METHODS:
-        inner = getattr(backend, name)
+        owner = backend
+        *path, attr = name.split(".")   # "_slots.copy_prefix": a method of the backend's slot cache
+        for part in path:
+            owner = getattr(owner, part)
+        inner = getattr(owner, attr)
 
         def timed(*args, _inner=inner, _name=name, **kwargs):
             start = time.perf_counter()
@@ -93,7 +112,7 @@ def time_host(backend) -> dict:
                 t[0] += 1
                 t[1] += time.perf_counter() - start
 
-        setattr(backend, name, timed)
+        setattr(owner, attr, timed)
     return totals
 
 
@@ -247,8 +266,11 @@ def boundaries(life: dict, records) -> dict:
 
 def summarize(records, solves: int, wall: float) -> dict:
     """Per kind: passes, mean B, tokens, ms (per solve), and the host time between passes."""
+    import bisect
+
     kinds: dict = collections.defaultdict(lambda: [0, 0, 0, 0.0, 0.0])
-    between = 0.0
+    between = resume = 0.0
+    resumed = getattr(records, "resumed", [])
     for i, (start, end, kind, b, tokens, launched) in enumerate(records):
         k = kinds[kind]
         k[0] += 1
@@ -257,10 +279,18 @@ def summarize(records, solves: int, wall: float) -> dict:
         k[3] += end - start
         k[4] += launched - start
         if i:
-            gap = start - records[i - 1][1]
-            between += gap if gap < 0.05 else 0.0   # a pause between solves is not a step's cost
+            prev = records[i - 1][1]
+            gap = start - prev
+            if gap < 0.05:   # a pause between solves is not a step's cost
+                between += gap
+                j = bisect.bisect_left(resumed, prev)
+                if j < len(resumed) and resumed[j] <= start:
+                    resume += resumed[j] - prev
     out = {"solves": solves, "wall_ms_per_solve": round(1000 * wall / solves, 1),
-           "between_ms_per_solve": round(1000 * between / solves, 1), "kinds": {}}
+           "between_ms_per_solve": round(1000 * between / solves, 1),
+           # of it: from a pass's end until the scheduler is back on the event loop (the loop busy with other work,
+           # the thread hand-over); the rest is the scheduler's own work up to the next pass (admissions, planning)
+           "resume_ms_per_solve": round(1000 * resume / solves, 1), "kinds": {}}
     for kind, (n, b, tokens, t, prep) in sorted(kinds.items(), key=lambda kv: -kv[1][3]):
         out["kinds"][kind] = {"passes_per_solve": round(n / solves, 1), "mean_B": round(b / n, 2),
                               "tokens_per_solve": round(tokens / solves, 1), "ms_per_solve": round(1000 * t / solves, 1),

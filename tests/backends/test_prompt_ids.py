@@ -50,14 +50,26 @@ def test_pieces_are_reused_between_safe_added_tokens_only(bundled_tokenizer):
     ids.encode("no tags here 12", False)
     assert ids.encode("no tags here 123", False) == _whole(bundled_tokenizer, "no tags here 123") and ids.reused == 0
     ids.encode("<Plan_1>\n1", False)
-    assert ids.encode("<Plan_1>\n12", False) == _whole(bundled_tokenizer, "<Plan_1>\n12") and ids.reused == 0
+    # It extends the prompt before: that one's ids through "<Plan_1>" (its last cut), then "\n12" tokenized anew.
+    assert ids.encode("<Plan_1>\n12", False) == _whole(bundled_tokenizer, "<Plan_1>\n12") and ids.reused == 1
+    assert "\n12" in ids.pieces and "\n1" in ids.pieces
     # An execution handed over alone (`prepare`), then a prompt holding it elsewhere: its piece comes from the cache.
     execution = "<execution_1.2>\n88-83=5 [15 5 5] 80: 20< 10<\n</execution_1.2>"
     ids.encode(execution, False)
     ids.pieces.pop("\n", None)   # only the execution's own piece can be reused below
     later = "<Plan_1>\nx\n</Plan_1>\n<Execution_1>\n" + execution + "\n</Execution_1>"
-    assert ids.encode(later, True) == _whole(bundled_tokenizer, later, True) and ids.reused == 1
+    assert ids.encode(later, True) == _whole(bundled_tokenizer, later, True) and ids.reused == 2
     assert "\n88-83=5 [15 5 5] 80: 20< 10<\n" in ids.pieces
+
+
+def test_a_prompt_extending_a_kept_one_is_scanned_from_that_ones_last_cut(bundled_tokenizer):
+    ids = PromptIds(bundled_tokenizer, verify=0)
+    stage = _stage_prompts()
+    ids.encode(stage[1], False)
+    ids.pieces.clear()   # the kept prompt's ids stand for its text up to its last cut, not its pieces
+    longer = stage[1] + "<Execution_1>\n<execution_1.1>\n"
+    assert ids.encode(longer, False) == _whole(bundled_tokenizer, longer)
+    assert set(ids.pieces) <= {"\n"}   # nothing before the kept prompt's last cut was tokenized again
 
 
 def test_a_safe_tags_text_inside_a_longer_tokens_match_is_no_cut():
@@ -98,7 +110,7 @@ def test_the_guard_turns_cutting_off_at_a_difference(bundled_tokenizer, caplog):
     ids = PromptIds(bundled_tokenizer, verify=2)
     first, second = _stage_prompts()[:2]
     ids.encode(first, False)
-    ids._by_pieces = lambda text, add: ([5, 6, 7], True)   # a wrong encoding
+    ids._by_pieces = lambda text, add, base: ([5, 6, 7], (0, 0), True)   # a wrong encoding
     with caplog.at_level(logging.WARNING):
         assert ids.encode(second, False) == _whole(bundled_tokenizer, second)
     assert not ids.enabled and "tokenized whole from now on" in caplog.text

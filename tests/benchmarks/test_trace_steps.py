@@ -39,10 +39,13 @@ def test_trace_records_and_summarizes_the_passes_of_a_run(load_benchmark):
     tokens = sum(k["tokens_per_solve"] for k in summary["kinds"].values())
     assert tokens == sum(c.generated_tokens for c in completions)
     assert summary["between_ms_per_solve"] >= 0 and summary["wall_ms_per_solve"] == 1000.0
+    assert 0 <= summary["resume_ms_per_solve"] <= summary["between_ms_per_solve"]
+    assert len(records.resumed) == len(records)   # the scheduler came back after every pass
     assert all(0 <= k["launch_ms_per_pass"] <= k["ms_per_pass"] for k in summary["kinds"].values())
     # Every pass was planned and advanced on the loop's thread; both requests were encoded and finished.
     assert host["_plan"][0] == host["_advance"][0] == len(records)
     assert host["encode_prompt"][0] == 2 and host["_finish"][0] == 2 and host["_emit"][1] > 0
+    assert {"_slots.copy_prefix", "_slots.export", "_drop_deferred"} <= set(host)
 
 
 def test_watch_loop_counts_the_time_the_loop_waits(load_benchmark):

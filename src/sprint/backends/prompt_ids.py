@@ -112,8 +112,8 @@ class PromptIds:
         hit = self.recent.get(key)
         if hit is not None:
             self.recent.move_to_end(key)
-            return list(hit)
-        ids, reused = self._by_pieces(text, add_special_tokens)
+            return list(hit[0])
+        ids, cut, reused = self._by_pieces(text, add_special_tokens, self._longest_extended(text, add_special_tokens))
         if self.verify > 0:
             self.verify -= 1
             whole = self.rust.encode(text, add_special_tokens=add_special_tokens).ids
@@ -123,17 +123,32 @@ class PromptIds:
                 self.enabled = False
                 return list(whole)
         self.reused += reused
-        self.recent[key] = ids
+        self.recent[key] = (ids, cut)
         while len(self.recent) > self.keep:
             self.recent.popitem(last=False)
         return list(ids)
 
-    def _by_pieces(self, text: str, add: bool) -> tuple[list[int], bool]:
-        """(ids of `text`, whether any piece came from the cache): the pieces between safe added tokens, each from
-        the cache or tokenized alone (and cached), and the tokens' own ids."""
-        ids = list(self._lead[add])
-        reused, start = False, 0
-        for m in self._pattern.finditer(text):
+    def _longest_extended(self, text: str, add: bool):
+        """The kept prompt that `text` extends furthest (ids, (character, ids) after its last safe cut), or None."""
+        best, found = 0, None
+        for (flag, prev), value in self.recent.items():
+            if flag == add and best < len(prev) < len(text) and text.startswith(prev):
+                best, found = len(prev), value
+        return found
+
+    def _by_pieces(self, text: str, add: bool, base=None):
+        """(ids of `text`, (character, ids) after its last safe cut, whether anything came from the cache): the
+        pieces between safe added tokens, each from the cache or tokenized alone (and cached), and the tokens' own
+        ids. With `base`, a kept prompt that `text` extends, its ids up to its last safe cut stand for the text up to
+        there: the scan for added tokens starts at that cut (a safe token's match there is the same in both texts:
+        a longer match would need a longer added token holding its text)."""
+        if base is not None:   # its cut is (0, its lead) when it has none: the same as no base
+            start, n = base[1]
+            ids, reused = base[0][:n], start > 0
+        else:
+            ids, start, reused = list(self._lead[add]), 0, False
+        cut = (start, len(ids))
+        for m in self._pattern.finditer(text, start):
             token = self._ids.get(m.group())
             if token is None or not self._is_cut(token):
                 continue   # an unsafe added token stays inside its piece: the tokenizer handles it there
@@ -143,11 +158,12 @@ class PromptIds:
                 ids += got[0]
             ids.append(token)
             start = m.end()
+            cut = (start, len(ids))
         if start < len(text):
             got = self._piece(text[start:])
             reused |= got[1]
             ids += got[0]
-        return ids, reused
+        return ids, cut, reused
 
     def _piece(self, piece: str) -> tuple[list[int], bool]:
         hit = self.pieces.get(piece)

@@ -265,31 +265,6 @@ def _watch_launches(backend) -> dict:
     return state
 
 
-def test_the_scheduler_lets_no_ready_callback_run_before_a_pass_is_launched(make):
-    """A callback that becomes ready while a pass is planned (a caller reacting to the previous pass) runs only once
-    the worker thread has launched the pass (`LAUNCH_WAIT_S`): awaited, the launch waited for the GIL behind them."""
-    backend = make(exact=False, max_batch=2)
-    order = []
-    inner_plan, inner_step = backend._plan, backend._step
-
-    def plan():
-        asyncio.get_running_loop().call_soon(order.append, "callback")
-        return inner_plan()
-
-    def step(rows, ids, positions, sample, steps=1, launched=None):
-        def signal():
-            order.append("launch")
-            launched()
-
-        return inner_step(rows, ids, positions, sample, steps, signal)
-
-    backend._plan, backend._step = plan, step
-    run(together(backend, [(PROMPTS[1], GenerationParams(max_tokens=5)),
-                           (PROMPTS[2], GenerationParams(max_tokens=3))]))
-    assert len(order) >= 8 and order[0::2] == ["launch"] * (len(order) // 2)
-    assert order[1::2] == ["callback"] * (len(order) // 2)
-
-
 def test_finished_requests_kv_is_kept_and_freed_after_the_next_launch(make):
     """A request that ends at a step (its token limit) while another runs on: its KV goes to the prefix cache and its
     slot is freed once the next step is on the device, not between the steps where it held up the launch; and once

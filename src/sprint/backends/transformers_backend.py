@@ -82,7 +82,6 @@ import functools
 import itertools
 import logging
 import random
-import threading
 import time
 import types
 from collections import OrderedDict, deque
@@ -109,9 +108,6 @@ _GENERATIONS = itertools.count(1)
 #: Greedy decode steps per CUDA-graph replay (`decode_steps`): the host's per-step work paid once per this many
 #: tokens; a request that ends inside the block wastes the rest of it (at most DECODE_STEPS - 1 steps).
 DECODE_STEPS = 4
-#: Seconds the scheduler blocks for the worker thread to launch a forward pass before it goes on with the previous
-#: pass's text (`_schedule`); 0 awaits the launch instead, letting other ready callbacks run first.
-LAUNCH_WAIT_S = 0.05
 #: Fast mode: prefill rows one step may take when no sequence is decoding (then `step_tokens` protects no one).
 LONE_PREFILL_TOKENS = 4096
 #: Seconds the scheduler, with nothing running, waits for a request extending one that just finished before keeping
@@ -1105,20 +1101,10 @@ class TransformersBackend:
             rows, ids, positions, sample, owners = self._plan()
             steps = self._block(rows, sample)
             loop = asyncio.get_running_loop()
-            launched, on_device = loop.create_future(), threading.Event()
-
-            def on_launch(launched=launched, on_device=on_device):
-                on_device.set()
-                _settle_from_thread(loop, launched)
-
-            step = loop.run_in_executor(self._executor, self._step, rows, ids, positions, sample, steps, on_launch)
+            launched = loop.create_future()
+            step = loop.run_in_executor(self._executor, self._step, rows, ids, positions, sample, steps,
+                                        functools.partial(_settle_from_thread, loop, launched))
             step.add_done_callback(functools.partial(_settle_done, launched))   # one that failed before its launch
-            if LAUNCH_WAIT_S > 0:
-                # Block this thread (the GIL released) until the worker has launched the pass: awaiting it instead
-                # lets every callback that is ready run first (the callers' reactions to the previous pass: a SPRINT
-                # orchestrator tokenizing a prompt, say), and the worker cannot prepare the launch while they hold
-                # the GIL. A worker that is busy elsewhere or fails before its launch ends the wait at the timeout.
-                on_device.wait(LAUNCH_WAIT_S)
             self._stepping = True
             try:
                 # The previous step's text (detokenizing, stop strings, the callers' queues and whatever they wake)

@@ -335,13 +335,13 @@ def test_install_leaves_a_module_that_fails_on_the_check_input_alone():
 def test_cascade_attention_reads_a_roots_keys_once_for_its_children(monkeypatch, rows, one_row, dtype):
     """A SPRINT stage's layout: slot 0 (the planner) shares nothing, slots 1-3 copied its first keys (executors,
     each a different length, two ending inside a block), slot 4 copied a slot outside the call, slot 5 shares
-    nothing. The cascade (a second kernel over the root's keys for the root and its children) gives the attention
+    nothing. The cascade (the root's programs read its keys for the root and its children) gives the attention
     over the true keys, as the one-kernel reading does; the copies' whole blocks hold noise, so both read the
     root's keys."""
     monkeypatch.setattr(kernels, "ATTENTION_PROGRAMS", 32)
     monkeypatch.setattr(kernels, "ATTENTION_BLOCK_N", 32)
     monkeypatch.setattr(kernels, "ATTENTION_CASCADE", True)   # off by default until timed on a GPU
-    if one_row:   # the own keys' kernel without tl.dot (large steps)
+    if one_row:   # a step large enough for the one-row path: the cascade still takes it (with tl.dot)
         monkeypatch.setattr(kernels, "ATTENTION_ONE_ROW_MIN_SLOT_KEYS", 0)
     g = torch.Generator().manual_seed(8)
     b, h, d, cap, keys = 6, 2, 16, 512, 300
@@ -365,9 +365,9 @@ def test_cascade_attention_reads_a_roots_keys_once_for_its_children(monkeypatch,
     want = _attention_reference(q, true_k[:b, :, :keys], true_v[:b, :, :keys], mask, 0.25)
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     launches = []
-    prefix = kernels._attention_prefix_kernel
-    monkeypatch.setattr(kernels, "_attention_prefix_kernel",
-                        type("Spy", (), {"__getitem__": lambda self, grid: launches.append(grid) or prefix[grid]})())
+    cascade = kernels._attention_cascade_kernel
+    monkeypatch.setattr(kernels, "_attention_cascade_kernel",
+                        type("Spy", (), {"__getitem__": lambda self, grid: launches.append(grid) or cascade[grid]})())
     got = kernels.attention(q, cache_k[:b, :, :keys], cache_v[:b, :, :keys], mask, 0.25, (src, length))
     assert launches and torch.allclose(got.float(), want, atol=tol, rtol=tol)
     monkeypatch.setattr(kernels, "ATTENTION_CASCADE", False)   # the one-kernel reading agrees
@@ -385,7 +385,7 @@ def test_a_cascade_that_cannot_run_leaves_the_split_attention_on(monkeypatch, ca
         def __getitem__(self, grid):
             raise RuntimeError("out of resources")
 
-    monkeypatch.setattr(kernels, "_attention_prefix_kernel", Broken())
+    monkeypatch.setattr(kernels, "_attention_cascade_kernel", Broken())
     g = torch.Generator().manual_seed(9)
     k = torch.randn(3, 2, 64, 16, generator=g).to(DEV)
     k[1:, :, :40] = k[0, :, :40]   # slots 1 and 2 copied slot 0's first 40 keys

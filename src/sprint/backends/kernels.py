@@ -295,11 +295,13 @@ ATTENTION_MAX_SLOT_KEYS = 16384
 #: against 289; below it tl.dot was faster (1 slot: 42-56 us against 58-74; `bench_shared_attention.py`).
 ATTENTION_ONE_ROW_MIN_SLOT_KEYS = 16384
 ATTENTION_ONE_ROW_WARPS = 1
-#: With `shared` (slots that copied another slot's first keys), attend in cascade: a second kernel reads a root
-#: slot's keys once for the root and every slot that copied them (their query rows as one matrix), the first only
-#: each slot's own keys after its copy (`_attention_prefix_kernel`). Up to this many query rows (slots x rows per
-#: slot) in all: the prefix kernel holds them in one block. Off until timed: checked under Triton's interpreter
-#: only (2026-11-28, no device time left); `bench_shared_attention.py` times it (`planner_root_cascade_us`).
+#: With `shared` (slots that copied another slot's first keys), attend in cascade (`_attention_cascade_kernel`): a
+#: root slot's programs read its keys once for it and every slot that copied them (their query rows as one
+#: matrix), the others only their own keys after their copy. Up to this many query rows (slots x rows per slot) in
+#: all: a root's program holds them in one block. Off until timed on a GPU: the first cascade (two kernels, every
+#: program walking its blocks masked) was twice as slow as the one-kernel reading (H200, 2026-11-28,
+#: BENCHMARKS.md); this one is checked under Triton's interpreter only. `bench_shared_attention.py` times it
+#: (`planner_root_cascade_us`).
 ATTENTION_CASCADE = False
 ATTENTION_CASCADE_MAX_ROWS = 128
 
@@ -327,7 +329,7 @@ def _online_softmax(s, ok, top, total):
 def _prefix_child(src_ptr, len_ptr, s_src, s_len, slot, n_slots):
     """For slots `slot` (a vector of slot ids): (whether each reads its first keys from another slot of the call
     that shares nothing itself, its source slot, how many keys). Such a slot is a *child* of that root: the
-    cascade attention reads the root's keys once for the root and all its children (`_attention_prefix_kernel`)."""
+    cascade attention reads the root's keys once for the root and all its children (`_attention_cascade_kernel`)."""
     real = slot < n_slots
     src = tl.load(src_ptr + slot * s_src, mask=real, other=0).to(tl.int64)
     shared = tl.load(len_ptr + slot * s_len, mask=real, other=0)
@@ -336,28 +338,44 @@ def _prefix_child(src_ptr, len_ptr, s_src, s_len, slot, n_slots):
     return inside & (root_shares == 0), src, shared
 
 
+@triton.jit
+def _scores(q, k, scale, IEEE: tl.constexpr):
+    """q [rows, d] against k [keys, d]: float32 scores [rows, keys] (tf32 would round them to 10-bit mantissas)."""
+    if IEEE:
+        return tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+    return tl.dot(q, tl.trans(k)) * scale
+
+
+@triton.jit
+def _weighted(p, v, IEEE: tl.constexpr):
+    """Probabilities p [rows, keys] (rounded to the values' dtype, as the matrix-product path does) times v."""
+    if IEEE:
+        return tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    return tl.dot(p.to(v.dtype), v)
+
+
+@triton.jit
+def _store_part(base, top, total, acc, ok, d):
+    tl.store(base, top, mask=ok)
+    tl.store(base + 1, total, mask=ok)
+    tl.store(base[:, None] + 2 + d[None, :], acc, mask=ok[:, None])
+
+
 @triton.jit(do_not_specialize=["n_keys", "rows", "scale", "sq_b", "sq_h", "sq_g", "sk_b", "sk_h", "sk_n",
-                               "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits", "s_src", "s_len", "n_slots"])
+                               "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits", "s_src", "s_len"])
 def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len_ptr, n_keys, rows, heads, scale,
                            sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits, s_src, s_len,
-                           n_slots, HAS_MASK: tl.constexpr, SHARED: tl.constexpr, CASCADE: tl.constexpr,
-                           DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-                           ITERS: tl.constexpr, IEEE: tl.constexpr):
+                           HAS_MASK: tl.constexpr, SHARED: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
+                           BLOCK_N: tl.constexpr, ITERS: tl.constexpr, IEEE: tl.constexpr):
     bh, b, h, split = _slot_head_program(heads)
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, DIM)
-    start = 0   # the first key this program's slot attends to here (CASCADE: the keys before are the root's part)
+    start = 0   # the first key this program's slot attends to
     if SHARED:   # keys 0 .. shared-1 of slot b are a copy of slot src's: blocks of them are read from src (the
         # copies of one prefix that several slots hold are then one piece of memory, read once from DRAM and then
         # from the L2 cache); a block that reaches past them is read from slot b, which holds its own copy
         src = tl.load(src_ptr + b * s_src).to(tl.int64)
         shared = tl.load(len_ptr + b * s_len)
-        if CASCADE:   # a child's shared keys and all of a root's keys are done by `_attention_prefix_kernel`
-            slots = tl.arange(0, BLOCK_B)
-            child, srcs, _ = _prefix_child(src_ptr, len_ptr, s_src, s_len, slots, n_slots)
-            is_child = tl.sum((child & (slots == b)).to(tl.int32), axis=0) > 0
-            is_root = tl.sum((child & (srcs == b)).to(tl.int32), axis=0) > 0
-            start = tl.where(is_child, shared, tl.where(is_root, n_keys, 0))
     q = tl.load(q_ptr + b * sq_b + h * sq_h + g[:, None] * sq_g + d[None, :], mask=g[:, None] < rows, other=0.0)
     top = tl.full([BLOCK_G], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_G], tl.float32)
@@ -368,90 +386,117 @@ def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len
             kb = tl.where((split * ITERS + i + 1) * BLOCK_N <= shared, src, b)
         else:
             kb = b
-        # Keys before `start` are not loaded (masked: no memory traffic), the loop itself stays as without the
-        # cascade (no branch in the kernel every decode step runs).
         here = (n < n_keys) & (n >= start)
         k = tl.load(k_ptr + kb * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=here[:, None], other=0.0)
         v = tl.load(v_ptr + kb * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=here[:, None],
                     other=0.0)   # issued with the keys: its latency overlaps the scores
         if BLOCK_G == 1:   # one query row (a decode step without GQA): products and sums, no 16-row padded tl.dot
             s = tl.sum(q.to(tl.float32) * k.to(tl.float32), axis=1)[None, :] * scale
-        elif IEEE:   # float32 operands: full precision (tf32 would round the scores to 10-bit mantissas)
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
         else:
-            s = tl.dot(q, tl.trans(k)) * scale   # [BLOCK_G, BLOCK_N], float32
+            s = _scores(q, k, scale, IEEE)   # [BLOCK_G, BLOCK_N], float32
         ok = (g[:, None] < rows) & here[None, :]
         if HAS_MASK:
             ok = ok & (tl.load(mask_ptr + b * m_b + g[:, None] * m_g + n[None, :], mask=ok, other=0) != 0)
         p, alpha, total, top = _online_softmax(s, ok, top, total)
-        if BLOCK_G == 1:   # the probabilities rounded to the values' dtype, as for the tl.dot below
+        if BLOCK_G == 1:   # the probabilities rounded to the values' dtype, as `_weighted` rounds them
             pv = tl.sum(p.to(v.dtype).to(tl.float32).reshape(BLOCK_N, 1) * v.to(tl.float32), axis=0)
             acc = acc * alpha[:, None] + pv[None, :]
-        elif IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
         else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + _weighted(p, v, IEEE)
     # Partials [bh, split, row]: the maximum, the sum, then the DIM unnormalised outputs; real rows only (a decode
     # step has one of BLOCK_G: the padding rows' stores were most of the kernel's writes).
-    base = part_ptr + ((bh * splits + split) * BLOCK_G + g) * (DIM + 2)
-    real = g < rows
-    tl.store(base, top, mask=real)
-    tl.store(base + 1, total, mask=real)
-    tl.store(base[:, None] + 2 + d[None, :], acc, mask=real[:, None])
+    _store_part(part_ptr + ((bh * splits + split) * BLOCK_G + g) * (DIM + 2), top, total, acc, g < rows, d)
 
 
 @triton.jit(do_not_specialize=["n_keys", "n_slots", "rows", "scale", "sq_b", "sq_h", "sq_g", "sk_b", "sk_h",
-                               "sk_n", "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits", "first", "s_src", "s_len"])
-def _attention_prefix_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len_ptr, n_keys, n_slots, rows,
-                             heads, scale, sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits,
-                             first, s_src, s_len, HAS_MASK: tl.constexpr, DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, ITERS: tl.constexpr,
-                             IEEE: tl.constexpr):
-    """Cascade attention over a root slot's keys: program (root s, head, split) reads each block of slot s's keys
-    once and scores it against the query rows of s and of every child of s (`_prefix_child`) as one matrix (each
-    child up to its shared length, the root up to its own), writing their partials at splits `first` + split. A
-    program whose slot has no children computes nothing and writes its own rows' partials empty (unless its slot
-    is a child, whose root's program writes them)."""
-    bh, s, h, split = _slot_head_program(heads)
-    m = tl.arange(0, BLOCK_M)
-    rb = (m // rows).to(tl.int64)   # query row m is row m % rows of slot m // rows (every slot of the call is one)
-    rg = m % rows
-    real = rb < n_slots
-    child, src, shared = _prefix_child(src_ptr, len_ptr, s_src, s_len, rb, n_slots)
-    is_root = tl.sum((child & (src == s)).to(tl.int32), axis=0) > 0
-    member = real & ((child & (src == s)) | ((rb == s) & is_root))
-    writes = member | (real & (rb == s) & (child == 0))
-    limit = tl.where(rb == s, n_keys, shared)
+                               "sk_n", "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits", "s_src", "s_len"])
+def _attention_cascade_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len_ptr, n_keys, n_slots, rows,
+                              heads, scale, sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits,
+                              s_src, s_len, HAS_MASK: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
+                              BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                              ITERS: tl.constexpr, IEEE: tl.constexpr):
+    """The split attention in cascade, one kernel. Each (slot, head) has two sets of partials (`splits` each): its
+    own keys' and its root's. Program (slot b, head, split), for its split's keys:
+
+    * b a *root* (a slot others copied their first keys from, `_prefix_child`): reads each block of b's keys once
+      and scores it against the query rows of b and of every child of b as one matrix (each child up to its shared
+      length, b up to its own), writing their second set; b's first set is empty.
+    * b a *child*: only b's keys after its shared length (a program whose keys all lie before it computes nothing),
+      into b's first set; its root's program writes its second set.
+    * any other slot: all of b's keys into its first set, its second set empty.
+
+    Why: a SPRINT stage's executors copied their planner's context. Read slot by slot, an 8-slot step at 2,048 keys
+    cost 87 us of attention per step against 47 for one slot (H200); here the shared keys are read and scored once
+    per block for all of them."""
+    bh, b, h, split = _slot_head_program(heads)
     d = tl.arange(0, DIM)
-    top = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, DIM], tl.float32)
-    if is_root:
+    first = split * ITERS * BLOCK_N
+    slots = tl.arange(0, BLOCK_B)
+    child, srcs, _ = _prefix_child(src_ptr, len_ptr, s_src, s_len, slots, n_slots)
+    children = tl.sum((child & (srcs == b)).to(tl.int32), axis=0)
+    copies = tl.sum((child & (slots == b)).to(tl.int32), axis=0)   # 1: b is a child
+    if children > 0:
+        m = tl.arange(0, BLOCK_M)
+        rb = (m // rows).to(tl.int64)   # query row m is row m % rows of slot m // rows
+        rg = m % rows
+        mc, ms, mn = _prefix_child(src_ptr, len_ptr, s_src, s_len, rb, n_slots)
+        member = (rb < n_slots) & ((mc & (ms == b)) | (rb == b))
+        limit = tl.where(rb == b, n_keys, mn)
         q = tl.load(q_ptr + rb[:, None] * sq_b + h * sq_h + rg[:, None] * sq_g + d[None, :], mask=member[:, None],
                     other=0.0)
+        top = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        total = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, DIM], tl.float32)
         for i in range(ITERS):
-            n = (split * ITERS + i) * BLOCK_N + tl.arange(0, BLOCK_N)
-            k = tl.load(k_ptr + s * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=n[:, None] < n_keys,
-                        other=0.0)
-            v = tl.load(v_ptr + s * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=n[:, None] < n_keys,
-                        other=0.0)
-            if IEEE:
-                sc = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-            else:
-                sc = tl.dot(q, tl.trans(k)) * scale   # [BLOCK_M, BLOCK_N], float32
-            ok = member[:, None] & (n[None, :] < n_keys) & (n[None, :] < limit[:, None])
+            n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
+            here = n < n_keys
+            k = tl.load(k_ptr + b * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=here[:, None], other=0.0)
+            v = tl.load(v_ptr + b * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=here[:, None], other=0.0)
+            s = _scores(q, k, scale, IEEE)
+            ok = member[:, None] & here[None, :] & (n[None, :] < limit[:, None])
             if HAS_MASK:
                 ok = ok & (tl.load(mask_ptr + rb[:, None] * m_b + rg[:, None] * m_g + n[None, :], mask=ok,
                                    other=0) != 0)
-            p, alpha, total, top = _online_softmax(sc, ok, top, total)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    base = part_ptr + (((rb * heads + h) * splits + first + split) * BLOCK_G + rg) * (DIM + 2)
-    tl.store(base, top, mask=writes)
-    tl.store(base + 1, total, mask=writes)
-    tl.store(base[:, None] + 2 + d[None, :], acc, mask=writes[:, None])
+            p, alpha, total, top = _online_softmax(s, ok, top, total)
+            acc = acc * alpha[:, None] + _weighted(p, v, IEEE)
+        part = part_ptr + (((rb * heads + h) * (2 * splits) + splits + split) * BLOCK_G + rg) * (DIM + 2)
+        _store_part(part, top, total, acc, member, d)
+        g = tl.arange(0, BLOCK_G)
+        own = part_ptr + ((bh * 2 * splits + split) * BLOCK_G + g) * (DIM + 2)
+        _store_part(own, tl.full([BLOCK_G], float("-inf"), tl.float32), tl.zeros([BLOCK_G], tl.float32),
+                    tl.zeros([BLOCK_G, DIM], tl.float32), g < rows, d)
+    else:
+        shared = tl.load(len_ptr + b * s_len)
+        src = tl.load(src_ptr + b * s_src).to(tl.int64)
+        start = tl.where(copies > 0, shared, 0)   # the keys before are the root program's
+        g = tl.arange(0, BLOCK_G)
+        top = tl.full([BLOCK_G], float("-inf"), tl.float32)
+        total = tl.zeros([BLOCK_G], tl.float32)
+        acc = tl.zeros([BLOCK_G, DIM], tl.float32)
+        if first + ITERS * BLOCK_N > start:
+            q = tl.load(q_ptr + b * sq_b + h * sq_h + g[:, None] * sq_g + d[None, :], mask=g[:, None] < rows,
+                        other=0.0)
+            for i in range(ITERS):
+                n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
+                here = (n < n_keys) & (n >= start)
+                # Another slot's copy that is no child here (its source outside the call, or itself a copy): whole
+                # blocks of it from its source, as `_attention_part_kernel` reads them
+                kb = tl.where(first + (i + 1) * BLOCK_N <= shared, src, b)
+                k = tl.load(k_ptr + kb * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=here[:, None],
+                            other=0.0)
+                v = tl.load(v_ptr + kb * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=here[:, None],
+                            other=0.0)
+                s = _scores(q, k, scale, IEEE)
+                ok = (g[:, None] < rows) & here[None, :]
+                if HAS_MASK:
+                    ok = ok & (tl.load(mask_ptr + b * m_b + g[:, None] * m_g + n[None, :], mask=ok, other=0) != 0)
+                p, alpha, total, top = _online_softmax(s, ok, top, total)
+                acc = acc * alpha[:, None] + _weighted(p, v, IEEE)
+        base = part_ptr + ((bh * 2 * splits + split) * BLOCK_G + g) * (DIM + 2)
+        _store_part(base, top, total, acc, g < rows, d)
+        if copies == 0:   # a child's second set is its root program's
+            _store_part(base + splits * BLOCK_G * (DIM + 2), tl.full([BLOCK_G], float("-inf"), tl.float32),
+                        tl.zeros([BLOCK_G], tl.float32), tl.zeros([BLOCK_G, DIM], tl.float32), g < rows, d)
 
 
 @triton.jit(do_not_specialize=["rows", "so_b", "so_h", "so_g", "splits"])
@@ -519,13 +564,13 @@ def _attention(q, k, v, mask, scale: float, shared=None):
 
     b, h, rows, dim = q.shape
     n_keys = k.shape[2]
-    one_row = rows == 1 and b * n_keys >= ATTENTION_ONE_ROW_MIN_SLOT_KEYS
+    cascade = shared is not None and ATTENTION_CASCADE and b > 1 and b * rows <= ATTENTION_CASCADE_MAX_ROWS
+    one_row = rows == 1 and b * n_keys >= ATTENTION_ONE_ROW_MIN_SLOT_KEYS and not cascade
     block_g = 1 if one_row else max(16, triton.next_power_of_2(rows))
     blocks = triton.cdiv(n_keys, ATTENTION_BLOCK_N)
     per_program = triton.next_power_of_2(triton.cdiv(blocks, max(1, ATTENTION_PROGRAMS // (b * h))))
     splits = triton.cdiv(blocks, per_program)
-    cascade = shared is not None and ATTENTION_CASCADE and b > 1 and b * rows <= ATTENTION_CASCADE_MAX_ROWS
-    # With the cascade each (slot, head) has two sets of splits: its own keys', then its root's (prefix kernel).
+    # With the cascade each (slot, head) has two sets of splits: its own keys', then its root's.
     parts = 2 * splits if cascade else splits
     part = torch.empty((b * h, parts, block_g, dim + 2), dtype=torch.float32, device=q.device)
     out = q.new_empty(q.shape)
@@ -535,18 +580,19 @@ def _attention(q, k, v, mask, scale: float, shared=None):
         m, m_b, m_g = mask.view(torch.uint8), mask.stride(0), mask.stride(2)
     src, length = shared if shared is not None else (q, q)   # unused pointers without sharing
     s_src, s_len = (src.stride(0), length.stride(0)) if shared is not None else (0, 0)
-    ieee, block_b = q.dtype == torch.float32, triton.next_power_of_2(b)
-    _attention_part_kernel[(b * h, splits)](
-        q, k, v, m, part, src, length, n_keys, rows, h, scale, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-        m_b, m_g, parts, s_src, s_len, b, HAS_MASK=mask is not None, SHARED=shared is not None, CASCADE=cascade,
-        DIM=dim, BLOCK_G=block_g, BLOCK_N=ATTENTION_BLOCK_N, BLOCK_B=block_b, ITERS=per_program, IEEE=ieee,
-        num_warps=ATTENTION_ONE_ROW_WARPS if block_g == 1 else 4)
+    ieee = q.dtype == torch.float32
     if cascade:
-        _attention_prefix_kernel[(b * h, splits)](
+        _attention_cascade_kernel[(b * h, splits)](
             q, k, v, m, part, src, length, n_keys, b, rows, h, scale, *q.stride()[:3], *k.stride()[:3],
-            *v.stride()[:3], m_b, m_g, parts, splits, s_src, s_len, HAS_MASK=mask is not None, DIM=dim,
-            BLOCK_M=max(16, triton.next_power_of_2(b * rows)), BLOCK_G=block_g,
+            *v.stride()[:3], m_b, m_g, splits, s_src, s_len, HAS_MASK=mask is not None, DIM=dim, BLOCK_G=block_g,
+            BLOCK_M=max(16, triton.next_power_of_2(b * rows)), BLOCK_B=triton.next_power_of_2(b),
             BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program, IEEE=ieee, num_warps=4)
+    else:
+        _attention_part_kernel[(b * h, splits)](
+            q, k, v, m, part, src, length, n_keys, rows, h, scale, *q.stride()[:3], *k.stride()[:3],
+            *v.stride()[:3], m_b, m_g, parts, s_src, s_len, HAS_MASK=mask is not None, SHARED=shared is not None,
+            DIM=dim, BLOCK_G=block_g, BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program, IEEE=ieee,
+            num_warps=ATTENTION_ONE_ROW_WARPS if block_g == 1 else 4)
     _attention_join_kernel[(b * h, rows)](part, out, rows, h, *out.stride()[:3], parts, DIM=dim, BLOCK_G=block_g,
                                           SPLITS=triton.next_power_of_2(parts), num_warps=1)
     return out

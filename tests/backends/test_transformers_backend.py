@@ -644,6 +644,58 @@ def test_slot_cache_names_each_slots_prefix_source_through_copies_and_releases()
     assert cache.shares(e1.slot) == (e1.slot, 0)
 
 
+def test_stacked_slot_buffers_copy_and_export_as_the_per_layer_ones_do():
+    """`SlotCache(layers=3)`: every layer's buffers are views of one stack, allocated at the first layer's write and
+    grown with their contents kept; a prefix copied between slots, exported and copied back from the store comes out
+    as with per-layer buffers (`layers=None`); a layer of another shape leaves the stack, and copies go layer by
+    layer from then on."""
+    import torch
+
+    from sprint.backends import transformers_backend as tb
+
+    def filled(layers):
+        cache = tb.SlotCache(8, layers=layers)
+        g = torch.Generator().manual_seed(3)
+        for layer in range(3):
+            cache.ensure(layer, torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4), 16, 2)
+            cache.keys[layer][0, :, :16] = torch.randn(2, 16, 4, generator=g)
+            cache.values[layer][0, :, :16] = torch.randn(2, 16, 4, generator=g)
+        return cache
+
+    stacked, plain = filled(3), filled(None)
+    assert stacked.stack is not None and plain.stack is None
+    assert all(stacked.keys[layer]._base is stacked.stack[0] for layer in range(3))
+    stores = []
+    for cache in (stacked, plain):
+        first, second, third = cache.acquire(), cache.acquire(), cache.acquire()
+        first.length = 16
+        cache.copy_prefix(first, second, 12)
+        cache.ensure(0, cache.keys[0], cache.values[0], 100, 9)   # grows every layer (stacked: the stack)
+        stores.append(cache.export(second))
+        cache.copy_prefix(stores[-1], third, 12)
+    store = stores[0]
+    assert stacked.stack[0].shape[3] >= 100 and stacked.keys[2].shape[0] == 8
+    assert store.stacked is not None and stores[1].stacked is None
+    for layer in range(3):
+        for d in ("keys", "values"):
+            a, b = getattr(stacked, d)[layer], getattr(plain, d)[layer]
+            assert torch.equal(a[:3, :, :16], b[:3, :, :16])
+            assert torch.equal(a[2, :, :12], a[0, :, :12]) and not a[2, :, 12:].any()
+    fourth = stacked.acquire()
+    stacked.copy_prefix(store, fourth, 12)
+    assert torch.equal(stacked.keys[1][fourth.slot, :, :12], stacked.keys[1][0, :, :12])
+    # A model whose last layer has other keys (3 heads): it gets buffers of its own at its first write.
+    odd = tb.SlotCache(8, layers=3)
+    for layer, heads in ((0, 2), (1, 2), (2, 3)):
+        odd.ensure(layer, torch.zeros(1, heads, 1, 4), torch.zeros(1, heads, 1, 4), 16, 2)
+    assert odd.stack is None and [odd.keys[layer].shape[1] for layer in range(3)] == [2, 2, 3]
+    odd.keys[2][0, :, :5] = 1.0
+    one, two = odd.acquire(), odd.acquire()
+    one.length = 5
+    odd.copy_prefix(one, two, 5)   # layer by layer
+    assert odd.keys[2][two.slot, :, :5].eq(1.0).all()
+
+
 class StepCounter:
     """Counts, per forward pass of a backend, the aten ops, the tensors built from host data (`torch.tensor(list)`:
     one host-to-device copy each on a GPU) with their sizes, and the reads of device values by the host (`.item()`,

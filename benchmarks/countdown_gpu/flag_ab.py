@@ -13,10 +13,11 @@ next).
     python benchmarks/countdown_gpu/flag_ab.py --variant sw=switchinterval=0.0002 --models sprint
 
 A variant is NAME=SETTING[,SETTING...]; a SETTING is `module.CONSTANT=value` (a module of `sprint.backends`, or
-any module named in full: `sprint.inference.orchestrator.EXECUTOR_KEEP_KV=1`) or `switchinterval=SECONDS`. The first variant is "base" (nothing changed) unless `--no-base`. Reported per model and
-variant: mean wall-clock per problem, its ratio to the first variant's over the same problems with a 95% paired
-bootstrap interval, SPRINT's wall-clock ratio to the sequential model's (the issue's latency target) per variant,
-and how many answers agree with the first variant's (greedy: the same, up to floating-point noise).
+any module named in full: `sprint.inference.orchestrator.EXECUTOR_KEEP_KV=1`) or `switchinterval=SECONDS`. The
+first variant is "base" (nothing changed) unless `--no-base`. Reported per model and variant: mean wall-clock per
+problem, its ratio to the first variant's over the same problems with a 95% paired bootstrap interval, SPRINT's
+wall-clock ratio to the sequential model's (the issue's latency target) per variant, how many answers agree with the
+first variant's (greedy: the same, up to floating-point noise) and how many are correct.
 """
 
 from __future__ import annotations

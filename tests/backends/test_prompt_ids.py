@@ -104,6 +104,11 @@ def test_tokenizers_whose_pieces_depend_on_their_place_are_never_cut():
     assert PromptIds(build()).enabled   # the same tokenizer without the two is cut
     assert not PromptIds(build(normalizer=normalizers.Lowercase())).enabled
     assert not PromptIds(build(pre=pre_tokenizers.Metaspace())).enabled
+    from tokenizers import AddedToken
+
+    whole_words = build()
+    whole_words.add_tokens([AddedToken("<W>", single_word=True)])   # matched only as a word: not found by a regex
+    assert not PromptIds(whole_words).enabled
 
 
 def test_the_guard_turns_cutting_off_at_a_difference(bundled_tokenizer, caplog):

@@ -12,7 +12,8 @@ from sprint.format.trajectory import Execution, Plan, Prompt, Stage, Trajectory
 def _record() -> dict:
     plan = Plan(parts=["[88 83 15 5] 80", Prompt(1, 1, "Explore 88+83=171"), Prompt(1, 2, "Explore 88-83=5")])
     stage = Stage(index=1, plan=plan, execution_block=True,
-                  executions=[Execution(1, 1, "[171 15 5]\nDead end"), Execution(1, 2, "[15 5 5]\nSolution (⁸⁸-⁸³)*¹⁵+⁵")])
+                  executions=[Execution(1, 1, "[171 15 5]\nDead end"),
+                              Execution(1, 2, "[15 5 5]\nSolution (⁸⁸-⁸³)*¹⁵+⁵")])
     traj = Trajectory(question="Using the numbers [88, 83, 15, 5], create an equation that equals 80.",
                       stages=[stage], final_answer="\\boxed{(88-83)*15+5}")
     return {"trajectory": render(traj)}

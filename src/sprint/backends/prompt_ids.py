@@ -42,7 +42,8 @@ class PromptIds:
         self.tokenizer = tokenizer
         self.rust = getattr(tokenizer, "backend_tokenizer", None)
         self.keep, self.max_pieces, self.verify = keep, pieces, verify
-        self.recent: OrderedDict[tuple[bool, str], list[int]] = OrderedDict()   # whole prompts
+        # whole prompts: ids and (character, ids) after their last safe cut
+        self.recent: OrderedDict[tuple[bool, str], tuple[list[int], tuple[int, int]]] = OrderedDict()
         self.pieces: OrderedDict[str, list[int]] = OrderedDict()                 # texts between cuts
         self._candidates: dict[int, str] = {}   # added tokens that strip nothing: id -> text
         self._cuts: dict[int, bool] = {}          # candidates checked so far: id -> safe to cut after
@@ -74,6 +75,9 @@ class PromptIds:
         added = self.rust.get_added_tokens_decoder()
         texts = [tok.content for tok in added.values()]
         if len(texts) > MAX_ADDED_TOKENS:   # finding them in a prompt by one regex would cost more than it saves
+            return False
+        if any(tok.single_word for tok in added.values()):
+            # Matched only as whole words: the regex below would find such a token where the tokenizer does not.
             return False
         # Whether a text is part of another added token is decided per token at its first use (`_is_cut`): checking
         # every pair here would cost seconds at start-up for tokenizers with thousands of added tokens.

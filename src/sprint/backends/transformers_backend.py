@@ -378,7 +378,8 @@ class SlotCache:
             if old[0].shape[1] >= rows and old[0].shape[3] >= cap:
                 return
             rows, cap = max(rows, old[0].shape[1]), max(cap, old[0].shape[3])
-        new = tuple(like.new_zeros(self.layers, rows, like.shape[-3], cap, like.shape[-1]) for like in (like_k, like_v))
+        new = tuple(like.new_zeros(self.layers, rows, like.shape[-3], cap, like.shape[-1])
+                    for like in (like_k, like_v))
         if old is not None:
             for n, o in zip(new, old):
                 n[:, :o.shape[1], :, :o.shape[3]] = o

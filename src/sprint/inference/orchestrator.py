@@ -312,13 +312,13 @@ class _SprintRun:
             if key in counts:
                 rec.dispatch_tokens = counts[key]
 
-    def _prepare_next(self, st: _StageState, j: int | None = None) -> None:
+    def _hand_over(self, st: _StageState, j: int) -> None:
         """Hand the backend execution `j` as it finishes, unless it is the stage's last, when it can use that ahead
         (`prepare_prompt`: the in-process backend tokenizes it): the next planner prompt holds it, and is then
         tokenized from cached pieces, leaving only the last execution to tokenize on the stage's critical path
         (the whole prompt, 1,000+ tokens of executions, took 2-4 ms there on the lent GPU machines)."""
         prepare = getattr(self.backend, "prepare_prompt", None)
-        if prepare is None or j is None or j not in st.results:
+        if prepare is None or j not in st.results:
             return
         if st.plan is not None and all(p.index in st.results for p in st.plan.prompts):
             return   # the stage's last: its prompt follows at once
@@ -359,13 +359,13 @@ class _SprintRun:
             if rec.finish_reason == "length":
                 self.repair(i, "cut_at_max_tokens", f"executor {i}.{j} reached max_exec_tokens={cfg.max_exec_tokens}")
             st.results[j] = out
-            self._prepare_next(st, j)
+            self._hand_over(st, j)
             return out
         self.repair(i, "executor_failed", f"executor {i}.{j} failed {attempts} time(s); last error: "
                     f"{type(last_error).__name__}: {last_error}")
         note = failure_note(i, j, attempts, last_error)
         st.results[j] = note
-        self._prepare_next(st, j)
+        self._hand_over(st, j)
         return note
 
     async def force_final_answer(self) -> None:

@@ -342,16 +342,20 @@ def _prefix_child(src_ptr, len_ptr, s_src, s_len, slot, n_slots):
 def _scores(q, k, scale, IEEE: tl.constexpr):
     """q [rows, d] against k [keys, d]: float32 scores [rows, keys] (tf32 would round them to 10-bit mantissas)."""
     if IEEE:
-        return tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-    return tl.dot(q, tl.trans(k)) * scale
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    return s * scale
 
 
 @triton.jit
 def _weighted(p, v, IEEE: tl.constexpr):
     """Probabilities p [rows, keys] (rounded to the values' dtype, as the matrix-product path does) times v."""
     if IEEE:
-        return tl.dot(p.to(v.dtype), v, input_precision="ieee")
-    return tl.dot(p.to(v.dtype), v)
+        pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        pv = tl.dot(p.to(v.dtype), v)
+    return pv
 
 
 @triton.jit
@@ -436,35 +440,36 @@ def _attention_cascade_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, 
     children = tl.sum((child & (srcs == b)).to(tl.int32), axis=0)
     copies = tl.sum((child & (slots == b)).to(tl.int32), axis=0)   # 1: b is a child
     if children > 0:
+        # (Names unlike the other branch's: Triton requires a name assigned in both branches to keep one type.)
         m = tl.arange(0, BLOCK_M)
         rb = (m // rows).to(tl.int64)   # query row m is row m % rows of slot m // rows
         rg = m % rows
         mc, ms, mn = _prefix_child(src_ptr, len_ptr, s_src, s_len, rb, n_slots)
         member = (rb < n_slots) & ((mc & (ms == b)) | (rb == b))
         limit = tl.where(rb == b, n_keys, mn)
-        q = tl.load(q_ptr + rb[:, None] * sq_b + h * sq_h + rg[:, None] * sq_g + d[None, :], mask=member[:, None],
-                    other=0.0)
-        top = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        total = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, DIM], tl.float32)
-        for i in range(ITERS):
-            n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
-            here = n < n_keys
-            k = tl.load(k_ptr + b * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=here[:, None], other=0.0)
-            v = tl.load(v_ptr + b * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=here[:, None], other=0.0)
-            s = _scores(q, k, scale, IEEE)
-            ok = member[:, None] & here[None, :] & (n[None, :] < limit[:, None])
+        rq = tl.load(q_ptr + rb[:, None] * sq_b + h * sq_h + rg[:, None] * sq_g + d[None, :], mask=member[:, None],
+                     other=0.0)
+        rtop = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        rtotal = tl.zeros([BLOCK_M], tl.float32)
+        racc = tl.zeros([BLOCK_M, DIM], tl.float32)
+        for ri in range(ITERS):
+            rn = first + ri * BLOCK_N + tl.arange(0, BLOCK_N)
+            rin = rn < n_keys
+            rk = tl.load(k_ptr + b * sk_b + h * sk_h + rn[:, None] * sk_n + d[None, :], mask=rin[:, None], other=0.0)
+            rv = tl.load(v_ptr + b * sv_b + h * sv_h + rn[:, None] * sv_n + d[None, :], mask=rin[:, None], other=0.0)
+            rs = _scores(rq, rk, scale, IEEE)
+            rok = member[:, None] & rin[None, :] & (rn[None, :] < limit[:, None])
             if HAS_MASK:
-                ok = ok & (tl.load(mask_ptr + rb[:, None] * m_b + rg[:, None] * m_g + n[None, :], mask=ok,
-                                   other=0) != 0)
-            p, alpha, total, top = _online_softmax(s, ok, top, total)
-            acc = acc * alpha[:, None] + _weighted(p, v, IEEE)
-        part = part_ptr + (((rb * heads + h) * (2 * splits) + splits + split) * BLOCK_G + rg) * (DIM + 2)
-        _store_part(part, top, total, acc, member, d)
-        g = tl.arange(0, BLOCK_G)
-        own = part_ptr + ((bh * 2 * splits + split) * BLOCK_G + g) * (DIM + 2)
-        _store_part(own, tl.full([BLOCK_G], float("-inf"), tl.float32), tl.zeros([BLOCK_G], tl.float32),
-                    tl.zeros([BLOCK_G, DIM], tl.float32), g < rows, d)
+                rok = rok & (tl.load(mask_ptr + rb[:, None] * m_b + rg[:, None] * m_g + rn[None, :], mask=rok,
+                                     other=0) != 0)
+            rp, ralpha, rtotal, rtop = _online_softmax(rs, rok, rtop, rtotal)
+            racc = racc * ralpha[:, None] + _weighted(rp, rv, IEEE)
+        _store_part(part_ptr + (((rb * heads + h) * (2 * splits) + splits + split) * BLOCK_G + rg) * (DIM + 2),
+                    rtop, rtotal, racc, member, d)
+        gr = tl.arange(0, BLOCK_G)
+        _store_part(part_ptr + ((bh * 2 * splits + split) * BLOCK_G + gr) * (DIM + 2),
+                    tl.full([BLOCK_G], float("-inf"), tl.float32), tl.zeros([BLOCK_G], tl.float32),
+                    tl.zeros([BLOCK_G, DIM], tl.float32), gr < rows, d)
     else:
         shared = tl.load(len_ptr + b * s_len)
         src = tl.load(src_ptr + b * s_src).to(tl.int64)

@@ -1,4 +1,4 @@
-"""The decode-attention kernels compile for an H100 (sm_90) with Triton's own toolchain, no GPU needed.
+"""The fused Triton kernels compile for an H100 (sm_90) with Triton's own toolchain, no GPU needed.
 
 Why: the kernels' other tests run under Triton's interpreter on a CPU, which accepts code that the compiler
 refuses (a name assigned in both branches of a runtime `if` must keep one type, for one). A kernel that does not
@@ -25,7 +25,9 @@ from triton.compiler import ASTSource
 from triton.compiler.errors import CompilationError
 from sprint.backends import kernels as K
 
-POINTERS = {"mask_ptr": "*u8", "part_ptr": "*fp32", "src_ptr": "*i32", "len_ptr": "*i32"}
+POINTERS = {"mask_ptr": "*u8", "part_ptr": "*fp32", "src_ptr": "*i32", "len_ptr": "*i32", "s_ptr": "*fp32",
+            "slot_ptr": "*i64", "pos_ptr": "*i64"}
+FLOATS = ("scale", "eps", "inv_n")
 CASES = []
 for dt in ("bf16", "fp32"):
     ieee = dt == "fp32"
@@ -38,12 +40,19 @@ for dt in ("bf16", "fp32"):
             CASES.append(("_attention_cascade_kernel", dt, dict(HAS_MASK=mask, DIM=64, BLOCK_G=16, BLOCK_M=block_m,
                           BLOCK_B=block_m, BLOCK_N=64, ITERS=1, IEEE=ieee)))
     CASES.append(("_attention_join_kernel", dt, dict(DIM=64, BLOCK_G=16, SPLITS=64)))
+    CASES += [("_rms_norm_kernel", dt, dict(BLOCK=256)), ("_silu_mul_kernel", dt, dict(BLOCK=1024)),
+              ("_rotary_kernel", dt, dict(N_HEADS=8, HALF=32, BLOCK=32)),
+              ("_kv_write_kernel", dt, dict(DIM=64, BLOCK=64))]
+    for mask in (True, False):
+        CASES += [("_softmax_kernel", dt, dict(HAS_MASK=mask, BLOCK=4096)),
+                  ("_softmax_part_kernel", dt, dict(HAS_MASK=mask, BLOCK=4096)),
+                  ("_softmax_finish_kernel", dt, dict(HAS_MASK=mask, BLOCK=4096, PARTS=4))]
 out = []
 for name, dt, constexprs in CASES:
     fn = getattr(K, name)
     names = list(inspect.signature(fn.fn).parameters)
     signature = {n: "constexpr" if n in constexprs else POINTERS.get(n, "*" + dt if n.endswith("_ptr") else
-                 "fp32" if n == "scale" else "i32") for n in names}
+                 "fp32" if n in FLOATS else "i32") for n in names}
     if name == "_attention_join_kernel":
         signature["part_ptr"] = "*fp32"
     src = ASTSource(fn=fn, signature=signature, constexprs={(names.index(n),): v for n, v in constexprs.items()})
@@ -59,7 +68,7 @@ print(json.dumps(out))
 '''
 
 
-def test_the_decode_attention_kernels_compile_for_sm90():
+def test_the_kernels_compile_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=900)
     if done.returncode != 0:
@@ -69,4 +78,4 @@ def test_the_decode_attention_kernels_compile_for_sm90():
         pytest.skip(f"Triton cannot compile for CUDA here: {results[-1][-1]}")
     failed = [r for r in results if r[3] != "ok"]
     assert not failed, failed
-    assert len(results) == 26
+    assert len(results) == 46

@@ -156,26 +156,25 @@ class PromptIds:
             token = self._ids.get(m.group())
             if token is None or not self._is_cut(token):
                 continue   # an unsafe added token stays inside its piece: the tokenizer handles it there
-            if m.start() > start:
-                got = self._piece(text[start:m.start()])
-                reused |= got[1]
-                ids += got[0]
+            reused |= self._add_piece(ids, text[start:m.start()])
             ids.append(token)
             start = m.end()
             cut = (start, len(ids))
-        if start < len(text):
-            got = self._piece(text[start:])
-            reused |= got[1]
-            ids += got[0]
+        reused |= self._add_piece(ids, text[start:])
         return ids, cut, reused
 
-    def _piece(self, piece: str) -> tuple[list[int], bool]:
+    def _add_piece(self, ids: list[int], piece: str) -> bool:
+        """Append the ids of `piece` (from the cache, or tokenized alone and cached); whether the cache had it."""
+        if not piece:
+            return False
         hit = self.pieces.get(piece)
         if hit is not None:
             self.pieces.move_to_end(piece)
-            return hit, True
-        ids = self.rust.encode(piece, add_special_tokens=False).ids
-        self.pieces[piece] = ids
+            ids += hit
+            return True
+        got = self.rust.encode(piece, add_special_tokens=False).ids
+        self.pieces[piece] = got
         while len(self.pieces) > self.max_pieces:
             self.pieces.popitem(last=False)
-        return ids, False
+        ids += got
+        return False

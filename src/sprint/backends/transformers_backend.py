@@ -372,12 +372,9 @@ class SlotCache:
                 == like_v.dtype and k.device == like_k.device)
 
     def _grow_stack(self, like_k, like_v, rows: int, cap: int) -> None:
-        """The stack (allocated, or grown to at least `rows` x `cap`, its contents kept) and every layer's views."""
+        """The stack allocated at `rows` x `cap` (`ensure` sizes it, never below the old one), the old one's
+        contents kept, and every layer's views."""
         old = self.stack
-        if old is not None:
-            if old[0].shape[1] >= rows and old[0].shape[3] >= cap:
-                return
-            rows, cap = max(rows, old[0].shape[1]), max(cap, old[0].shape[3])
         new = tuple(like.new_zeros(self.layers, rows, like.shape[-3], cap, like.shape[-1])
                     for like in (like_k, like_v))
         if old is not None:
@@ -388,28 +385,27 @@ class SlotCache:
             self.keys[layer], self.values[layer] = new[0][layer], new[1][layer]
         self.generation = next(_GENERATIONS)
 
-    def _stacked(self, rows: int, n: int) -> bool:
-        """Whether copies can go through the stack: every layer in it, grown to `rows` slots and `n` positions."""
+    def _stacked(self, slots: int, n: int) -> bool:
+        """Whether copies can go through the stack: every layer in it, grown (`ensure`) to `slots` slots and `n`
+        positions."""
         if self.stack is None or self._mixed:
             return False
-        k, v = self.stack
-        self._grow_stack(k[0], v[0], min(self.slots, _capacity(rows, least=8)), _capacity(n))
+        self.ensure(0, self.keys[0], self.values[0], n, slots)   # the stack's views: every layer grows with it
         return True
 
     def copy_prefix(self, source: "SlotSeq | KVStore", dest: SlotSeq, n: int) -> None:
         """Copy the first `n` positions of a running sequence's slot or of a finished sequence's store into `dest`."""
-        if isinstance(source, SlotSeq) and self._stacked(dest.slot + 1, n):
-            k, v = self.stack
-            k[:, dest.slot, :, :n] = k[:, source.slot, :, :n]
-            v[:, dest.slot, :, :n] = v[:, source.slot, :, :n]
-            root, shared = self.shares(source.slot)
-            self.source[dest.slot] = (root, n) if n <= shared else (source.slot, n)
-        elif isinstance(source, SlotSeq):
-            for layer in list(self.keys):
-                self.ensure(layer, self.keys[layer], self.values[layer], n, dest.slot + 1)   # dest may be a new row
-                k = self.keys[layer]
-                k[dest.slot, :, :n] = k[source.slot, :, :n]
-                self.values[layer][dest.slot, :, :n] = self.values[layer][source.slot, :, :n]
+        if isinstance(source, SlotSeq):
+            if self._stacked(dest.slot + 1, n):
+                k, v = self.stack
+                k[:, dest.slot, :, :n] = k[:, source.slot, :, :n]
+                v[:, dest.slot, :, :n] = v[:, source.slot, :, :n]
+            else:
+                for layer in list(self.keys):   # (dest may be a new row)
+                    self.ensure(layer, self.keys[layer], self.values[layer], n, dest.slot + 1)
+                    k = self.keys[layer]
+                    k[dest.slot, :, :n] = k[source.slot, :, :n]
+                    self.values[layer][dest.slot, :, :n] = self.values[layer][source.slot, :, :n]
             root, shared = self.shares(source.slot)
             self.source[dest.slot] = (root, n) if n <= shared else (source.slot, n)
         elif source.stacked is not None and len(source.keys) == self.layers and self._stacked(dest.slot + 1, n):

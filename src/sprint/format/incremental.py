@@ -19,7 +19,7 @@ from typing import Iterator
 
 from sprint.format import tags as T
 from sprint.format.parse import _scan, _Tag
-from sprint.format.trajectory import Execution, Plan, Prompt, Stage, Trajectory, render_plan_body, render_stage
+from sprint.format.trajectory import Plan, Prompt, Stage, Trajectory, render_plan_body, render_stage
 
 #: What `render()` writes between two top-level blocks (stages, final answer).
 BLOCK_SEPARATOR = "\n\n"

@@ -365,29 +365,24 @@ def _store_part(base, top, total, acc, ok, d):
     tl.store(base[:, None] + 2 + d[None, :], acc, mask=ok[:, None])
 
 
-@triton.jit(do_not_specialize=["n_keys", "rows", "scale", "sq_b", "sq_h", "sq_g", "sk_b", "sk_h", "sk_n",
-                               "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits", "s_src", "s_len"])
-def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len_ptr, n_keys, rows, heads, scale,
-                           sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits, s_src, s_len,
-                           HAS_MASK: tl.constexpr, SHARED: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
-                           BLOCK_N: tl.constexpr, ITERS: tl.constexpr, IEEE: tl.constexpr):
-    bh, b, h, split = _slot_head_program(heads)
+@triton.jit
+def _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, first, start, src, shared, n_keys, rows, scale, sq_b, sq_h,
+                 sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, HAS_MASK: tl.constexpr, SHARED: tl.constexpr,
+                 DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, ITERS: tl.constexpr,
+                 IEEE: tl.constexpr):
+    """Slot b's query rows against its keys `first` .. `first` + ITERS x BLOCK_N - 1, those before `start` left
+    out: (running maximum, sum, unnormalised outputs) of the online softmax. With SHARED, whole blocks before
+    `shared` are read from slot `src` (see `_attention_part_kernel`)."""
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, DIM)
-    start = 0   # the first key this program's slot attends to
-    if SHARED:   # keys 0 .. shared-1 of slot b are a copy of slot src's: blocks of them are read from src (the
-        # copies of one prefix that several slots hold are then one piece of memory, read once from DRAM and then
-        # from the L2 cache); a block that reaches past them is read from slot b, which holds its own copy
-        src = tl.load(src_ptr + b * s_src).to(tl.int64)
-        shared = tl.load(len_ptr + b * s_len)
     q = tl.load(q_ptr + b * sq_b + h * sq_h + g[:, None] * sq_g + d[None, :], mask=g[:, None] < rows, other=0.0)
     top = tl.full([BLOCK_G], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, DIM], tl.float32)
     for i in range(ITERS):
-        n = (split * ITERS + i) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
         if SHARED:   # per block, not per key: one base address per load keeps it as fast as the plain one
-            kb = tl.where((split * ITERS + i + 1) * BLOCK_N <= shared, src, b)
+            kb = tl.where(first + (i + 1) * BLOCK_N <= shared, src, b)
         else:
             kb = b
         here = (n < n_keys) & (n >= start)
@@ -407,6 +402,27 @@ def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len
             acc = acc * alpha[:, None] + pv[None, :]
         else:
             acc = acc * alpha[:, None] + _weighted(p, v, IEEE)
+    return top, total, acc
+
+
+@triton.jit(do_not_specialize=["n_keys", "rows", "scale", "sq_b", "sq_h", "sq_g", "sk_b", "sk_h", "sk_n",
+                               "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits", "s_src", "s_len"])
+def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len_ptr, n_keys, rows, heads, scale,
+                           sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits, s_src, s_len,
+                           HAS_MASK: tl.constexpr, SHARED: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
+                           BLOCK_N: tl.constexpr, ITERS: tl.constexpr, IEEE: tl.constexpr):
+    bh, b, h, split = _slot_head_program(heads)
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, DIM)
+    src, shared = b, 0
+    if SHARED:   # keys 0 .. shared-1 of slot b are a copy of slot src's: blocks of them are read from src (the
+        # copies of one prefix that several slots hold are then one piece of memory, read once from DRAM and then
+        # from the L2 cache); a block that reaches past them is read from slot b, which holds its own copy
+        src = tl.load(src_ptr + b * s_src).to(tl.int64)
+        shared = tl.load(len_ptr + b * s_len)
+    top, total, acc = _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, split * ITERS * BLOCK_N, 0, src, shared,
+                                   n_keys, rows, scale, sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b,
+                                   m_g, HAS_MASK, SHARED, DIM, BLOCK_G, BLOCK_N, ITERS, IEEE)
     # Partials [bh, split, row]: the maximum, the sum, then the DIM unnormalised outputs; real rows only (a decode
     # step has one of BLOCK_G: the padding rows' stores were most of the kernel's writes).
     _store_part(part_ptr + ((bh * splits + split) * BLOCK_G + g) * (DIM + 2), top, total, acc, g < rows, d)
@@ -478,25 +494,12 @@ def _attention_cascade_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, 
         top = tl.full([BLOCK_G], float("-inf"), tl.float32)
         total = tl.zeros([BLOCK_G], tl.float32)
         acc = tl.zeros([BLOCK_G, DIM], tl.float32)
-        if first + ITERS * BLOCK_N > start:
-            q = tl.load(q_ptr + b * sq_b + h * sq_h + g[:, None] * sq_g + d[None, :], mask=g[:, None] < rows,
-                        other=0.0)
-            for i in range(ITERS):
-                n = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
-                here = (n < n_keys) & (n >= start)
-                # Another slot's copy that is no child here (its source outside the call, or itself a copy): whole
-                # blocks of it from its source, as `_attention_part_kernel` reads them
-                kb = tl.where(first + (i + 1) * BLOCK_N <= shared, src, b)
-                k = tl.load(k_ptr + kb * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=here[:, None],
-                            other=0.0)
-                v = tl.load(v_ptr + kb * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=here[:, None],
-                            other=0.0)
-                s = _scores(q, k, scale, IEEE)
-                ok = (g[:, None] < rows) & here[None, :]
-                if HAS_MASK:
-                    ok = ok & (tl.load(mask_ptr + b * m_b + g[:, None] * m_g + n[None, :], mask=ok, other=0) != 0)
-                p, alpha, total, top = _online_softmax(s, ok, top, total)
-                acc = acc * alpha[:, None] + _weighted(p, v, IEEE)
+        if first + ITERS * BLOCK_N > start:   # else all its keys are the root program's: nothing to read
+            # (A copy that is no child here, its source outside the call or itself a copy, reads whole blocks of
+            # it from its source, as `_attention_part_kernel` does.)
+            top, total, acc = _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, first, start, src, shared, n_keys,
+                                           rows, scale, sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b,
+                                           m_g, HAS_MASK, True, DIM, BLOCK_G, BLOCK_N, ITERS, IEEE)
         base = part_ptr + ((bh * 2 * splits + split) * BLOCK_G + g) * (DIM + 2)
         _store_part(base, top, total, acc, g < rows, d)
         if copies == 0:   # a child's second set is its root program's

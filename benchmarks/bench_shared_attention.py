@@ -8,10 +8,9 @@ planner's text up to its prompt plus a few tokens, so the slots of a stage hold 
 Read from one slot, the copies are one piece of memory that the L2 cache serves after the first read.
 
 The matrix products with the fused softmax (`decode_attention` when the split kernels do not take the shape) are timed
-too, and a stage's own layout (slot 0 the planner, the others copies of its first keys) with and without the cascade
-(`kernels.ATTENTION_CASCADE`: the planner's keys read once for all slots). Each "step" is `--layers` attention calls (one per layer, each layer its own KV buffers, as in the model),
-captured in one CUDA graph and replayed; microseconds per step, the median of `--repeats` timings of `--replays`
-replays.
+too, and a stage's own layout (slot 0 the planner, the others copies of its first keys: `planner_root_us`). Each
+"step" is `--layers` attention calls (one per layer, each layer its own KV buffers, as in the model), captured in one
+CUDA graph and replayed; microseconds per step, the median of `--repeats` timings of `--replays` replays.
 
     python benchmarks/bench_shared_attention.py [--batches 1 8] [--keys 256 1024 2048 4096] [--out FILE]
 """
@@ -123,15 +122,11 @@ def table(args, config: dict) -> list[dict]:
                 row["nothing_shared_us"] = round(step_us(run(own), args.replays, args.repeats), 1)
             except TypeError:   # an older `kernels` without `shared` (timing the code before it)
                 pass
-            if b > 1 and hasattr(kernels, "ATTENTION_CASCADE"):
+            if b > 1 and "shared_us" in row:
                 # A SPRINT stage's layout: slot 0 (the planner) shares nothing, the others copied its first keys.
                 planner = (torch.zeros(b, device=dev, dtype=torch.int32), shared.clone())
                 planner[1][0] = 0
-                before = kernels.ATTENTION_CASCADE
-                for name, on in (("planner_root_cascade_us", True), ("planner_root_us", False)):
-                    kernels.ATTENTION_CASCADE = on
-                    row[name] = round(step_us(run(planner), args.replays, args.repeats), 1)
-                kernels.ATTENTION_CASCADE = before
+                row["planner_root_us"] = round(step_us(run(planner), args.replays, args.repeats), 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows

@@ -13,8 +13,8 @@
 #   SEEDS="1 2" bash benchmarks/countdown_gpu/eval.sh latency2s  # latency2 of each seed in turn (two GPUs), pooled
 #   BASE=.ab/src SEEDS="1 2" bash benchmarks/countdown_gpu/eval.sh latency_ab   # another commit's code (a copy of
 #                                                    # its src/) against this tree's, one GPU, alternating per seed
-#   bash benchmarks/countdown_gpu/eval.sh cascade    # the decode attention's kernels on the GPU (tests), then their
-#                                                    # device time with and without the cascade
+#   bash benchmarks/countdown_gpu/eval.sh attention  # the decode attention's kernels on the GPU (tests), then their
+#                                                    # device time with and without shared prefixes
 #                                                    # (bench_shared_attention.py; $OUT/attention.jsonl)
 # Both models run with the same decoding settings (greedy) and their bundled default limits; SEED defaults to 1;
 # QORDER=sorted lists each question's numbers largest first (`--question-order`; its own run folders).
@@ -25,7 +25,7 @@
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).
 set -u
-phase=${1:?usage: eval.sh check|cascade|accuracy|accuracy2|latency|latency2|latency4|latency2s|latency_ab}
+phase=${1:?usage: eval.sh check|attention|accuracy|accuracy2|latency|latency2|latency4|latency2s|latency_ab}
 N=${N:-1000}; C=${C:-64}; M=${M:-50}; SEED=${SEED:-1}; LIMIT=${LIMIT:-560}
 sfx=${TAG:+_$TAG}${QORDER:+_$QORDER}${MODE:+_$MODE}${DSTEPS:+_d$DSTEPS}   # run folders and file names of a tag,
                                                                           # question order,
@@ -57,10 +57,7 @@ case $phase in
     python3 benchmarks/bench_staged_solve.py --device cuda --max-batch 128 --n 3 2>&1 | tail -12
     python3 benchmarks/bench_decode.py --device cuda --models src/sprint/data/models/countdown-sprint \
       --batches 1 2 4 8 16 --modes fast graphs --out "$OUT/decode_graphs.json" 2>&1 | tail -12 ;;
-  cascade)
-    # The cascade attention is off by default until this has run (kernels.ATTENTION_CASCADE). End to end, both ways
-    # in one process, problem by problem: `python3 benchmarks/countdown_gpu/flag_ab.py --n 100 --variant
-    # cascade=kernels.ATTENTION_CASCADE=1` (about four 100-problem latency runs' time).
+  attention)
     python3 -m pytest -q -p no:cacheprovider tests/backends/test_kernels.py 2>&1 | tail -2
     python3 benchmarks/bench_shared_attention.py --batches 1 4 8 --keys 256 1024 2048 4096 \
       --out "$OUT/attention.jsonl" 2>&1 | tail -12 ;;

@@ -3,13 +3,13 @@ variants alternating problem by problem, so that the machine's drift falls on bo
 
 Why: two 100-problem latency runs of the same code on a lent H100 differed by up to 10% (BENCHMARKS.md, "stage ends,
 waits by phase"), more than most engine changes move; runs of two code copies one after the other cannot resolve a
-few percent. A setting that the engine reads from a module constant (`kernels.ATTENTION_CASCADE`,
+few percent. A setting that the engine reads from a module constant (`kernels.ATTENTION_PROGRAMS`,
 `transformers_backend.IDLE_KEEP_S`, ...) or the interpreter's switch interval can instead be compared in one
 process: each variant gets its own backends (built, warmed up and used with its settings applied, so CUDA graphs are
 captured with them), and every problem is solved by each variant in turn (the order flipping from one problem to the
 next).
 
-    python benchmarks/countdown_gpu/flag_ab.py --n 100 --seed 1 --variant cascade=kernels.ATTENTION_CASCADE=1
+    python benchmarks/countdown_gpu/flag_ab.py --n 100 --seed 1 --variant p512=kernels.ATTENTION_PROGRAMS=512
     python benchmarks/countdown_gpu/flag_ab.py --variant sw=switchinterval=0.0002 --models sprint
 
 A variant is NAME=SETTING[,SETTING...]; a SETTING is `module.CONSTANT=value` (a module of `sprint.backends`, or
@@ -55,9 +55,12 @@ def parse_variant(text: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _value(old, text: str):
-    """`text` as the type of the constant it replaces (bool constants take 0/1/true/false)."""
+    """`text` as the type of the constant it replaces (bool constants take 0/1/true/false; a tuple of ints is
+    written with colons, `6:7`, since commas part the settings)."""
     if isinstance(old, bool):
         return text.lower() in ("1", "true", "yes", "on")
+    if isinstance(old, tuple):
+        return tuple(int(x) for x in text.split(":") if x)
     return type(old)(text) if old is not None else text
 
 

@@ -332,16 +332,15 @@ def test_install_leaves_a_module_that_fails_on_the_check_input_alone():
 
 @pytest.mark.parametrize("rows,one_row", [(1, False), (1, True), (2, False)])
 @pytest.mark.parametrize("dtype", ATTENTION_DTYPES)
-def test_cascade_attention_reads_a_roots_keys_once_for_its_children(monkeypatch, rows, one_row, dtype):
+def test_split_attention_over_a_stages_layout(monkeypatch, rows, one_row, dtype):
     """A SPRINT stage's layout: slot 0 (the planner) shares nothing, slots 1-3 copied its first keys (executors,
     each a different length, two ending inside a block), slot 4 copied a slot outside the call, slot 5 shares
-    nothing. The cascade (the root's programs read its keys for the root and its children) gives the attention
-    over the true keys, as the one-kernel reading does; the copies' whole blocks hold noise, so both read the
-    root's keys."""
+    nothing. The attention is the one over the true keys, with and without the one-row path: whole shared blocks
+    are read from the source (the copies' whole blocks hold noise here), the block reaching past a copy's end from
+    the slot itself."""
     monkeypatch.setattr(kernels, "ATTENTION_PROGRAMS", 32)
     monkeypatch.setattr(kernels, "ATTENTION_BLOCK_N", 32)
-    monkeypatch.setattr(kernels, "ATTENTION_CASCADE", True)   # off by default until timed on a GPU
-    if one_row:   # a step large enough for the one-row path: the cascade still takes it (with tl.dot)
+    if one_row:   # a step large enough for the one-row path
         monkeypatch.setattr(kernels, "ATTENTION_ONE_ROW_MIN_SLOT_KEYS", 0)
     g = torch.Generator().manual_seed(8)
     b, h, d, cap, keys = 6, 2, 16, 512, 300
@@ -353,9 +352,7 @@ def test_cascade_attention_reads_a_roots_keys_once_for_its_children(monkeypatch,
     for slot in range(1, 5):
         n, root = int(length[slot]), int(src[slot])
         true_k[slot, :, :n], true_v[slot, :, :n] = cache_k[root, :, :n], cache_v[root, :, :n]
-    # Each copy holds noise except in the block that reaches past it (the one-kernel reading takes that block from
-    # the slot's own copy; the cascade reads every shared key from the root).
-    for slot in range(1, 5):
+    for slot in range(1, 5):   # each copy holds noise but in the block that reaches past it
         n = int(length[slot])
         whole = n // 32 * 32
         cache_k[slot, :, whole:n], cache_v[slot, :, whole:n] = true_k[slot, :, whole:n], true_v[slot, :, whole:n]
@@ -364,36 +361,5 @@ def test_cascade_attention_reads_a_roots_keys_once_for_its_children(monkeypatch,
     mask = (torch.arange(keys, device=DEV) < lengths[:, None])[:, None, None, :].expand(b, 1, rows, keys)
     want = _attention_reference(q, true_k[:b, :, :keys], true_v[:b, :, :keys], mask, 0.25)
     tol = 1e-5 if dtype == torch.float32 else 3e-2
-    launches = []
-    cascade = kernels._attention_cascade_kernel
-    monkeypatch.setattr(kernels, "_attention_cascade_kernel",
-                        type("Spy", (), {"__getitem__": lambda self, grid: launches.append(grid) or cascade[grid]})())
     got = kernels.attention(q, cache_k[:b, :, :keys], cache_v[:b, :, :keys], mask, 0.25, (src, length))
-    assert launches and torch.allclose(got.float(), want, atol=tol, rtol=tol)
-    monkeypatch.setattr(kernels, "ATTENTION_CASCADE", False)   # the one-kernel reading agrees
-    plain = kernels.attention(q, cache_k[:b, :, :keys], cache_v[:b, :, :keys], mask, 0.25, (src, length))
-    assert len(launches) == 1 and torch.allclose(plain.float(), want, atol=tol, rtol=tol)
-
-
-def test_a_cascade_that_cannot_run_leaves_the_split_attention_on(monkeypatch, caplog):
-    """A cascade kernel that fails to compile or launch is reported once and turned off; the split attention goes on
-    without it (not the matrix products)."""
-    monkeypatch.setattr(kernels, "ATTENTION_CASCADE", True)
-    monkeypatch.setattr(kernels, "_ATTENTION_FAILED", False)
-
-    class Broken:
-        def __getitem__(self, grid):
-            raise RuntimeError("out of resources")
-
-    monkeypatch.setattr(kernels, "_attention_cascade_kernel", Broken())
-    g = torch.Generator().manual_seed(9)
-    k = torch.randn(3, 2, 64, 16, generator=g).to(DEV)
-    k[1:, :, :40] = k[0, :, :40]   # slots 1 and 2 copied slot 0's first 40 keys
-    q = torch.randn(3, 2, 1, 16, generator=g).to(DEV)
-    shared = (torch.tensor([0, 0, 0], device=DEV, dtype=torch.int32),
-              torch.tensor([0, 40, 40], device=DEV, dtype=torch.int32))
-    with caplog.at_level("WARNING"):
-        got = kernels.attention(q, k, k, None, 0.25, shared)
-    assert got is not None and not kernels.ATTENTION_CASCADE and not kernels._ATTENTION_FAILED
-    assert "cascade decode attention unavailable" in caplog.text
-    assert torch.allclose(got, _attention_reference(q, k, k, None, 0.25), atol=1e-5, rtol=1e-5)
+    assert torch.allclose(got.float(), want, atol=tol, rtol=tol)

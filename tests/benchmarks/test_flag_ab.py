@@ -11,9 +11,9 @@ import pytest
 
 def test_variants_parse_and_bad_ones_are_refused(load_benchmark):
     mod = load_benchmark("benchmarks/countdown_gpu/flag_ab.py")
-    assert mod.parse_variant("c=kernels.ATTENTION_CASCADE=1,switchinterval=0.0002") == (
-        "c", [("kernels.ATTENTION_CASCADE", "1"), ("switchinterval", "0.0002")])
-    for bad in ("c", "c=", "c=ATTENTION_CASCADE=1", "c=kernels.X"):
+    assert mod.parse_variant("c=kernels.ATTENTION_PROGRAMS=512,switchinterval=0.0002") == (
+        "c", [("kernels.ATTENTION_PROGRAMS", "512"), ("switchinterval", "0.0002")])
+    for bad in ("c", "c=", "c=ATTENTION_PROGRAMS=512", "c=kernels.X"):
         with pytest.raises(ValueError):
             mod.parse_variant(bad)
 
@@ -35,6 +35,12 @@ def test_settings_hold_inside_the_block_and_are_undone(load_benchmark):
     with mod.applied([("sprint.inference.orchestrator.EXECUTOR_KEEP_KV", str(int(not keep)))]):
         assert orchestrator.EXECUTOR_KEEP_KV is (not keep)
     assert orchestrator.EXECUTOR_KEEP_KV is keep
+    from sprint.backends import decode_graphs
+
+    keep = decode_graphs.EXTRA_BUCKETS   # a tuple of ints, written with colons
+    with mod.applied([("decode_graphs.EXTRA_BUCKETS", "5:6")]):
+        assert decode_graphs.EXTRA_BUCKETS == (5, 6)
+    assert decode_graphs.EXTRA_BUCKETS == keep
 
 
 def test_summary_pairs_each_variant_with_the_first(load_benchmark):

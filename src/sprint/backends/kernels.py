@@ -295,15 +295,6 @@ ATTENTION_MAX_SLOT_KEYS = 16384
 #: against 289; below it tl.dot was faster (1 slot: 42-56 us against 58-74; `bench_shared_attention.py`).
 ATTENTION_ONE_ROW_MIN_SLOT_KEYS = 16384
 ATTENTION_ONE_ROW_WARPS = 1
-#: With `shared` (slots that copied another slot's first keys), attend in cascade (`_attention_cascade_kernel`): a
-#: root slot's programs read its keys once for it and every slot that copied them (their query rows as one
-#: matrix), the others only their own keys after their copy. Up to this many query rows (slots x rows per slot) in
-#: all: a root's program holds them in one block. Off until timed on a GPU: the first cascade (two kernels, every
-#: program walking its blocks masked) was twice as slow as the one-kernel reading (H200, 2026-11-28,
-#: BENCHMARKS.md); this one is checked under Triton's interpreter only. `bench_shared_attention.py` times it
-#: (`planner_root_cascade_us`).
-ATTENTION_CASCADE = False
-ATTENTION_CASCADE_MAX_ROWS = 128
 
 
 @triton.jit
@@ -323,19 +314,6 @@ def _online_softmax(s, ok, top, total):
     p = tl.where(ok, tl.exp(s - safe[:, None]), 0.0)
     alpha = tl.where(top == float("-inf"), 0.0, tl.exp(top - safe))
     return p, alpha, total * alpha + tl.sum(p, axis=1), new
-
-
-@triton.jit
-def _prefix_child(src_ptr, len_ptr, s_src, s_len, slot, n_slots):
-    """For slots `slot` (a vector of slot ids): (whether each reads its first keys from another slot of the call
-    that shares nothing itself, its source slot, how many keys). Such a slot is a *child* of that root: the
-    cascade attention reads the root's keys once for the root and all its children (`_attention_cascade_kernel`)."""
-    real = slot < n_slots
-    src = tl.load(src_ptr + slot * s_src, mask=real, other=0).to(tl.int64)
-    shared = tl.load(len_ptr + slot * s_len, mask=real, other=0)
-    inside = real & (shared > 0) & (src >= 0) & (src < n_slots) & (src != slot)
-    root_shares = tl.load(len_ptr + src * s_len, mask=inside, other=1)
-    return inside & (root_shares == 0), src, shared
 
 
 @triton.jit
@@ -366,12 +344,12 @@ def _store_part(base, top, total, acc, ok, d):
 
 
 @triton.jit
-def _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, first, start, src, shared, n_keys, rows, scale, sq_b, sq_h,
+def _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, first, src, shared, n_keys, rows, scale, sq_b, sq_h,
                  sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, HAS_MASK: tl.constexpr, SHARED: tl.constexpr,
                  DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, ITERS: tl.constexpr,
                  IEEE: tl.constexpr):
-    """Slot b's query rows against its keys `first` .. `first` + ITERS x BLOCK_N - 1, those before `start` left
-    out: (running maximum, sum, unnormalised outputs) of the online softmax. With SHARED, whole blocks before
+    """Slot b's query rows against its keys `first` .. `first` + ITERS x BLOCK_N - 1: (running maximum, sum,
+    unnormalised outputs) of the online softmax. With SHARED, whole blocks before
     `shared` are read from slot `src` (see `_attention_part_kernel`)."""
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, DIM)
@@ -385,7 +363,7 @@ def _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, first, start, src, shared,
             kb = tl.where(first + (i + 1) * BLOCK_N <= shared, src, b)
         else:
             kb = b
-        here = (n < n_keys) & (n >= start)
+        here = n < n_keys
         k = tl.load(k_ptr + kb * sk_b + h * sk_h + n[:, None] * sk_n + d[None, :], mask=here[:, None], other=0.0)
         v = tl.load(v_ptr + kb * sv_b + h * sv_h + n[:, None] * sv_n + d[None, :], mask=here[:, None],
                     other=0.0)   # issued with the keys: its latency overlaps the scores
@@ -420,91 +398,12 @@ def _attention_part_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len
         # from the L2 cache); a block that reaches past them is read from slot b, which holds its own copy
         src = tl.load(src_ptr + b * s_src).to(tl.int64)
         shared = tl.load(len_ptr + b * s_len)
-    top, total, acc = _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, split * ITERS * BLOCK_N, 0, src, shared,
+    top, total, acc = _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, split * ITERS * BLOCK_N, src, shared,
                                    n_keys, rows, scale, sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b,
                                    m_g, HAS_MASK, SHARED, DIM, BLOCK_G, BLOCK_N, ITERS, IEEE)
     # Partials [bh, split, row]: the maximum, the sum, then the DIM unnormalised outputs; real rows only (a decode
     # step has one of BLOCK_G: the padding rows' stores were most of the kernel's writes).
     _store_part(part_ptr + ((bh * splits + split) * BLOCK_G + g) * (DIM + 2), top, total, acc, g < rows, d)
-
-
-@triton.jit(do_not_specialize=["n_keys", "n_slots", "rows", "scale", "sq_b", "sq_h", "sq_g", "sk_b", "sk_h",
-                               "sk_n", "sv_b", "sv_h", "sv_n", "m_b", "m_g", "splits", "s_src", "s_len"])
-def _attention_cascade_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, src_ptr, len_ptr, n_keys, n_slots, rows,
-                              heads, scale, sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b, m_g, splits,
-                              s_src, s_len, HAS_MASK: tl.constexpr, DIM: tl.constexpr, BLOCK_G: tl.constexpr,
-                              BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                              ITERS: tl.constexpr, IEEE: tl.constexpr):
-    """The split attention in cascade, one kernel. Each (slot, head) has two sets of partials (`splits` each): its
-    own keys' and its root's. Program (slot b, head, split), for its split's keys:
-
-    * b a *root* (a slot others copied their first keys from, `_prefix_child`): reads each block of b's keys once
-      and scores it against the query rows of b and of every child of b as one matrix (each child up to its shared
-      length, b up to its own), writing their second set; b's first set is empty.
-    * b a *child*: only b's keys after its shared length (a program whose keys all lie before it computes nothing),
-      into b's first set; its root's program writes its second set.
-    * any other slot: all of b's keys into its first set, its second set empty.
-
-    Why: a SPRINT stage's executors copied their planner's context. Read slot by slot, an 8-slot step at 2,048 keys
-    cost 87 us of attention per step against 47 for one slot (H200); here the shared keys are read and scored once
-    per block for all of them."""
-    bh, b, h, split = _slot_head_program(heads)
-    d = tl.arange(0, DIM)
-    first = split * ITERS * BLOCK_N
-    slots = tl.arange(0, BLOCK_B)
-    child, srcs, _ = _prefix_child(src_ptr, len_ptr, s_src, s_len, slots, n_slots)
-    children = tl.sum((child & (srcs == b)).to(tl.int32), axis=0)
-    copies = tl.sum((child & (slots == b)).to(tl.int32), axis=0)   # 1: b is a child
-    if children > 0:
-        # (Names unlike the other branch's: Triton requires a name assigned in both branches to keep one type.)
-        m = tl.arange(0, BLOCK_M)
-        rb = (m // rows).to(tl.int64)   # query row m is row m % rows of slot m // rows
-        rg = m % rows
-        mc, ms, mn = _prefix_child(src_ptr, len_ptr, s_src, s_len, rb, n_slots)
-        member = (rb < n_slots) & ((mc & (ms == b)) | (rb == b))
-        limit = tl.where(rb == b, n_keys, mn)
-        rq = tl.load(q_ptr + rb[:, None] * sq_b + h * sq_h + rg[:, None] * sq_g + d[None, :], mask=member[:, None],
-                     other=0.0)
-        rtop = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        rtotal = tl.zeros([BLOCK_M], tl.float32)
-        racc = tl.zeros([BLOCK_M, DIM], tl.float32)
-        for ri in range(ITERS):
-            rn = first + ri * BLOCK_N + tl.arange(0, BLOCK_N)
-            rin = rn < n_keys
-            rk = tl.load(k_ptr + b * sk_b + h * sk_h + rn[:, None] * sk_n + d[None, :], mask=rin[:, None], other=0.0)
-            rv = tl.load(v_ptr + b * sv_b + h * sv_h + rn[:, None] * sv_n + d[None, :], mask=rin[:, None], other=0.0)
-            rs = _scores(rq, rk, scale, IEEE)
-            rok = member[:, None] & rin[None, :] & (rn[None, :] < limit[:, None])
-            if HAS_MASK:
-                rok = rok & (tl.load(mask_ptr + rb[:, None] * m_b + rg[:, None] * m_g + rn[None, :], mask=rok,
-                                     other=0) != 0)
-            rp, ralpha, rtotal, rtop = _online_softmax(rs, rok, rtop, rtotal)
-            racc = racc * ralpha[:, None] + _weighted(rp, rv, IEEE)
-        _store_part(part_ptr + (((rb * heads + h) * (2 * splits) + splits + split) * BLOCK_G + rg) * (DIM + 2),
-                    rtop, rtotal, racc, member, d)
-        gr = tl.arange(0, BLOCK_G)
-        _store_part(part_ptr + ((bh * 2 * splits + split) * BLOCK_G + gr) * (DIM + 2),
-                    tl.full([BLOCK_G], float("-inf"), tl.float32), tl.zeros([BLOCK_G], tl.float32),
-                    tl.zeros([BLOCK_G, DIM], tl.float32), gr < rows, d)
-    else:
-        shared = tl.load(len_ptr + b * s_len)
-        src = tl.load(src_ptr + b * s_src).to(tl.int64)
-        start = tl.where(copies > 0, shared, 0)   # the keys before are the root program's
-        g = tl.arange(0, BLOCK_G)
-        top = tl.full([BLOCK_G], float("-inf"), tl.float32)
-        total = tl.zeros([BLOCK_G], tl.float32)
-        acc = tl.zeros([BLOCK_G, DIM], tl.float32)
-        if first + ITERS * BLOCK_N > start:   # else all its keys are the root program's: nothing to read
-            # (A copy that is no child here, its source outside the call or itself a copy, reads whole blocks of
-            # it from its source, as `_attention_part_kernel` does.)
-            top, total, acc = _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, first, start, src, shared, n_keys,
-                                           rows, scale, sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, m_b,
-                                           m_g, HAS_MASK, True, DIM, BLOCK_G, BLOCK_N, ITERS, IEEE)
-        base = part_ptr + ((bh * 2 * splits + split) * BLOCK_G + g) * (DIM + 2)
-        _store_part(base, top, total, acc, g < rows, d)
-        if copies == 0:   # a child's second set is its root program's
-            _store_part(base + splits * BLOCK_G * (DIM + 2), tl.full([BLOCK_G], float("-inf"), tl.float32),
-                        tl.zeros([BLOCK_G], tl.float32), tl.zeros([BLOCK_G, DIM], tl.float32), g < rows, d)
 
 
 @triton.jit(do_not_specialize=["rows", "so_b", "so_h", "so_g", "splits"])
@@ -552,15 +451,11 @@ def attention(q, k, v, mask, scale: float, shared=None):
     those of slot src[b] (b itself where nothing is shared), slots counted from k's first; those keys are read from
     slot src[b]. Slots that copied one prefix (a SPRINT stage's executors, from their planner) then read one copy
     of it, which the GPU's L2 cache serves after the first read. The result is the same either way."""
-    global _ATTENTION_FAILED, ATTENTION_CASCADE
+    global _ATTENTION_FAILED
 
     try:
         return _attention(q, k, v, mask, scale, shared)
     except Exception as e:   # noqa: BLE001 - compiling or launching: the caller computes it the usual way
-        if shared is not None and ATTENTION_CASCADE:   # only the cascade's kernel may be at fault: without it
-            log.warning("cascade decode attention unavailable (%s: %s); attending without it", type(e).__name__, e)
-            ATTENTION_CASCADE = False
-            return attention(q, k, v, mask, scale, shared)
         if not _ATTENTION_FAILED:
             log.warning("split decode attention unavailable (%s: %s); using matrix products", type(e).__name__, e)
         _ATTENTION_FAILED = True
@@ -572,15 +467,12 @@ def _attention(q, k, v, mask, scale: float, shared=None):
 
     b, h, rows, dim = q.shape
     n_keys = k.shape[2]
-    cascade = shared is not None and ATTENTION_CASCADE and b > 1 and b * rows <= ATTENTION_CASCADE_MAX_ROWS
-    one_row = rows == 1 and b * n_keys >= ATTENTION_ONE_ROW_MIN_SLOT_KEYS and not cascade
+    one_row = rows == 1 and b * n_keys >= ATTENTION_ONE_ROW_MIN_SLOT_KEYS
     block_g = 1 if one_row else max(16, triton.next_power_of_2(rows))
     blocks = triton.cdiv(n_keys, ATTENTION_BLOCK_N)
     per_program = triton.next_power_of_2(triton.cdiv(blocks, max(1, ATTENTION_PROGRAMS // (b * h))))
     splits = triton.cdiv(blocks, per_program)
-    # With the cascade each (slot, head) has two sets of splits: its own keys', then its root's.
-    parts = 2 * splits if cascade else splits
-    part = torch.empty((b * h, parts, block_g, dim + 2), dtype=torch.float32, device=q.device)
+    part = torch.empty((b * h, splits, block_g, dim + 2), dtype=torch.float32, device=q.device)
     out = q.new_empty(q.shape)
     if mask is None:
         m, m_b, m_g = q, 0, 0   # an unused pointer
@@ -589,20 +481,13 @@ def _attention(q, k, v, mask, scale: float, shared=None):
     src, length = shared if shared is not None else (q, q)   # unused pointers without sharing
     s_src, s_len = (src.stride(0), length.stride(0)) if shared is not None else (0, 0)
     ieee = q.dtype == torch.float32
-    if cascade:
-        _attention_cascade_kernel[(b * h, splits)](
-            q, k, v, m, part, src, length, n_keys, b, rows, h, scale, *q.stride()[:3], *k.stride()[:3],
-            *v.stride()[:3], m_b, m_g, splits, s_src, s_len, HAS_MASK=mask is not None, DIM=dim, BLOCK_G=block_g,
-            BLOCK_M=max(16, triton.next_power_of_2(b * rows)), BLOCK_B=triton.next_power_of_2(b),
-            BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program, IEEE=ieee, num_warps=4)
-    else:
-        _attention_part_kernel[(b * h, splits)](
-            q, k, v, m, part, src, length, n_keys, rows, h, scale, *q.stride()[:3], *k.stride()[:3],
-            *v.stride()[:3], m_b, m_g, parts, s_src, s_len, HAS_MASK=mask is not None, SHARED=shared is not None,
-            DIM=dim, BLOCK_G=block_g, BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program, IEEE=ieee,
-            num_warps=ATTENTION_ONE_ROW_WARPS if block_g == 1 else 4)
-    _attention_join_kernel[(b * h, rows)](part, out, rows, h, *out.stride()[:3], parts, DIM=dim, BLOCK_G=block_g,
-                                          SPLITS=triton.next_power_of_2(parts), num_warps=1)
+    _attention_part_kernel[(b * h, splits)](
+        q, k, v, m, part, src, length, n_keys, rows, h, scale, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+        m_b, m_g, splits, s_src, s_len, HAS_MASK=mask is not None, SHARED=shared is not None, DIM=dim,
+        BLOCK_G=block_g, BLOCK_N=ATTENTION_BLOCK_N, ITERS=per_program, IEEE=ieee,
+        num_warps=ATTENTION_ONE_ROW_WARPS if block_g == 1 else 4)
+    _attention_join_kernel[(b * h, rows)](part, out, rows, h, *out.stride()[:3], splits, DIM=dim, BLOCK_G=block_g,
+                                          SPLITS=triton.next_power_of_2(splits), num_warps=1)
     return out
 
 

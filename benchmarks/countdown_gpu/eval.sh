@@ -20,7 +20,7 @@
 # QORDER=sorted lists each question's numbers largest first (`--question-order`; its own run folders).
 # The in-process backend replays decode steps from CUDA graphs (the GPU default); MODE=fast runs it without them and
 # MODE=graphs names them (`--backend-mode`; each its own run folders); DSTEPS=N sets the greedy decode steps per graph
-# replay (`--decode-steps`, default 4; its own run folders). `check` also times a decode step of the bundled
+# replay (`--decode-steps`, default 8; its own run folders). `check` also times a decode step of the bundled
 # SPRINT model with and without them (bench_decode.py).
 # LIMIT (seconds) must end well inside the device call's own limit, which is cut to the device time left in the
 # session: a call killed from outside returns nothing of this script's output (a latency run was lost so, 2026-11-27).

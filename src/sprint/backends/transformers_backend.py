@@ -106,8 +106,11 @@ ATTENTION_NAME = "sprint_rows"
 _GENERATIONS = itertools.count(1)
 
 #: Greedy decode steps per CUDA-graph replay (`decode_steps`): the host's per-step work paid once per this many
-#: tokens; a request that ends inside the block wastes the rest of it (at most DECODE_STEPS - 1 steps).
-DECODE_STEPS = 4
+#: tokens; a request that ends inside the block wastes the rest of it (at most DECODE_STEPS - 1 steps). 8 against 4
+#: on an H200 (BENCHMARKS.md, 2026-11-28): one problem at a time, the bundled Countdown models' solves 0.92x
+#: (SPRINT) and 0.87x (sequential) the wall-clock; 64 problems in flight, 256 problems in 0.89x the time (SPRINT)
+#: and 0.86x the mean wall-clock per problem (sequential); the same answers.
+DECODE_STEPS = 8
 #: Fast mode: prefill rows one step may take when no sequence is decoding (then `step_tokens` protects no one).
 LONE_PREFILL_TOKENS = 4096
 #: Seconds the scheduler, with nothing running, waits for a request extending one that just finished before keeping

@@ -74,7 +74,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-batch", type=int, metavar="N",
                    help="in-process backend: sequences computed at once (default 128 on a GPU, 8 on a CPU)")
     p.add_argument("--decode-steps", type=int, metavar="N",
-                   help="in-process backend with CUDA graphs: greedy decode steps per graph replay (default 4; 1: "
+                   help="in-process backend with CUDA graphs: greedy decode steps per graph replay (default 8; 1: "
                         "one at a time)")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

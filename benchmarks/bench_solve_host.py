@@ -109,16 +109,9 @@ def replay(method: str, questions: list[str], picks, decode_ms: float, eager_ms:
             store.length = pos0 + end - start + steps - 1
         return out
 
-    def block(rows, sample):   # `TransformersBackend._block` without its CUDA-graph condition
-        if decode_steps <= 1 or backend._pending or len(sample) != len(rows.segments) or any(
-                end - start != 1 for start, end, _, _ in rows.segments):
-            return 1
-        if any(req.generated + decode_steps > req.params.max_tokens for req, _ in sample):
-            return 1
-        return decode_steps
-
     backend._step = step
-    backend._block = block
+    # The backend's own rule for blocks of `decode_steps`, without its CUDA-graph condition (no graphs on a CPU).
+    backend._block = lambda rows, sample: backend._block_steps(rows, sample, decode_steps)
     solve = solver(method, backend)
     rows = []
     for q in questions:

@@ -1231,8 +1231,14 @@ class TransformersBackend:
     def _block(self, rows: StepRows, sample) -> int:
         """Decode steps the next forward pass may take at once (`decode_steps`): all of them when every row decodes
         greedily with room for them, no observer wants each step's logits and no request waits to join; else 1."""
-        k = self.decode_steps
-        if k <= 1 or self._graphs is None or self._graphs.disabled or self.on_logits is not None or self._pending:
+        if self._graphs is None or self._graphs.disabled:
+            return 1
+        return self._block_steps(rows, sample, self.decode_steps)
+
+    def _block_steps(self, rows: StepRows, sample, k: int) -> int:
+        """`_block`'s rule once graphs can take blocks of `k` steps (`benchmarks/bench_solve_host.py` models those
+        blocks on a CPU through it)."""
+        if k <= 1 or self.on_logits is not None or self._pending:
             return 1
         if len(sample) != len(rows.segments) or any(end - start != 1 for start, end, _, _ in rows.segments):
             return 1

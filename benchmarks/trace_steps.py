@@ -19,7 +19,12 @@ methods' calls and milliseconds (`host_ms_per_solve`) and the prompt tokens pref
 and what each kind of request waits for before its first text, phase by phase (`waits_ms`: a stage's planner after
 its executors or after a planner, an executor; see `boundaries`).
 
+`--concurrency C` solves C problems at once (as `sprint eval --concurrency C` does): the passes of a loaded engine,
+where a SPRINT problem took 7-8x the sequential model's wall-clock with 64 in flight (H200, BENCHMARKS.md); the
+per-solve numbers are then the run's totals over the problems.
+
     python benchmarks/trace_steps.py --device cuda --n 20 [--model countdown-sprint --method sprint] [--replay]
+        [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -45,6 +50,20 @@ def classify(rows, steps: int, graphs) -> tuple[str, int]:
         return f"decode x{steps}", b
     q = fit(QUERY_BUCKETS, longest)
     return (f"join {q}", b) if q is not None else ("long prefill", 1)
+
+
+async def solve_all(items, solve_one, concurrency: int = 1) -> list:
+    """`solve_one(item)` for every item, `concurrency` at a time (1: one after another, the latency setting), the
+    results in the items' order."""
+    if concurrency <= 1:
+        return [await solve_one(item) for item in items]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item):
+        async with gate:
+            return await solve_one(item)
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 def trace(backend):
@@ -353,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--decode-steps", type=int, default=None, help="greedy decode steps per graph replay")
+    ap.add_argument("--concurrency", type=int, default=1, help="problems in flight at once (default 1)")
     ap.add_argument("--replay", action="store_true", help="also time every decode graph's replay alone")
     ap.add_argument("--kernels", type=int, nargs="*", default=[],
                     help="batch buckets whose decode graph's kernels to list (torch.profiler)")
@@ -400,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     items = load_countdown("test", args.n, args.seed, question_order=COUNTDOWN_QUESTION_ORDER)
 
     async def run():
-        warm = await backend.warmup(8)
+        warm = await backend.warmup(8 if args.concurrency <= 1 else None)   # None: graphs up to max_batch rows
         prefilled = backend.stats.prefilled_tokens
         records = trace(backend)
         host = time_host(backend)
@@ -409,11 +429,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile_loop:   # the event loop's thread only: the forward passes run in the backend's worker
             profiler.enable()
         start = time.perf_counter()
-        for item in items:
+        def solve_one(item):
             if args.method == "sprint":
-                await solve(item.question, backend, SprintConfig(**settings))
-            else:
-                await solve_sequential(item.question, backend, BaselineConfig(**settings))
+                return solve(item.question, backend, SprintConfig(**settings))
+            return solve_sequential(item.question, backend, BaselineConfig(**settings))
+
+        await solve_all(items, solve_one, args.concurrency)
         wall = time.perf_counter() - start
         profiler.disable()
         busy = wall - idle["s"]
@@ -424,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
 
     profiler = cProfile.Profile()
     warm, records, wall, busy, host, prefilled, life = asyncio.run(run())
-    print(json.dumps({"model": args.model, "method": args.method, "engine": repr(backend), "warmup": warm,
+    print(json.dumps({"model": args.model, "method": args.method, "concurrency": args.concurrency,
+                      "engine": repr(backend), "warmup": warm,
                       "token_major_rope": not args.plain_rope, "contiguous_splits": args.contiguous_splits,
                       "extra_buckets": args.extra_buckets, "fused_kernels": backend.fused_kernels}))
     summary = summarize(records, len(items), wall)

@@ -110,3 +110,21 @@ def test_a_call_after_a_cut_call_waits_from_that_calls_return(load_benchmark):
     cut = waits["planner after a cut call"]
     assert cut["n"] == 1 and cut["react"] == pytest.approx(0.5) and cut["total"] == pytest.approx(3.5)
     assert waits["planner after executor"]["react"] == pytest.approx(1)   # the cut call itself, after the executor
+
+
+def test_solve_all_keeps_order_and_at_most_concurrency_in_flight(load_benchmark):
+    mod = load_benchmark("benchmarks/trace_steps.py")
+    flight, peak = [0], [0]
+
+    async def solve_one(item):
+        flight[0] += 1
+        peak[0] = max(peak[0], flight[0])
+        await asyncio.sleep(0.001 * (5 - item % 5))   # later items finish first: order must come from the items
+        flight[0] -= 1
+        return item * 10
+
+    assert asyncio.run(mod.solve_all(list(range(12)), solve_one, 3)) == [i * 10 for i in range(12)]
+    assert peak[0] == 3
+    peak[0] = 0
+    assert asyncio.run(mod.solve_all(list(range(4)), solve_one)) == [0, 10, 20, 30]
+    assert peak[0] == 1   # one after another: the latency setting

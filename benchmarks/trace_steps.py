@@ -426,14 +426,15 @@ def main(argv: list[str] | None = None) -> int:
         host = time_host(backend)
         life = watch_requests(backend)
         idle = watch_loop(asyncio.get_running_loop())
-        if args.profile_loop:   # the event loop's thread only: the forward passes run in the backend's worker
-            profiler.enable()
-        start = time.perf_counter()
+
         def solve_one(item):
             if args.method == "sprint":
                 return solve(item.question, backend, SprintConfig(**settings))
             return solve_sequential(item.question, backend, BaselineConfig(**settings))
 
+        if args.profile_loop:   # the event loop's thread only: the forward passes run in the backend's worker
+            profiler.enable()
+        start = time.perf_counter()
         await solve_all(items, solve_one, args.concurrency)
         wall = time.perf_counter() - start
         profiler.disable()

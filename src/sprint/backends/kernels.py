@@ -349,8 +349,8 @@ def _attend_slot(q_ptr, k_ptr, v_ptr, mask_ptr, b, h, first, src, shared, n_keys
                  DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, ITERS: tl.constexpr,
                  IEEE: tl.constexpr):
     """Slot b's query rows against its keys `first` .. `first` + ITERS x BLOCK_N - 1: (running maximum, sum,
-    unnormalised outputs) of the online softmax. With SHARED, whole blocks before
-    `shared` are read from slot `src` (see `_attention_part_kernel`)."""
+    unnormalised outputs) of the online softmax. With SHARED, whole blocks before `shared` are read from slot `src`
+    (see `_attention_part_kernel`)."""
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, DIM)
     q = tl.load(q_ptr + b * sq_b + h * sq_h + g[:, None] * sq_g + d[None, :], mask=g[:, None] < rows, other=0.0)

@@ -22,3 +22,18 @@ def test_demo_runs_both_bundled_models_offline(capsys):
     # Each model's answer and verdict on a line of its own (an answer column was squeezed to nothing at 80 columns).
     for model in ("countdown-sprint", "countdown-sequential"):
         assert re.search(rf"^{model}: .+ \((correct|wrong.*)\)$", out, re.M), model
+    assert "sprint eval --task countdown" in out   # one problem says little: the command for many
+
+
+def test_demo_points_at_an_eval_command_that_parses():
+    import shlex
+
+    from sprint.cli import build_parser
+    from sprint.inference.demo import eval_command
+
+    argv = shlex.split(eval_command(3))
+    assert argv[0] == "sprint"
+    args = build_parser().parse_args(argv[1:])
+    assert args.seed == 3 and args.n == 100 and args.task == "countdown"
+    assert args.model == ["countdown-sprint", "countdown-sequential"]
+    assert args.method == ["sprint", "sequential"]

@@ -101,4 +101,17 @@ def run_demo(question: str | None = None, seed: int = 0, *, live: bool = True, c
         answer = escape(r.answer) if r.answer else "no answer"
         verdict = "correct" if r.correct else f"wrong: {escape(r.verdict)}" if r.verdict and r.answer else "wrong"
         console.print(f"{r.model}: {answer} [dim]({verdict})[/dim]", soft_wrap=True)  # one line, greppable
+    # One problem says little: on a short one SPRINT's parallel branches can cost more than the sequential search
+    # that found the answer early (the default problem is such a case), and on a CPU every executor's token costs
+    # compute, so the wall-clock follows the total tokens. Point at the measurement over many problems.
+    console.print("[dim]One problem only. SPRINT's savings grow with a problem's length, and its wall-clock gains "
+                  "need a GPU (where a step of several streams costs about what one does). Many problems:[/dim]",
+                  soft_wrap=True)
+    console.print(f"[dim]  {eval_command(seed)}[/dim]", soft_wrap=True)
     return rows
+
+
+def eval_command(seed: int, n: int = 100) -> str:
+    """The `sprint eval` command that compares the pair on `n` test problems of `seed` (the demo's among them)."""
+    pair = " ".join(f"--model {model} --method {method}" for model, method in PAIRS)
+    return f"sprint eval --task countdown --n {n} --seed {seed} {pair} --out runs/eval_pair_s{seed}"

@@ -11,6 +11,13 @@ next).
 
     python benchmarks/countdown_gpu/flag_ab.py --n 100 --seed 1 --variant p512=kernels.ATTENTION_PROGRAMS=512
     python benchmarks/countdown_gpu/flag_ab.py --variant sw=switchinterval=0.0002 --models sprint
+    python benchmarks/countdown_gpu/flag_ab.py --concurrency 64 --n 512 --models sprint \
+        --variant blocks=transformers_backend.FULL_BATCH_BLOCKS=1
+
+With `--concurrency C` (throughput, many problems in flight, as `sprint eval --concurrency C`): the problems go in
+rounds of `--round` (default 2C); each variant solves a round C at a time, the variants taking turns round by round
+(the order flipping each round), and what is compared is each round's elapsed time, summed over the rounds (the
+per-round ratios are listed: with few rounds they say more than an interval would).
 
 A variant is NAME=SETTING[,SETTING...]; a SETTING is `module.CONSTANT=value` (a module of `sprint.backends`, or
 any module named in full: `sprint.inference.orchestrator.EXECUTOR_KEEP_KV=1`) or `switchinterval=SECONDS`. The
@@ -119,6 +126,27 @@ def summarize(records: list[dict], variants: list[str], models: list[str]) -> li
     return rows
 
 
+def summarize_rounds(records: list[dict], variants: list[str], models: list[str]) -> list[dict]:
+    """Per model and variant, runs with many problems in flight: elapsed time over the rounds every variant finished,
+    its ratio to the first variant's and the ratio per round, answers agreeing with the first variant's, solved."""
+    rows = []
+    first = variants[0]
+    for model in models:
+        mine = [r for r in records if r["model"] == model]
+        rounds = sorted(set.intersection(*({r["round"] for r in mine if r["variant"] == v} for v in variants)))
+        elapsed = {v: {r["round"]: r["round_s"] for r in mine if r["variant"] == v} for v in variants}
+        answers = {v: {r["id"]: r for r in mine if r["variant"] == v and r["round"] in rounds} for v in variants}
+        for v in variants:
+            total, base = sum(elapsed[v][k] for k in rounds), sum(elapsed[first][k] for k in rounds)
+            ids = [i for i in answers[first] if i in answers[v]]
+            rows.append({"model": model, "variant": v, "rounds": len(rounds), "problems": len(ids),
+                         "elapsed_s": round(total, 3), "ratio_to_first": round(total / base, 3) if base else None,
+                         "round_ratios": [round(elapsed[v][k] / elapsed[first][k], 3) for k in rounds],
+                         "answers_agree": sum(answers[v][i]["answer"] == answers[first][i]["answer"] for i in ids),
+                         "solved": sum(bool(answers[v][i].get("correct")) for i in ids)})
+    return rows
+
+
 async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
     from sprint.backends.transformers_backend import TransformersBackend
     from sprint.inference.baselines import BaselineConfig, solve_sequential
@@ -132,11 +160,47 @@ async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
         with applied(settings):   # graphs captured with the variant's settings
             for method in args.models:
                 backend = TransformersBackend(str(resolve_model(METHODS[method])), device=args.device)
-                warm = await backend.warmup(8)
+                warm = await backend.warmup(8 if args.concurrency <= 1 else None)   # None: up to max_batch rows
                 print(json.dumps({"variant": name, "model": method, "warmup": warm}), flush=True)
                 backends[(name, method)] = backend
+    def solve_one(method, backend, item):
+        config = default_settings(METHODS[method], method)
+        if method == "sprint":
+            return solve(item.question, backend, SprintConfig(**config))
+        return solve_sequential(item.question, backend, BaselineConfig(**config))
+
+    def record(item, name, method, result, **more):
+        return {"id": item.id, "variant": name, "model": method, "wall_clock_s": result.wall_clock_s,
+                "answer": result.answer, "correct": grade_countdown(result.answer or "", item),
+                "sequential_tokens": result.sequential_tokens, **more}
+
     records = []
     began = time.perf_counter()
+    if args.concurrency > 1:
+        size = args.round or 2 * args.concurrency
+        for r, at in enumerate(range(0, len(items), size)):
+            if args.time_limit and time.perf_counter() - began > args.time_limit:
+                print(f"time limit: stopped after {r} rounds", file=sys.stderr, flush=True)
+                break
+            chunk = items[at:at + size]
+            for name, settings in (variants if r % 2 == 0 else variants[::-1]):
+                with applied(settings):
+                    for method in args.models:
+                        backend, gate = backends[(name, method)], asyncio.Semaphore(args.concurrency)
+
+                        async def one(item, method=method, backend=backend, gate=gate):
+                            async with gate:
+                                return await solve_one(method, backend, item)
+
+                        start = time.perf_counter()
+                        results = await asyncio.gather(*(one(item) for item in chunk))
+                        elapsed = time.perf_counter() - start
+                        records += [record(item, name, method, res, round=r, round_s=round(elapsed, 6))
+                                    for item, res in zip(chunk, results)]
+            print(f"round {r + 1}: {at + len(chunk)}/{len(items)} problems", file=sys.stderr, flush=True)
+        for backend in backends.values():
+            await backend.aclose()
+        return records
     for i, item in enumerate(items):
         if args.time_limit and time.perf_counter() - began > args.time_limit:
             # A device call killed from outside returns nothing; stopping here keeps the problems done so far.
@@ -146,18 +210,9 @@ async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
         for name, settings in order:
             with applied(settings):
                 for method in args.models:
-                    config = default_settings(METHODS[method], method)
-                    backend = backends[(name, method)]
                     start = time.perf_counter()
-                    if method == "sprint":
-                        result = await solve(item.question, backend, SprintConfig(**config))
-                    else:
-                        result = await solve_sequential(item.question, backend, BaselineConfig(**config))
-                    records.append({"id": item.id, "variant": name, "model": method,
-                                    "wall_clock_s": result.wall_clock_s, "answer": result.answer,
-                                    "correct": grade_countdown(result.answer or "", item),
-                                    "sequential_tokens": result.sequential_tokens,
-                                    "call_s": round(time.perf_counter() - start, 6)})
+                    result = await solve_one(method, backends[(name, method)], item)
+                    records.append(record(item, name, method, result, call_s=round(time.perf_counter() - start, 6)))
         if args.progress and (i + 1) % args.progress == 0:
             print(f"{i + 1}/{len(items)} problems", file=sys.stderr, flush=True)
     for backend in backends.values():
@@ -170,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], help="NAME=SETTING=VALUE[,...] (repeatable)")
     ap.add_argument("--no-base", action="store_true", help="no unchanged 'base' variant first")
     ap.add_argument("--models", nargs="+", choices=sorted(METHODS), default=["sprint", "sequential"])
-    ap.add_argument("--n", type=int, default=100, help="held-out Countdown test problems, one at a time")
+    ap.add_argument("--n", type=int, default=100, help="held-out Countdown test problems")
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="problems in flight at once (default 1: one at a time, the latency setting)")
+    ap.add_argument("--round", type=int, default=0,
+                    help="with --concurrency: problems per round (default 2 x concurrency)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--progress", type=int, default=25, help="report every this many problems (0: never)")
@@ -187,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     records = asyncio.run(run(args, variants))
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in records))
-    for row in summarize(records, [name for name, _ in variants], args.models):
+    names = [name for name, _ in variants]
+    rows = summarize(records, names, args.models) if args.concurrency <= 1 else summarize_rounds(records, names,
+                                                                                                   args.models)
+    for row in rows:
         print(json.dumps(row))
     return 0
 

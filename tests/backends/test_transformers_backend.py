@@ -1019,6 +1019,38 @@ def test_multi_step_blocks_only_for_greedy_decode_steps_with_room(make):
         make(exact=False, decode_steps=0)
 
 
+def test_full_batch_blocks_give_the_same_text_while_requests_wait(make, monkeypatch):
+    """`FULL_BATCH_BLOCKS`: with more requests than slots, blocks are taken while the others wait for a full batch
+    (off: one step at a time then), and every request gets the text it gets one step at a time."""
+    from sprint.backends import transformers_backend as tb
+
+    calls = [(p, GenerationParams(max_tokens=n)) for p, n in zip(PROMPTS + [LONG], (11, 17, 9, 14, 12))]
+    want = run(together(make(exact=False, max_batch=2), calls), timeout=120)
+    seen = {}
+    for on in (False, True):
+        monkeypatch.setattr(tb, "FULL_BATCH_BLOCKS", on)
+        backend = _with_padded_decode(make(exact=False, max_batch=2))
+        backend.decode_steps = 4
+        waiting = seen[on] = []
+        original = backend._graphs.step
+        backend._graphs.step = lambda rows, ids, pos, sample, steps=1, *more, b=backend, w=waiting, o=original: (
+            w.append((steps, len(b._pending))) or o(rows, ids, pos, sample, steps, *more))
+        got = run(together(backend, calls), timeout=120)
+        assert [(c.text, c.generated_tokens) for c in got] == [(c.text, c.generated_tokens) for c in want]
+    assert not any(steps > 1 and pending for steps, pending in seen[False])   # off: one step while any waits
+    assert any(steps == 4 and pending for steps, pending in seen[True])       # on: blocks while they wait
+
+
+def test_prefill_rows_per_step_default_follows_the_module_setting(make, monkeypatch):
+    from sprint.backends import transformers_backend as tb
+
+    assert make(exact=False, max_batch=4).step_tokens == 4 + tb.PREFILL_TOKENS_PER_STEP
+    monkeypatch.setattr(tb, "PREFILL_TOKENS_PER_STEP", 2048)
+    assert make(exact=False, max_batch=4).step_tokens == 4 + 2048
+    assert make(exact=False, max_batch=4, step_tokens=100).step_tokens == 100   # given: as given
+    assert make(exact=True).step_tokens == 64
+
+
 @pytest.mark.parametrize("queries", [1, 8])
 def test_the_captured_forward_never_waits_on_the_device(make, queries):
     """What a CUDA graph captures must not read device values back (`.item()`, data-dependent sizes such as

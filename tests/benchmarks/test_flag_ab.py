@@ -57,3 +57,22 @@ def test_summary_pairs_each_variant_with_the_first(load_benchmark):
     assert fast["ratio_to_first"] == pytest.approx(0.8) and fast["problems"] == 4 and fast["answers_agree"] == 3
     target = {r["variant"]: r["ratio"] for r in rows if r["model"] == "sprint / sequential"}
     assert target == {"base": pytest.approx(0.5), "fast": pytest.approx(0.4)}
+
+
+def test_rounds_summary_compares_the_elapsed_time_of_the_rounds_both_finished(load_benchmark):
+    mod = load_benchmark("benchmarks/countdown_gpu/flag_ab.py")
+    records = []
+    for r, (base_s, fast_s) in enumerate(((10.0, 8.0), (12.0, 6.0), (9.0, None))):   # round 2: "fast" never ran
+        for variant, elapsed in (("base", base_s), ("fast", fast_s)):
+            if elapsed is None:
+                continue
+            for i in range(3):
+                records.append({"id": f"r{r}p{i}", "variant": variant, "model": "sprint", "round": r,
+                                "round_s": elapsed, "wall_clock_s": elapsed / 2, "correct": i < 2,
+                                "answer": "y" if (variant, i) == ("fast", 0) else "x"})
+    rows = mod.summarize_rounds(records, ["base", "fast"], ["sprint"])
+    base, fast = rows
+    assert base["rounds"] == fast["rounds"] == 2 and fast["problems"] == 6
+    assert base["elapsed_s"] == 22.0 and fast["elapsed_s"] == 14.0
+    assert fast["ratio_to_first"] == pytest.approx(14 / 22, abs=1e-3) and fast["round_ratios"] == [0.8, 0.5]
+    assert fast["answers_agree"] == 4 and fast["solved"] == 4

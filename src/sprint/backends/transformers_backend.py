@@ -111,6 +111,16 @@ _GENERATIONS = itertools.count(1)
 #: (SPRINT) and 0.87x (sequential) the wall-clock; 64 problems in flight, 256 problems in 0.89x the time (SPRINT)
 #: and 0.86x the mean wall-clock per problem (sequential); the same answers.
 DECODE_STEPS = 8
+#: Take blocks of `decode_steps` also while requests wait for a full batch (the default takes one step at a time
+#: then, so a finished request's slot goes to a waiting one at once). Why a switch: with 64 Countdown problems in
+#: flight a SPRINT run keeps the 128-row batch full, so every pass is one step, paying the host's per-pass work
+#: for every token; a CPU model of the scheduler (48 scripted streams, 16 rows) ran 3x fewer passes and 6-11% faster
+#: with it (BENCHMARKS.md, 2026-11-28). Off until measured on a GPU (`flag_ab.py --concurrency`).
+FULL_BATCH_BLOCKS = False
+#: Fast mode: prefill rows a step takes besides its decoding rows (`step_tokens` defaults to max_batch + this). A
+#: SPRINT planner's read of a stage's executions (about 1,400 tokens for the bundled Countdown model) takes
+#: ceil(1,400 / this) steps among decoding rows, each an eager (no CUDA graph) step of the whole batch.
+PREFILL_TOKENS_PER_STEP = 512
 #: Fast mode: prefill rows one step may take when no sequence is decoding (then `step_tokens` protects no one).
 LONE_PREFILL_TOKENS = 4096
 #: Seconds the scheduler, with nothing running, waits for a request extending one that just finished before keeping
@@ -770,10 +780,11 @@ _DONE = object()
 class TransformersBackend:
     """In-process backend: continuous batching, prefix KV reuse, exact stop strings (see module doc).
 
-    `max_batch` sequences run at once (more wait in a queue; default 128 on a GPU, 8 on the CPU); a step computes at most `step_tokens` rows (default:
-    64 in exact mode, max_batch + 512 in fast mode, so a newcomer's prefill is not starved by a full batch of decoding
-    sequences); `exact` (default: on CPU) selects the batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for
-    reuse. A `model` object given directly is adapted in place (attention function, and tiled linears when exact).
+    `max_batch` sequences run at once (more wait in a queue; default 128 on a GPU, 8 on the CPU); a step computes at
+    most `step_tokens` rows (default: 64 in exact mode, max_batch + `PREFILL_TOKENS_PER_STEP` in fast mode, so a
+    newcomer's prefill is not starved by a full batch of decoding sequences); `exact` (default: on CPU) selects the
+    batch-invariant mode; `prefix_cache_tokens` bounds the finished sequences kept for reuse. A `model` object given
+    directly is adapted in place (attention function, and tiled linears when exact).
     `cuda_graphs` (fast mode on CUDA only; the default there) replays decode steps and short prefills from CUDA graphs
     (`sprint.backends.decode_graphs`); False decodes eagerly. `decode_steps` (with CUDA graphs; default
     `DECODE_STEPS`) runs that many greedy decode steps per graph replay when every running request is greedy and has
@@ -809,7 +820,7 @@ class TransformersBackend:
         self.max_batch = max_batch
         self.exact = (self.device.type == "cpu") if exact is None else exact
         if step_tokens is None:
-            step_tokens = 64 if self.exact else max_batch + 512
+            step_tokens = 64 if self.exact else max_batch + PREFILL_TOKENS_PER_STEP
         self.step_tokens = max(step_tokens, max_batch + 1)
         # Fast mode's KV (unused in exact mode); the layers' buffers stacked when the config gives their number.
         self._slots = SlotCache(max_batch, layers=getattr(getattr(model, "config", None), "num_hidden_layers", None))
@@ -1238,8 +1249,10 @@ class TransformersBackend:
     def _block_steps(self, rows: StepRows, sample, k: int) -> int:
         """`_block`'s rule once graphs can take blocks of `k` steps (`benchmarks/bench_solve_host.py` models those
         blocks on a CPU through it)."""
-        if k <= 1 or self.on_logits is not None or self._pending:
+        if k <= 1 or self.on_logits is not None:
             return 1
+        if self._pending and not (FULL_BATCH_BLOCKS and len(self._active) >= self.max_batch):
+            return 1   # a request waits: one step, so that a slot a request frees goes to it at once
         if len(sample) != len(rows.segments) or any(end - start != 1 for start, end, _, _ in rows.segments):
             return 1
         for req, _ in sample:

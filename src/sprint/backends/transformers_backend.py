@@ -114,8 +114,9 @@ DECODE_STEPS = 8
 #: Take blocks of `decode_steps` also while requests wait for a full batch (the default takes one step at a time
 #: then, so a finished request's slot goes to a waiting one at once). Why a switch: with 64 Countdown problems in
 #: flight a SPRINT run keeps the 128-row batch full, so every pass is one step, paying the host's per-pass work
-#: for every token; a CPU model of the scheduler (48 scripted streams, 16 rows) ran 3x fewer passes and 6-11% faster
-#: with it (BENCHMARKS.md, 2026-11-28). Off until measured on a GPU (`flag_ab.py --concurrency`).
+#: for every token. A CPU model of the scheduler (`benchmarks/bench_full_batch.py`: 48 scripted streams through 16
+#: rows) ran half the passes and 3-12% faster with it, 256 streams through 128 rows 7% faster (BENCHMARKS.md,
+#: 2026-11-28). Off until measured on a GPU (`flag_ab.py --concurrency`).
 FULL_BATCH_BLOCKS = False
 #: Fast mode: prefill rows a step takes besides its decoding rows (`step_tokens` defaults to max_batch + this). A
 #: SPRINT planner's read of a stage's executions (about 1,400 tokens for the bundled Countdown model) takes

@@ -1,0 +1,19 @@
+"""`benchmarks/bench_full_batch.py`: more requests than slots through the real scheduler with a modelled step, one
+step at a time while requests wait (the default) or in blocks (`FULL_BATCH_BLOCKS`); the switch is restored."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_full_batch_blocks_take_fewer_passes_and_the_switch_is_restored(tmp_path, load_benchmark):
+    from sprint.backends import transformers_backend as tb
+
+    mod = load_benchmark("benchmarks/bench_full_batch.py")
+    before = tb.FULL_BATCH_BLOCKS
+    out = tmp_path / "full.json"
+    assert mod.main(["--streams", "6", "--max-batch", "2", "--step-ms", "0", "--decode-steps", "4", "--tokens", "16",
+                     "--repeats", "1", "--out", str(out)]) == 0
+    rows = {r["full_batch_blocks"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows[True]["passes"] < rows[False]["passes"]
+    assert tb.FULL_BATCH_BLOCKS == before

@@ -163,6 +163,7 @@ async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
                 warm = await backend.warmup(8 if args.concurrency <= 1 else None)   # None: up to max_batch rows
                 print(json.dumps({"variant": name, "model": method, "warmup": warm}), flush=True)
                 backends[(name, method)] = backend
+
     def solve_one(method, backend, item):
         config = default_settings(METHODS[method], method)
         if method == "sprint":
@@ -174,14 +175,13 @@ async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
                 "answer": result.answer, "correct": grade_countdown(result.answer or "", item),
                 "sequential_tokens": result.sequential_tokens, **more}
 
-    records = []
-    began = time.perf_counter()
-    if args.concurrency > 1:
+    async def in_rounds(records: list[dict], began: float) -> None:
+        """Rounds of problems, each solved by every variant `args.concurrency` at a time (module doc)."""
         size = args.round or 2 * args.concurrency
         for r, at in enumerate(range(0, len(items), size)):
             if args.time_limit and time.perf_counter() - began > args.time_limit:
                 print(f"time limit: stopped after {r} rounds", file=sys.stderr, flush=True)
-                break
+                return
             chunk = items[at:at + size]
             for name, settings in (variants if r % 2 == 0 else variants[::-1]):
                 with applied(settings):
@@ -198,25 +198,30 @@ async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
                         records += [record(item, name, method, res, round=r, round_s=round(elapsed, 6))
                                     for item, res in zip(chunk, results)]
             print(f"round {r + 1}: {at + len(chunk)}/{len(items)} problems", file=sys.stderr, flush=True)
+
+    async def one_at_a_time(records: list[dict], began: float) -> None:
+        """Problem by problem, each solved by every variant in turn (the order flipping each problem)."""
+        for i, item in enumerate(items):
+            if args.time_limit and time.perf_counter() - began > args.time_limit:
+                # A device call killed from outside returns nothing; stopping here keeps the problems done so far.
+                print(f"time limit: stopped after {i} problems", file=sys.stderr, flush=True)
+                return
+            for name, settings in (variants if i % 2 == 0 else variants[::-1]):
+                with applied(settings):
+                    for method in args.models:
+                        start = time.perf_counter()
+                        result = await solve_one(method, backends[(name, method)], item)
+                        records.append(record(item, name, method, result,
+                                              call_s=round(time.perf_counter() - start, 6)))
+            if args.progress and (i + 1) % args.progress == 0:
+                print(f"{i + 1}/{len(items)} problems", file=sys.stderr, flush=True)
+
+    records: list[dict] = []
+    try:
+        await (in_rounds if args.concurrency > 1 else one_at_a_time)(records, time.perf_counter())
+    finally:
         for backend in backends.values():
             await backend.aclose()
-        return records
-    for i, item in enumerate(items):
-        if args.time_limit and time.perf_counter() - began > args.time_limit:
-            # A device call killed from outside returns nothing; stopping here keeps the problems done so far.
-            print(f"time limit: stopped after {i} problems", file=sys.stderr, flush=True)
-            break
-        order = variants if i % 2 == 0 else variants[::-1]
-        for name, settings in order:
-            with applied(settings):
-                for method in args.models:
-                    start = time.perf_counter()
-                    result = await solve_one(method, backends[(name, method)], item)
-                    records.append(record(item, name, method, result, call_s=round(time.perf_counter() - start, 6)))
-        if args.progress and (i + 1) % args.progress == 0:
-            print(f"{i + 1}/{len(items)} problems", file=sys.stderr, flush=True)
-    for backend in backends.values():
-        await backend.aclose()
     return records
 
 

@@ -1248,8 +1248,8 @@ class TransformersBackend:
         return self._block_steps(rows, sample, self.decode_steps)
 
     def _block_steps(self, rows: StepRows, sample, k: int) -> int:
-        """`_block`'s rule once graphs can take blocks of `k` steps (`benchmarks/bench_solve_host.py` models those
-        blocks on a CPU through it)."""
+        """`_block`'s rule once graphs can take blocks of `k` steps (the CPU models of the scheduler in `benchmarks/`,
+        which have no graphs, take their blocks through it)."""
         if k <= 1 or self.on_logits is not None:
             return 1
         if self._pending and not (FULL_BATCH_BLOCKS and len(self._active) >= self.max_batch):

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scheduler import TEXT  # noqa: E402
+from bench_scheduler import TEXT, ModelledGraphs  # noqa: E402
 
 from sprint.backends import transformers_backend as tb  # noqa: E402
 from sprint.backends.base import GenerationParams  # noqa: E402
@@ -33,26 +33,16 @@ from sprint.models import resolve_model  # noqa: E402
 
 
 def make_backend(max_batch: int, step_s: float, decode_steps: int, model: str = "countdown-sprint"):
-    """The bundled model's tokenizer and scheduler; each pass sleeps `step_s` per step and picks the script's next
-    tokens; blocks follow the backend's own rule (`_block_steps`) as if CUDA graphs took them."""
+    """The bundled model's tokenizer and scheduler, its passes modelled (`ModelledGraphs`): `step_s` per step, the
+    script's next tokens; blocks of `decode_steps` as the backend's rule allows them."""
     backend = tb.TransformersBackend(resolve_model(model), device="cpu", exact=False, max_batch=max_batch)
     backend.eos_ids = set()
     script = backend.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
-    device = [0.0]
-
-    def step(rows, ids, positions, sample, steps=1, launched=None):
-        if launched is not None:
-            launched()
-        time.sleep(step_s * steps)
-        device[0] += step_s * steps
-        for start, end, store, pos0 in rows.segments:
-            store.length = pos0 + end - start + steps - 1
-        return [[script[(len(req.tokens) - len(req.prompt_ids) + k) % len(script)] for k in range(steps)]
-                for req, _ in sample]
-
-    backend._step = step
-    backend._block = lambda rows, sample: backend._block_steps(rows, sample, decode_steps)
-    return backend, device
+    backend._graphs = ModelledGraphs(
+        lambda rows, steps: step_s * steps,
+        lambda req, k: script[(len(req.tokens) - len(req.prompt_ids) + k) % len(script)])
+    backend.decode_steps = decode_steps
+    return backend
 
 
 async def run_streams(backend, streams: int, tokens: int) -> float:
@@ -72,10 +62,10 @@ def measure(full_batch_blocks: bool, streams: int, max_batch: int, step_ms: floa
     saved = tb.FULL_BATCH_BLOCKS
     tb.FULL_BATCH_BLOCKS = full_batch_blocks
     try:
-        backend, device = make_backend(max_batch, step_ms / 1000, decode_steps)
+        backend = make_backend(max_batch, step_ms / 1000, decode_steps)
         before = backend.stats.forward_passes
         wall = asyncio.run(run_streams(backend, streams, tokens))
-        return {"wall_s": wall, "passes": backend.stats.forward_passes - before, "device_s": device[0]}
+        return {"wall_s": wall, "passes": backend.stats.forward_passes - before, "device_s": backend._graphs.device_s}
     finally:
         tb.FULL_BATCH_BLOCKS = saved
 

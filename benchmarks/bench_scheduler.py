@@ -44,6 +44,27 @@ def scripted_step(backend: TransformersBackend, script: list[int], delay: float)
     return step
 
 
+class ModelledGraphs:
+    """Stands in for the backend's CUDA graphs (`sprint.backends.decode_graphs.DecodeGraphs`) in the CPU models of
+    the scheduler: each pass sleeps its modelled device time `cost(rows, steps)` (seconds, the GIL released, as a
+    replay waits) and picks `pick(req, k)` for each sampling row's k-th step. The backend's own `_step` (launch
+    callback, KV lengths, stats) and `_block` (when a pass may take several steps) stay in charge."""
+
+    disabled = False
+
+    def __init__(self, cost, pick) -> None:
+        self.cost, self.pick = cost, pick
+        self.device_s = 0.0   # modelled device time so far
+
+    def step(self, rows, ids, positions, sample, steps=1, launched=None):
+        if launched is not None:
+            launched()
+        seconds = self.cost(rows, steps)
+        self.device_s += seconds
+        time.sleep(seconds)
+        return [[self.pick(req, k) for k in range(steps)] for req, _ in sample]
+
+
 async def run_streams(backend: TransformersBackend, streams: int, tokens: int) -> tuple[float, int]:
     """`streams` requests decoding `tokens` each, side by side, each consumed as a stream; returns (seconds, steps)."""
     before = backend.stats.forward_passes

@@ -32,9 +32,12 @@ import sys
 import time
 from pathlib import Path
 
-from sprint.backends import TransformersBackend
-from sprint.backends.decode_graphs import QUERY_BUCKETS
-from sprint.models import default_settings, resolve_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scheduler import ModelledGraphs  # noqa: E402
+
+from sprint.backends import TransformersBackend  # noqa: E402
+from sprint.backends.decode_graphs import QUERY_BUCKETS  # noqa: E402
+from sprint.models import default_settings, resolve_model  # noqa: E402
 
 PAIR = {"sprint": "countdown-sprint", "sequential": "countdown-sequential"}
 
@@ -87,42 +90,33 @@ def replay(method: str, questions: list[str], picks, decode_ms: float, eager_ms:
     """The same solves with each forward pass replaced by the modelled step cost (module doc). `decode_steps` > 1:
     decode-only passes take that many greedy steps at once (as the CUDA graphs do), costing `decode_ms` each."""
     backend = make_backend(method)
-    device_s, strays = [0.0], []
+    strays = []
 
-    def step(rows, ids, positions, sample, steps=1, launched=None):
-        if launched is not None:
-            launched()
+    def cost(rows, steps):   # fits a graph, or eager
         longest = max(end - start for start, end, _, _ in rows.segments)
-        cost = (decode_ms * steps if longest <= QUERY_BUCKETS[-1] else eager_ms) / 1000   # fits a graph, or eager
-        device_s[0] += cost
-        time.sleep(cost)
-        out = []
-        for req, _ in sample:
-            script = picks.get(tuple(req.prompt_ids))
-            if script is None:   # the backend turns this into a failed request; `replay` raises after the solve
-                strays.append(len(req.prompt_ids))
-                raise RuntimeError("no recorded picks for this prompt")
-            at = len(req.tokens) - len(req.prompt_ids)
-            # Steps past the recorded end (a block running on past a stop) are dropped by the backend.
-            out.append([script[min(at + k, len(script) - 1)] for k in range(steps)])
-        for start, end, store, pos0 in rows.segments:
-            store.length = pos0 + end - start + steps - 1
-        return out
+        return (decode_ms * steps if longest <= QUERY_BUCKETS[-1] else eager_ms) / 1000
 
-    backend._step = step
-    # The backend's own rule for blocks of `decode_steps`, without its CUDA-graph condition (no graphs on a CPU).
-    backend._block = lambda rows, sample: backend._block_steps(rows, sample, decode_steps)
+    def pick(req, k):
+        script = picks.get(tuple(req.prompt_ids))
+        if script is None:   # the backend turns this into a failed request; `replay` raises after the solve
+            strays.append(len(req.prompt_ids))
+            raise RuntimeError("no recorded picks for this prompt")
+        # Steps past the recorded end (a block running on past a stop) are dropped by the backend.
+        return script[min(len(req.tokens) - len(req.prompt_ids) + k, len(script) - 1)]
+
+    backend._graphs = ModelledGraphs(cost, pick)   # the backend's own step and block rule around modelled passes
+    backend.decode_steps = decode_steps
     solve = solver(method, backend)
     rows = []
     for q in questions:
-        device_s[0] = 0.0
+        backend._graphs.device_s = 0.0
         start = time.perf_counter()
         res = asyncio.run(solve(q))
         wall = time.perf_counter() - start
         if strays:
             raise RuntimeError(f"{method}: a request the recorded solves did not make (a prompt of {strays[0]} "
                                f"tokens): the replay left the recorded path; record again (--picks)")
-        rows.append({"wall_s": wall, "device_s": device_s[0], "sequential_tokens": res.sequential_tokens,
+        rows.append({"wall_s": wall, "device_s": backend._graphs.device_s, "sequential_tokens": res.sequential_tokens,
                      "stages": res.stages, "trajectory": res.trajectory})
     return rows
 

@@ -1243,14 +1243,8 @@ class TransformersBackend:
     def _block(self, rows: StepRows, sample) -> int:
         """Decode steps the next forward pass may take at once (`decode_steps`): all of them when every row decodes
         greedily with room for them, no observer wants each step's logits and no request waits to join; else 1."""
-        if self._graphs is None or self._graphs.disabled:
-            return 1
-        return self._block_steps(rows, sample, self.decode_steps)
-
-    def _block_steps(self, rows: StepRows, sample, k: int) -> int:
-        """`_block`'s rule once graphs can take blocks of `k` steps (the CPU models of the scheduler in `benchmarks/`,
-        which have no graphs, take their blocks through it)."""
-        if k <= 1 or self.on_logits is not None:
+        k = self.decode_steps
+        if k <= 1 or self._graphs is None or self._graphs.disabled or self.on_logits is not None:
             return 1
         if self._pending and not (FULL_BATCH_BLOCKS and len(self._active) >= self.max_batch):
             return 1   # a request waits: one step, so that a slot a request frees goes to it at once

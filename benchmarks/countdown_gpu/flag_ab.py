@@ -42,6 +42,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency_table import bootstrap_ratio  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trace_steps import solve_all  # noqa: E402
+
 METHODS = {"sprint": "countdown-sprint", "sequential": "countdown-sequential"}
 
 
@@ -186,14 +189,10 @@ async def run(args, variants: list[tuple[str, list]]) -> list[dict]:
             for name, settings in (variants if r % 2 == 0 else variants[::-1]):
                 with applied(settings):
                     for method in args.models:
-                        backend, gate = backends[(name, method)], asyncio.Semaphore(args.concurrency)
-
-                        async def one(item, method=method, backend=backend, gate=gate):
-                            async with gate:
-                                return await solve_one(method, backend, item)
-
+                        backend = backends[(name, method)]
                         start = time.perf_counter()
-                        results = await asyncio.gather(*(one(item) for item in chunk))
+                        results = await solve_all(chunk, lambda item: solve_one(method, backend, item),
+                                                  args.concurrency)
                         elapsed = time.perf_counter() - start
                         records += [record(item, name, method, res, round=r, round_s=round(elapsed, 6))
                                     for item, res in zip(chunk, results)]

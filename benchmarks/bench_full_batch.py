@@ -4,9 +4,10 @@ step, as a CUDA-graph replay waits) and scripted tokens, so the real scheduler, 
 do their work on any machine.
 
 Why: with 64 Countdown problems in flight a SPRINT run keeps the in-process backend's 128-row batch full, and the
-backend then takes one step per pass (a slot a request frees goes to a waiting one at once), paying the host's
+backend took one step per pass then (a slot a request frees goes to a waiting one at once), paying the host's
 per-pass work for every token; the sequential model's 64 streams never fill it and get blocks of `decode_steps`.
-This is the host side of that trade; a GPU measures the whole (`benchmarks/countdown_gpu/flag_ab.py --concurrency`).
+This is the host side of that trade; a GPU measured the whole (`benchmarks/countdown_gpu/flag_ab.py --concurrency`:
+0.70x the run's time with blocks, which are now the default; BENCHMARKS.md).
 
 Reported per setting: the wall-clock of `--streams` requests of different lengths through a `--max-batch` batch, the
 passes, and the modelled device time (steps x `--step-ms`); the settings alternate `--repeats` times.

@@ -7,7 +7,8 @@ the backend is recorded with its kind and its time (host work inside the step pl
     is near its token limit);
   * `join Q`: a step in which some sequence brings up to Q new tokens (an executor's prompt after its shared prefix,
     the question);
-  * `long prefill Q`: a lone sequence's long prefill in a graph (the planner reading a stage's executions);
+  * `long prefill`: a lone sequence's long prefill in a graph (the planner reading a stage's executions);
+  * `split N`: N graph replays (decoding rows in one, each prefill in a graph of its own slot);
   * `eager`: a step no graph took.
 
 and the time between passes (`between`: the scheduler's host work that does not overlap the device). Per kind:
@@ -36,20 +37,16 @@ import json
 import time
 
 
-def classify(rows, steps: int, graphs) -> tuple[str, int]:
-    """(kind, B) of a forward pass (see the module doc)."""
-    from sprint.backends.decode_graphs import QUERY_BUCKETS, fit
-
+def classify(rows, graphs) -> tuple[str, int]:
+    """(kind, B) of the forward pass just taken (see the module doc; the graphs say what they ran: `last_kind`)."""
     segments = rows.segments
-    longest = max(e - s for s, e, _, _ in segments)
     span = max(getattr(seq, "slot", 0) for _, _, seq, _ in segments) + 1
-    if graphs is None or graphs.disabled:
+    kind = graphs.last_kind if graphs is not None and not graphs.disabled else None
+    if kind is None:
         return "eager", span
-    b = fit(graphs.buckets, span)
-    if longest == 1:
-        return f"decode x{steps}", b
-    q = fit(QUERY_BUCKETS, longest)
-    return (f"join {q}", b) if q is not None else ("long prefill", 1)
+    from sprint.backends.decode_graphs import fit
+
+    return kind, (1 if kind == "long prefill" else fit(graphs.buckets, span) or span)
 
 
 async def solve_all(items, solve_one, concurrency: int = 1) -> list:
@@ -83,7 +80,7 @@ def trace(backend):
 
         picks = inner(rows, ids, positions, sample, steps, on_launch)
         end = time.perf_counter()
-        kind, b = classify(rows, len(picks[0]) if picks else 1, backend._graphs)
+        kind, b = classify(rows, backend._graphs)
         records.append((start, end, kind, b, sum(len(p) for p in picks), at[0]))
         return picks
 

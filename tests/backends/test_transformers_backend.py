@@ -902,6 +902,50 @@ def test_short_prefills_run_in_multi_row_graph_steps_with_the_fast_modes_results
     assert diff < 1e-4
 
 
+@pytest.mark.parametrize("max_rows", [None, 8])
+def test_prefills_among_decoding_rows_run_as_split_graph_steps_with_the_fast_modes_results(make, monkeypatch,
+                                                                                          max_rows):
+    """A prefill that no single graph takes next to decoding rows (a prompt past the query buckets; with
+    MAX_GRAPH_ROWS 8, any prompt among 4 slots) runs as graph replays, the decoding rows in one and each prefill in
+    a one-slot graph of its own slot, not eagerly: the fast mode's logits and text, with sampling rows among them."""
+    from sprint.backends import decode_graphs
+
+    if max_rows:
+        monkeypatch.setattr(decode_graphs, "MAX_GRAPH_ROWS", max_rows)
+    base_log, padded_log = LogitLog(), LogitLog()
+    base = make(exact=False, max_batch=4, on_logits=base_log)
+    padded = _with_padded_decode(make(exact=False, max_batch=4, on_logits=padded_log))
+    kinds = []
+    original = padded._graphs.step
+    padded._graphs.step = lambda *a: (original(*a), kinds.append(padded._graphs.last_kind))[0]
+
+    async def scenario(backend):
+        backend.eos_ids = set()   # every request runs to its token limit: the first two decode all along
+        first = asyncio.create_task(backend.generate(PROMPTS[0], GenerationParams(max_tokens=400)))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(backend.generate(PROMPTS[1], GenerationParams(
+            max_tokens=300, temperature=0.7, seed=3)))
+        await asyncio.sleep(0.05)
+        # A long new prompt (no cached prefix) while both decode, then two that extend it by a few tokens.
+        long = asyncio.create_task(backend.generate(LONG, GenerationParams(max_tokens=30)))
+        await asyncio.sleep(0.05)
+        tails = [asyncio.create_task(backend.generate(LONG + t, GenerationParams(max_tokens=6))) for t in
+                 (" Then", " So we")]
+        return [await first, await second, await long, *[await t for t in tails]]
+
+    want = run(scenario(base), timeout=120)
+    got = run(scenario(padded), timeout=120)
+    assert [c.text for c in got] == [c.text for c in want]
+    splits = [k for k in kinds if k and k.startswith("split")]
+    assert splits, kinds
+    assert kinds.count(None) == 1 and kinds[0] is None   # eager: only the first step (it builds the buffers)
+    if max_rows:   # every prompt after the first ran split, each prefill in a one-slot graph
+        assert not [k for k in kinds if k and k.startswith("join")]
+    shared, diff = base_log.differences(padded_log)
+    assert len(shared) == len(base_log.seen) == len(padded_log.seen)
+    assert diff < 1e-4
+
+
 @pytest.mark.parametrize("decode_steps", [1, 4])
 def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(decode_steps):
     """A whole SPRINT solve of the bundled Countdown model through the CUDA-graph step layout (run eagerly on the
@@ -1051,18 +1095,19 @@ def test_prefill_rows_per_step_default_follows_the_module_setting(make, monkeypa
     assert make(exact=True).step_tokens == 64
 
 
-@pytest.mark.parametrize("queries", [1, 8])
-def test_the_captured_forward_never_waits_on_the_device(make, queries):
+@pytest.mark.parametrize("slots, queries", [(2, 1), (2, 8), (1, 8), (1, 128)])
+def test_the_captured_forward_never_waits_on_the_device(make, slots, queries):
     """What a CUDA graph captures must not read device values back (`.item()`, data-dependent sizes such as
     `nonzero` or `repeat_interleave` with tensor repeats) nor build tensors from host data: either fails or freezes a
-    capture. Checked on the CPU by dispatching the padded forward pass through a recorder."""
+    capture. Checked on the CPU by dispatching the padded forward pass through a recorder (one slot with several rows:
+    the graph that serves any slot's prefill, its slot an input)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     padded = _with_padded_decode(make(exact=False, max_batch=4))
     run(padded.generate(PROMPTS[0], GenerationParams(max_tokens=3)))   # builds the buffers
     graphs = padded._graphs
-    g = graphs._build(2, padded._slots.keys[0].shape[2], queries)
+    g = graphs._build(slots, padded._slots.keys[0].shape[2], queries)
     seen = []
 
     class Recorder(TorchDispatchMode):
@@ -1075,6 +1120,7 @@ def test_the_captured_forward_never_waits_on_the_device(make, queries):
     forbidden = {"_local_scalar_dense", "nonzero", "repeat_interleave", "masked_select", "unique", "lift_fresh",
                  "_unique2"}
     assert seen and not forbidden & set(seen), sorted(forbidden & set(seen))
+    assert ("index_select" in seen) == (slots == 1 and queries > 1)
 
 
 def test_long_prefills_and_oversized_buckets_stay_eager(make, monkeypatch):

@@ -234,3 +234,31 @@ def test_a_sprint_solve_reads_its_shared_prefixes_from_their_source_slots():
             tb.SlotCache.shares = shares
     assert any(n > 0 for n in used)
     assert texts["shared"] == texts["own copies"]
+
+
+def test_prefills_among_decoding_rows_replay_split_graphs(noisy_llama_dir):
+    """A long prompt that joins while other requests decode runs as graph replays (the decoding rows in one, the
+    prefill in a one-slot graph of its slot: `decode_graphs._split`), with the eager fast mode's logits (float32, to
+    1e-3) and text."""
+    logs, texts, kinds = [LogitLog(), LogitLog()], [], []
+    for graphs, log in zip((False, True), logs):
+        backend = TransformersBackend(str(noisy_llama_dir), device="cuda", dtype="float32", on_logits=log,
+                                      cuda_graphs=graphs)
+        backend.eos_ids = set()
+        if graphs:
+            step = backend._graphs.step
+            backend._graphs.step = lambda *a, s=step, g=backend._graphs: (s(*a), kinds.append(g.last_kind))[0]
+
+        async def go(b=backend):
+            first = asyncio.create_task(b.generate(PROMPTS[0], GenerationParams(max_tokens=300)))
+            await asyncio.sleep(0.05)
+            later = [asyncio.create_task(b.generate(PROMPTS[2] + tail, GenerationParams(max_tokens=20)))
+                     for tail in ("", " So")]
+            return [await first, *[await t for t in later]]
+        texts.append([c.text for c in asyncio.run(asyncio.wait_for(go(), 120))])
+    assert any(k and k.startswith("split") for k in kinds), kinds
+    assert sum(a == b for a, b in zip(*texts)) >= 2
+    shared = logs[0].seen.keys() & logs[1].seen.keys()
+    assert len(shared) >= 0.9 * len(logs[0].seen)
+    for key in shared:
+        assert (logs[0].seen[key] - logs[1].seen[key]).abs().max() < 1e-3

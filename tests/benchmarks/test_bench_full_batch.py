@@ -1,5 +1,5 @@
 """`benchmarks/bench_full_batch.py`: more requests than slots through the real scheduler with a modelled step, one
-step at a time while requests wait (the default) or in blocks (`FULL_BATCH_BLOCKS`); the switch is restored."""
+step at a time while requests wait or in blocks (`FULL_BATCH_BLOCKS`, the default); the switch is restored."""
 
 from __future__ import annotations
 

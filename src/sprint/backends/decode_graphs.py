@@ -80,6 +80,10 @@ WARMUP_MEMORY_SHARE = 0.25
 LONG_PREFILL_MAX_PARAMS = 1_000_000_000
 
 
+#: Steps that no single graph takes run as several replays (`DecodeGraphs._split`) instead of eagerly. A switch for
+#: A/B runs (`flag_ab.py --variant nosplit=decode_graphs.SPLIT_STEPS=0`).
+SPLIT_STEPS = True
+
 #: Row counts captured besides the powers of two (below `max_batch`): e.g. (6,) so that five or six running slots
 #: replay a 6-row graph instead of an 8-row one. An experiment switch (more graphs to capture); empty by default.
 EXTRA_BUCKETS: tuple[int, ...] = ()
@@ -109,6 +113,13 @@ def graph_fits(b: int, q: int) -> bool:
     """Whether B slots with Q rows each may be captured: decoding always, multi-row steps up to MAX_GRAPH_ROWS rows, a
     lone sequence's long prefill in any of LONG_QUERY_BUCKETS."""
     return q == 1 or b * q <= MAX_GRAPH_ROWS or (b == 1 and q in LONG_QUERY_BUCKETS)
+
+
+def _mapped(b: int, q: int) -> bool:
+    """Whether a graph of B slots x Q rows serves any one slot, named by its input's row 4, rather than slot 0: a
+    prefill of one sequence (B = 1, Q > 1) wherever its slot is (`DecodeGraphs._split`). One-row decode graphs of
+    B = 1 stay on slot 0, where a lone sequence decodes, with no slot lookup in their every step."""
+    return b == 1 and q > 1
 
 
 def fit(sizes, n: int) -> int | None:
@@ -163,15 +174,9 @@ class DecodeGraphs:
         replay is queued on the device, before this thread waits for it."""
         import torch
 
+        self.last_kind = None
         segments = rows.segments
         if self.disabled or not segments:
-            return None
-        longest = max(e - s for s, e, _, _ in segments)
-        span = max(seq.slot for _, _, seq, _ in segments) + 1
-        q = fit(QUERY_BUCKETS if self.multi_row else QUERY_BUCKETS[:1], longest)
-        if q is None and span == 1 and steps == 1 and self.long_rows:
-            q = fit(LONG_QUERY_BUCKETS, longest)   # a lone sequence's long prefill
-        if q is None or (steps > 1 and q > 1):
             return None
         cache = self.backend._slots
         n_layers = getattr(self.backend.model.config, "num_hidden_layers", None)
@@ -179,55 +184,129 @@ class DecodeGraphs:
             # The first step of a run is a prefill, which builds every layer's buffers. (A config without
             # num_hidden_layers cannot say when that is done: such a model decodes eagerly.)
             return None
+        longest = max(e - s for s, e, _, _ in segments)
+        span = max(seq.slot for _, _, seq, _ in segments) + 1
+        q = fit(QUERY_BUCKETS if self.multi_row else QUERY_BUCKETS[:1], longest)
         b = fit(self.buckets, span)
-        if b is None or not graph_fits(b, q):
+        if steps > 1 and q != 1:
             return None
+        if q is not None and b is not None and graph_fits(b, q):
+            parts = [(b, q, segments, steps)]   # one graph takes the whole step
+        else:
+            parts = self._split(segments) if SPLIT_STEPS else None
+            if parts is None:
+                return None
         needed = max(positions) + steps   # the last step writes position max + steps - 1
+        slots = max(b for b, _, _, _ in parts)
         for layer in list(cache.keys):
-            cache.ensure(layer, cache.keys[layer], cache.values[layer], needed, b)
+            cache.ensure(layer, cache.keys[layer], cache.values[layer], needed, slots)
         self._follow_generation()
         capacity = cache.keys[0].shape[2]
-        k = fit(key_buckets(capacity), needed)   # every row attends to at most its position + 1 keys
-        g = self.graphs.get((b, q, capacity, k, steps))
-        if g is None:
-            try:
-                g = self.graphs[(b, q, capacity, k, steps)] = self._build(b, capacity, q, k, steps)
-            except Exception as e:   # noqa: BLE001 - any capture failure: eager from now on (that kind of step)
-                if q > QUERY_BUCKETS[-1]:   # the others may still work: only long prefills go back to eager steps
-                    log.warning("CUDA graph capture of a long prefill failed (%s: %s); long prefills run without "
-                                "CUDA graphs", type(e).__name__, e)
-                    self.long_rows = False
+        chosen = []
+        for b, q, segs, s in parts:
+            # Every row attends to at most its position + 1 keys: the part's own longest row sets its key bucket.
+            k = fit(key_buckets(capacity), max(pos0 + e - start for start, e, _, pos0 in segs) + s - 1)
+            g = self.graphs.get((b, q, capacity, k, s))
+            if g is None:
+                g = self._capture(b, q, capacity, k, s)
+                if g is None:
                     return None
-                if q > 1:   # the decode graphs may still work: only the short prefills go back to eager steps
-                    log.warning("CUDA graph capture of a multi-row step failed (%s: %s); short prefills run "
-                                "without CUDA graphs", type(e).__name__, e)
-                    self.multi_row = False
-                    return None
-                log.warning("CUDA graph capture failed (%s: %s); decoding without CUDA graphs", type(e).__name__, e)
-                self.disabled = True
-                self.graphs.clear()
-                return None
-        host = self._inputs(b, q, capacity, segments, ids, cache)
-        slot_of_row = {end - 1: seq.slot for _, end, seq, _ in segments}   # a sampling row is its segment's last
-        g.inputs.copy_(host, non_blocking=True)   # complete before the .tolist() below returns
+            chosen.append(g)
+        # Each sampling row (its segment's last) -> (part, its slot's index in that part's outputs).
+        where = {}
+        for i, (b, q, segs, _) in enumerate(parts):
+            for _, end, seq, _ in segs:
+                where[end - 1] = (i, seq.slot if b > 1 or q == 1 else 0)   # B = 1, Q > 1: any slot, output 0
+        argmax, logits = [], []
         with torch.no_grad():
-            if g.graph is not None:
-                g.graph.replay()
-            else:
-                self._forward(g)
+            for (b, q, segs, _), g in zip(parts, chosen):
+                g.inputs.copy_(self._inputs(b, q, capacity, segs, ids, cache), non_blocking=True)
+                if g.graph is not None:
+                    g.graph.replay()
+                else:
+                    self._forward(g)
+                # Several parts: the same graph may serve two of them, so each part's outputs are copied (queued
+                # behind its replay) before the next replay overwrites them.
+                argmax.append(g.argmax if len(parts) == 1 else g.argmax.clone())
+                logits.append(g.logits if len(parts) == 1 else g.logits.clone())
+            picked = argmax[0] if len(argmax) == 1 else torch.cat(argmax, dim=1)   # [S, sum of B]
         if launched is not None:
             launched()
-        by_step = g.argmax.tolist()   # [S][B]
-        order = [slot_of_row[row] for _, row in sample]   # sample[i]'s slot
+        self.last_kind = self._kind(parts)
+        by_step = picked.tolist()   # [S][sum of B]: part i's outputs from column offset[i]
+        offset = [0]
+        for g in chosen:
+            offset.append(offset[-1] + g.rows)
+        order = [where[row] for _, row in sample]   # sample[i]'s (part, index)
+        columns = [offset[i] + j for i, j in order]
         if steps > 1:
-            return [[picks[s] for picks in by_step] for s in order]
+            return [[picks[c] for picks in by_step] for c in columns]
         sampled = [i for i, (req, _) in enumerate(sample) if req.params.temperature > 0]
         host: dict = {}
         if sampled:   # one device-to-host copy for the sampling rows' logits
-            slots = torch.tensor([order[i] for i in sampled], device=g.logits.device)
-            host = dict(zip(sampled, g.logits.index_select(0, slots).float().cpu()))
-        picks = self.backend._picks(sample, [by_step[0][s] for s in order], lambda i: g.logits[order[i]], host)
+            rows_of = torch.cat(logits) if len(logits) > 1 else logits[0]
+            index = torch.tensor([columns[i] for i in sampled], device=rows_of.device)
+            host = dict(zip(sampled, rows_of.index_select(0, index).float().cpu()))
+        picks = self.backend._picks(sample, [by_step[0][c] for c in columns],
+                                    lambda i: logits[order[i][0]][order[i][1]], host)
         return [[p] for p in picks]
+
+    def _split(self, segments):
+        """A step no single graph takes (a prefill too long for the query buckets, or too many slots x rows) as
+        parts, each one graph replay: the decoding rows in one decode graph, each prefill in a graph of its own
+        (B = 1, its slot given as an input). Why: with many sequences in flight a SPRINT executor's or planner's
+        prompt joins a batch of 100-odd decoding rows, and that step ran eagerly, about 20 ms on an H200 against
+        4 for a graph step of the same batch (BENCHMARKS.md, 2026-11-28). None when a part fits no graph."""
+        decode = [seg for seg in segments if seg[1] - seg[0] == 1]
+        parts = []
+        if decode:
+            b = fit(self.buckets, max(seq.slot for _, _, seq, _ in decode) + 1)
+            if b is None:
+                return None
+            parts.append((b, 1, decode, 1))
+        for seg in segments:
+            m = seg[1] - seg[0]
+            if m == 1:
+                continue
+            sizes = (QUERY_BUCKETS[1:] if self.multi_row else ()) + (LONG_QUERY_BUCKETS if self.long_rows else ())
+            q = next((x for x in sizes if x >= m and graph_fits(1, x)), None)   # the smallest graph that holds it
+            if q is None:
+                return None
+            parts.append((1, q, [seg], 1))
+        return parts
+
+    @staticmethod
+    def _kind(parts) -> str:
+        """What a step ran as (`last_kind`, for traces): `decode xS`, `join Q` (short prefills among decoding rows),
+        `long prefill` (one sequence's prefill past the query buckets) or `split N` (N graph replays)."""
+        if len(parts) > 1:
+            return f"split {len(parts)}"
+        _, q, _, s = parts[0]
+        if q == 1:
+            return f"decode x{s}"
+        return f"join {q}" if q <= QUERY_BUCKETS[-1] else "long prefill"
+
+    def _capture(self, b: int, q: int, capacity: int, k: int, s: int):
+        """Capture the graph (B, Q, capacity, K, S) and keep it; None when that kind of step has to run eagerly
+        (a failed capture turns it off from then on)."""
+        try:
+            g = self.graphs[(b, q, capacity, k, s)] = self._build(b, capacity, q, k, s)
+            return g
+        except Exception as e:   # noqa: BLE001 - any capture failure: eager from now on (that kind of step)
+            if q > QUERY_BUCKETS[-1]:   # the others may still work: only long prefills go back to eager steps
+                log.warning("CUDA graph capture of a long prefill failed (%s: %s); long prefills run without "
+                            "CUDA graphs", type(e).__name__, e)
+                self.long_rows = False
+                return None
+            if q > 1:   # the decode graphs may still work: only the short prefills go back to eager steps
+                log.warning("CUDA graph capture of a multi-row step failed (%s: %s); short prefills run "
+                            "without CUDA graphs", type(e).__name__, e)
+                self.multi_row = False
+                return None
+            log.warning("CUDA graph capture failed (%s: %s); decoding without CUDA graphs", type(e).__name__, e)
+            self.disabled = True
+            self.graphs.clear()
+            return None
 
     def warmup(self, rows: int, positions: int, steps: int) -> int:
         """Size the slot buffers for `rows` sequences of `positions` positions and capture every graph a run of at
@@ -292,6 +371,7 @@ class DecodeGraphs:
 
         pin = self.backend.device.type == "cuda"
         n = b * q
+        mapped = _mapped(b, q)   # one slot, wherever it is: its rows are the graph's rows 0 .. Q-1
         if q > QUERY_BUCKETS[-1]:
             # A long prefill (one slot, up to thousands of rows): built with numpy, where lists of Python ints
             # turned into a tensor cost about a millisecond per stage of a SPRINT solve on its critical path.
@@ -300,24 +380,27 @@ class DecodeGraphs:
             host = np.zeros((6, n), dtype=np.int64)
             host[1], host[2], host[4] = capacity - 1, 1, np.arange(n) // q
             for start, end, seq, pos0 in segments:
-                base, m = seq.slot * q, end - start
+                base, m = (0 if mapped else seq.slot * q), end - start
                 row = host[:, base:base + q]
                 row[0, :m], row[0, m:] = ids[start:end], ids[end - 1]
                 row[1, :m], row[1, m:] = np.arange(pos0, pos0 + m), pos0 + m - 1
                 row[2, :m], row[2, m:] = np.arange(pos0 + 1, pos0 + m + 1), pos0 + m
                 row[3] = 1
-                row[4], row[5] = cache.shares(seq.slot)
+                row[4], row[5] = (seq.slot, 0) if mapped else cache.shares(seq.slot)   # `_build`
             out = torch.from_numpy(host)
             return out.pin_memory() if pin else out
         tok, pos, keys, real = [0] * n, [capacity - 1] * n, [1] * n, [0] * n   # dummy rows (see module doc)
         src, shared = [r // q for r in range(n)], [0] * n   # each row's slot's prefix source (`SlotCache.shares`)
         for start, end, seq, pos0 in segments:
-            base, m = seq.slot * q, end - start
+            base, m = (0 if mapped else seq.slot * q), end - start
             pad = q - m   # a slot's rows past its last new token repeat that token (see module doc)
             tok[base:base + q] = ids[start:end] + [ids[end - 1]] * pad
             pos[base:base + q] = [*range(pos0, pos0 + m)] + [pos0 + m - 1] * pad
             keys[base:base + q] = [*range(pos0 + 1, pos0 + m + 1)] + [pos0 + m] * pad
             real[base:base + q] = [1] * q
+            if mapped:   # a graph for any one slot: row 4 names it (`_build`)
+                src[base:base + q] = [seq.slot] * q
+                continue
             root, length = cache.shares(seq.slot)
             if length:
                 src[base:base + q], shared[base:base + q] = [root] * q, [length] * q
@@ -338,7 +421,8 @@ class DecodeGraphs:
                         max_len=g.keys, chunks=[], full=False, aligned=True, queries=q,
                         # Per slot (its first row's). One slot shares with no other in the call: its attention
                         # skips the lookups (a sequential model's steps are all B = 1).
-                        shared=(g.inputs[4, ::q], g.inputs[5, ::q]) if b > 1 else None)
+                        shared=(g.inputs[4, ::q], g.inputs[5, ::q]) if b > 1 else None,
+                        slot_of=g.inputs[4, :1] if _mapped(b, q) else None)
 
     def _forward(self, g: _Graph) -> None:
         """The padded step (or S greedy steps) itself, writing the graph's output tensors in place. Between steps
@@ -367,6 +451,8 @@ class DecodeGraphs:
         inputs[2].fill_(1)
         write_slot = torch.arange(b, device=device).repeat_interleave(queries)
         inputs[4].copy_(write_slot)   # each slot its own prefix source (nothing shared) until a step says otherwise
+        if _mapped(b, queries):
+            write_slot = inputs[4]   # the slot the step names (`_inputs`)
         keep = torch.arange(b, device=device) * queries + queries - 1 if queries > 1 else None
         g = _Graph(rows=b, capacity=capacity, keys=keys or capacity, inputs=inputs,
                    logits=torch.empty((b, vocab), dtype=dtype, device=device),

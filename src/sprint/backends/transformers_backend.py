@@ -111,13 +111,12 @@ _GENERATIONS = itertools.count(1)
 #: (SPRINT) and 0.87x (sequential) the wall-clock; 64 problems in flight, 256 problems in 0.89x the time (SPRINT)
 #: and 0.86x the mean wall-clock per problem (sequential); the same answers.
 DECODE_STEPS = 8
-#: Take blocks of `decode_steps` also while requests wait for a full batch (the default takes one step at a time
-#: then, so a finished request's slot goes to a waiting one at once). Why a switch: with 64 Countdown problems in
-#: flight a SPRINT run keeps the 128-row batch full, so every pass is one step, paying the host's per-pass work
-#: for every token. A CPU model of the scheduler (`benchmarks/bench_full_batch.py`: 48 scripted streams through 16
-#: rows) ran half the passes and 3-12% faster with it, 256 streams through 128 rows 7% faster (BENCHMARKS.md,
-#: 2026-11-28). Off until measured on a GPU (`flag_ab.py --concurrency`).
-FULL_BATCH_BLOCKS = False
+#: Take blocks of `decode_steps` also while requests wait for a full batch (else one step at a time then, so that a
+#: finished request's slot goes to a waiting one at once). With 64 Countdown problems in flight a SPRINT run keeps the
+#: 128-row batch full, so without blocks every pass was one step, paying the host's per-pass work for every token:
+#: with them the run took 0.70x the time (H200, 256 problems, the same answers but for near-ties; BENCHMARKS.md,
+#: 2026-11-28). A waiting request then waits up to a block (8 steps) for a slot.
+FULL_BATCH_BLOCKS = True
 #: Fast mode: prefill rows a step takes besides its decoding rows (`step_tokens` defaults to max_batch + this). A
 #: SPRINT planner's read of a stage's executions (about 1,400 tokens for the bundled Countdown model) takes
 #: ceil(1,400 / this) steps among decoding rows, each an eager (no CUDA graph) step of the whole batch.
@@ -477,6 +476,8 @@ class SlotRows:
                                                               # per batched call
     shared: Any = None        # (source slot [span], positions [span]) from `SlotCache.shares`, for the split decode
                               # attention (CUDA graphs' steps), or None
+    slot_of: Any = None       # [1]: the slot a one-slot step's rows belong to, where that is not slot 0 (a CUDA
+                              # graph that serves any slot's prefill, `decode_graphs._mapped`), or None
     _masks: dict = field(default_factory=dict)
 
     def index_lists(self) -> list[list[int]]:
@@ -535,6 +536,11 @@ def _batched_decode_attention(q, ks, vs, rows: SlotRows, sliding_window, scaling
     import torch.nn.functional as F
 
     mask = rows.single_mask(sliding_window, q.shape[2] // rows.queries)
+    if rows.slot_of is not None:
+        # The slot's keys up to the step's key bucket, copied out (a few MB at most for a small model: the prefills
+        # such graphs take are rare next to decode steps, which never pay this).
+        ks = ks[:, :, :rows.max_len].index_select(0, rows.slot_of)
+        vs = vs[:, :, :rows.max_len].index_select(0, rows.slot_of)
     if q.is_cuda and MATMUL_DECODE_ATTENTION:
         return decode_attention(q, ks[:rows.span, :, :rows.max_len], vs[:rows.span, :, :rows.max_len], mask, scaling,
                                 rows.cache.kernels, rows.shared)

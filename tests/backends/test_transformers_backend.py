@@ -902,14 +902,16 @@ def test_short_prefills_run_in_multi_row_graph_steps_with_the_fast_modes_results
     assert diff < 1e-4
 
 
-@pytest.mark.parametrize("max_rows", [None, 8])
+@pytest.mark.parametrize("max_rows, split", [(None, True), (8, True), (None, False)])
 def test_prefills_among_decoding_rows_run_as_split_graph_steps_with_the_fast_modes_results(make, monkeypatch,
-                                                                                          max_rows):
+                                                                                          max_rows, split):
     """A prefill that no single graph takes next to decoding rows (a prompt past the query buckets; with
     MAX_GRAPH_ROWS 8, any prompt among 4 slots) runs as graph replays, the decoding rows in one and each prefill in
-    a one-slot graph of its own slot, not eagerly: the fast mode's logits and text, with sampling rows among them."""
+    a one-slot graph of its own slot, not eagerly: the fast mode's logits and text, with sampling rows among them.
+    `SPLIT_STEPS` off: those steps run eagerly, as before split steps (the A/B switch)."""
     from sprint.backends import decode_graphs
 
+    monkeypatch.setattr(decode_graphs, "SPLIT_STEPS", split)
     if max_rows:
         monkeypatch.setattr(decode_graphs, "MAX_GRAPH_ROWS", max_rows)
     base_log, padded_log = LogitLog(), LogitLog()
@@ -937,8 +939,11 @@ def test_prefills_among_decoding_rows_run_as_split_graph_steps_with_the_fast_mod
     got = run(scenario(padded), timeout=120)
     assert [c.text for c in got] == [c.text for c in want]
     splits = [k for k in kinds if k and k.startswith("split")]
-    assert splits, kinds
-    assert kinds.count(None) == 1 and kinds[0] is None   # eager: only the first step (it builds the buffers)
+    if not split:
+        assert not splits and kinds.count(None) > 1
+    else:
+        assert splits, kinds
+        assert kinds.count(None) == 1 and kinds[0] is None   # eager: only the first step (it builds the buffers)
     if max_rows:   # every prompt after the first ran split, each prefill in a one-slot graph
         assert not [k for k in kinds if k and k.startswith("join")]
     shared, diff = base_log.differences(padded_log)

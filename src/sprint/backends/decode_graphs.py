@@ -80,8 +80,9 @@ WARMUP_MEMORY_SHARE = 0.25
 LONG_PREFILL_MAX_PARAMS = 1_000_000_000
 
 
-#: Steps that no single graph takes run as several replays (`DecodeGraphs._split`) instead of eagerly. A switch for
-#: A/B runs (`flag_ab.py --variant nosplit=decode_graphs.SPLIT_STEPS=0`).
+#: Steps that no single graph takes run as several replays (`DecodeGraphs._split`) instead of eagerly. Off: as before
+#: them (eager, but a lone long prefill in slot 0). A switch for A/B runs (`flag_ab.py --variant
+#: nosplit=decode_graphs.SPLIT_STEPS=0`).
 SPLIT_STEPS = True
 
 #: Row counts captured besides the powers of two (below `max_batch`): e.g. (6,) so that five or six running slots
@@ -193,7 +194,7 @@ class DecodeGraphs:
         if q is not None and b is not None and graph_fits(b, q):
             parts = [(b, q, segments, steps)]   # one graph takes the whole step
         else:
-            parts = self._split(segments) if SPLIT_STEPS else None
+            parts = self._split(segments) if SPLIT_STEPS else self._lone_prefill(segments, span, steps)
             if parts is None:
                 return None
         needed = max(positions) + steps   # the last step writes position max + steps - 1
@@ -274,6 +275,14 @@ class DecodeGraphs:
                 return None
             parts.append((1, q, [seg], 1))
         return parts
+
+    def _lone_prefill(self, segments, span: int, steps: int):
+        """Without split steps (`SPLIT_STEPS` off), what a graph took before them: a long prefill only when it is
+        the step's one sequence, in slot 0."""
+        q = fit(LONG_QUERY_BUCKETS, segments[0][1] - segments[0][0]) if len(segments) == 1 else None
+        if span != 1 or steps != 1 or not self.long_rows or q is None:
+            return None
+        return [(1, q, segments, 1)]
 
     @staticmethod
     def _kind(parts) -> str:

@@ -24,11 +24,21 @@ of each slot with a key-length mask per row, K the smallest of the key buckets (
 that holds the step's longest row, so the shapes depend only on (B, Q, capacity, K). Why K and not the capacity: the
 buffers keep the capacity of the longest sequence so far (8,192 positions once a SPRINT context passed 4,096), and a
 decode step attending over all of it cost about 2-3 ms on an H200 where the graph's own step at a short capacity is
-0.8 ms (BENCHMARKS.md, the seventh pair's latency). A longer prefill runs in a graph too when its sequence is alone
-in slot 0 (B = 1, Q one of `LONG_QUERY_BUCKETS`: a SPRINT planner reading a stage's executions, one problem at a
-time; small models only, `LONG_PREFILL_MAX_PARAMS`); other long prefills run eagerly. All graphs of a generation
-share one memory pool: replays never overlap and every graph's inputs and outputs live outside it, so the pool needs
-the largest graph's activations, not the sum of all of them.
+0.8 ms (BENCHMARKS.md, the seventh pair's latency). All graphs of a generation share one memory pool: replays never
+overlap and every graph's inputs and outputs live outside it, so the pool needs the largest graph's activations, not
+the sum of all of them.
+
+Split steps: a step that no single graph takes (a prefill past the query buckets, such as a SPRINT planner reading a
+stage's executions, or more slots x rows than `MAX_GRAPH_ROWS`, such as an executor's prompt joining 100-odd decoding
+rows) runs as several replays in one pass (`DecodeGraphs._split`): the decoding rows in the decode graph of their
+bucket, then each prefill in a graph of one slot (B = 1, Q one of the query buckets or of `LONG_QUERY_BUCKETS`; the
+long ones for small models only, `LONG_PREFILL_MAX_PARAMS`). Such a one-slot graph serves any slot: row 4 of its
+input names it, its rows write their KV there and its attention reads that slot's keys (copied out up to the key
+bucket), so a prefill does not need slot 0. The decode graph gives the prefilling slot a dummy row (see above), and
+the parts touch disjoint slots, so their order does not matter. Why: with 64 Countdown problems in flight, 71% of a
+SPRINT run's time was such steps run eagerly, about 20 ms each on an H200 against 4 ms for a graph pass of the same
+batch; with split steps the run took 0.42x the time (BENCHMARKS.md, 2026-11-28). Only a run's first step (it builds
+the buffers) and prefills past the longest bucket still run eagerly.
 
 A graph is keyed by (B, Q, capacity, K, S) (S: decode steps per replay, below) and bound to the slot cache's
 buffers of one *generation*: `SlotCache` bumps its generation whenever it allocates or drops buffers, and the graphs
@@ -168,11 +178,12 @@ class DecodeGraphs:
 
     def step(self, rows, ids: list[int], positions: list[int], sample, steps: int = 1,
              launched=None) -> list[list[int]] | None:
-        """Run a step through a graph and return each sampling row's picks (one per step), or None when the step
-        does not qualify (a longer prefill chunk in it, or the layers' buffers not built yet): the caller then runs it
-        eagerly. `steps` > 1: that many greedy decode steps in one replay (decode-only steps; the caller checks that
-        every request may take them: greedy, no observer, room left). `launched()`, if given, is called once the
-        replay is queued on the device, before this thread waits for it."""
+        """Run a step through a graph (or a split step through several: module doc) and return each sampling row's
+        picks (one per step), or None when the step does not qualify (a prefill past the longest bucket, or the
+        layers' buffers not built yet): the caller then runs it eagerly. `steps` > 1: that many greedy decode steps
+        in one replay (decode-only steps; the caller checks that every request may take them: greedy, no observer,
+        room left). `launched()`, if given, is called once every replay is queued on the device, before this thread
+        waits for them. `last_kind` says afterwards what ran (`_kind`; None: nothing, the step is the caller's)."""
         import torch
 
         self.last_kind = None
@@ -217,7 +228,9 @@ class DecodeGraphs:
         where = {}
         for i, (b, q, segs, _) in enumerate(parts):
             for _, end, seq, _ in segs:
-                where[end - 1] = (i, seq.slot if b > 1 or q == 1 else 0)   # B = 1, Q > 1: any slot, output 0
+                where[end - 1] = (i, 0 if _mapped(b, q) else seq.slot)
+        # Logits are read only for sampling rows and by the `on_logits` observer.
+        read_logits = self.backend.on_logits is not None or any(req.params.temperature > 0 for req, _ in sample)
         argmax, logits = [], []
         with torch.no_grad():
             for (b, q, segs, _), g in zip(parts, chosen):
@@ -229,7 +242,7 @@ class DecodeGraphs:
                 # Several parts: the same graph may serve two of them, so each part's outputs are copied (queued
                 # behind its replay) before the next replay overwrites them.
                 argmax.append(g.argmax if len(parts) == 1 else g.argmax.clone())
-                logits.append(g.logits if len(parts) == 1 else g.logits.clone())
+                logits.append(g.logits if len(parts) == 1 or not read_logits else g.logits.clone())
             picked = argmax[0] if len(argmax) == 1 else torch.cat(argmax, dim=1)   # [S, sum of B]
         if launched is not None:
             launched()

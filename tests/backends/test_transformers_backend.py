@@ -1128,21 +1128,29 @@ def test_the_captured_forward_never_waits_on_the_device(make, slots, queries):
     assert ("index_select" in seen) == (slots == 1 and queries > 1)
 
 
-def test_long_prefills_and_oversized_buckets_stay_eager(make, monkeypatch):
-    """A prefill longer than the largest query bucket, or a bucket past MAX_GRAPH_ROWS, runs eagerly."""
+def test_a_runs_first_step_and_prefills_past_every_bucket_stay_eager(make, monkeypatch):
+    """With graphs, eager steps are a run's first (it builds the KV buffers) and a prefill longer than every bucket
+    (the long buckets cut to 128 rows here); a one-slot prefill whose query bucket has more rows than MAX_GRAPH_ROWS
+    takes the smallest bucket that fits (a long one), all in one run."""
     from sprint.backends import decode_graphs
 
     padded = _with_padded_decode(make(exact=False, max_batch=4))
-    run(padded.generate(PROMPTS[0], GenerationParams(max_tokens=4)))   # builds the buffers
-    passes, graphs = padded.stats.forward_passes, padded.stats.graph_steps
-    run(padded.generate(LONG, GenerationParams(max_tokens=1)))   # a long prompt: one eager prefill
-    assert len(padded.encode_prompt(LONG)) > decode_graphs.QUERY_BUCKETS[-1]
-    assert padded.stats.forward_passes - passes == 1 and padded.stats.graph_steps == graphs
-    monkeypatch.setattr(decode_graphs, "MAX_GRAPH_ROWS", 4)
-    before, built = padded.stats.graph_steps, set(padded._graphs.graphs)
-    run(padded.generate(PROMPTS[1], GenerationParams(max_tokens=3)))   # B=1, Q=8 or 32 > 4 rows: eager prefill
-    assert padded.stats.graph_steps - before == 2   # only its two decode steps
-    assert all(k[1] == 1 for k in set(padded._graphs.graphs) - built)
+    kinds = []
+    original = padded._graphs.step
+    padded._graphs.step = lambda *a: (original(*a), kinds.append(padded._graphs.last_kind))[0]
+    monkeypatch.setattr(decode_graphs, "LONG_QUERY_BUCKETS", (128,))
+    assert len(padded.encode_prompt(LONG)) > 128 and len(padded.encode_prompt(PROMPTS[1])) > 8
+
+    async def go():
+        await padded.generate(PROMPTS[0], GenerationParams(max_tokens=4))
+        await padded.generate(LONG, GenerationParams(max_tokens=3))
+        monkeypatch.setattr(decode_graphs, "MAX_GRAPH_ROWS", 4)   # Q = 32 (or 64) x 1 slot no longer fits
+        await padded.generate(PROMPTS[1], GenerationParams(max_tokens=3))
+
+    run(go())
+    prefills = [k for k in kinds if k is None or not k.startswith("decode")]
+    assert prefills == [None, None, "long prefill"], kinds
+    assert len(kinds) > 6   # the decode steps between them ran in graphs
 
 
 def test_padded_decode_samples_and_picks_by_slot(make):

@@ -119,7 +119,8 @@ DECODE_STEPS = 8
 FULL_BATCH_BLOCKS = True
 #: Fast mode: prefill rows a step takes besides its decoding rows (`step_tokens` defaults to max_batch + this). A
 #: SPRINT planner's read of a stage's executions (about 1,400 tokens for the bundled Countdown model) takes
-#: ceil(1,400 / this) steps among decoding rows, each an eager (no CUDA graph) step of the whole batch.
+#: ceil(1,400 / this) steps among decoding rows (with CUDA graphs, split steps: `decode_graphs`; 2,048 gained nothing
+#: there with 64 problems in flight, BENCHMARKS.md 2026-11-28; without graphs, eager steps of the whole batch).
 PREFILL_TOKENS_PER_STEP = 512
 #: Fast mode: prefill rows one step may take when no sequence is decoding (then `step_tokens` protects no one).
 LONE_PREFILL_TOKENS = 4096
@@ -476,8 +477,8 @@ class SlotRows:
                                                               # per batched call
     shared: Any = None        # (source slot [span], positions [span]) from `SlotCache.shares`, for the split decode
                               # attention (CUDA graphs' steps), or None
-    slot_of: Any = None       # [1]: the slot a one-slot step's rows belong to, where that is not slot 0 (a CUDA
-                              # graph that serves any slot's prefill, `decode_graphs._mapped`), or None
+    slot_of: Any = None       # [1]: the slot a one-slot step's rows belong to, read on the device (a CUDA graph
+                              # that serves any slot's prefill, `decode_graphs._mapped`), or None: slot 0 .. span-1
     _masks: dict = field(default_factory=dict)
 
     def index_lists(self) -> list[list[int]]:

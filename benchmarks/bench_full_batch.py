@@ -1,5 +1,6 @@
 """A full batch with requests waiting: blocks of greedy decode steps or one step at a time
-(`transformers_backend.FULL_BATCH_BLOCKS`), with the model replaced by a modelled step cost (a GIL-free sleep per
+(`transformers_backend.FULL_BATCH_BLOCKS`; `--switch split_blocks`: blocks also in passes where a prompt joins,
+`SPLIT_BLOCKS`), with the model replaced by a modelled step cost (a GIL-free sleep per
 step, as a CUDA-graph replay waits) and scripted tokens, so the real scheduler, detokenizer, stop scanning and queues
 do their work on any machine.
 
@@ -13,6 +14,7 @@ Reported per setting: the wall-clock of `--streams` requests of different length
 passes, and the modelled device time (steps x `--step-ms`); the settings alternate `--repeats` times.
 
     python benchmarks/bench_full_batch.py [--streams 48] [--max-batch 16] [--step-ms 1 3] [--decode-steps 8]
+        [--switch full_batch_blocks|split_blocks]
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def make_backend(max_batch: int, step_s: float, decode_steps: int, model: str = 
     script = backend.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     backend._graphs = ModelledGraphs(
         lambda rows, steps: step_s * steps,
-        lambda req, k: script[(len(req.tokens) - len(req.prompt_ids) + k) % len(script)])
+        lambda req, k: script[(len(req.tokens) - len(req.prompt_ids) + k) % len(script)], max_batch)
     backend.decode_steps = decode_steps
     return backend
 
@@ -58,17 +60,22 @@ async def run_streams(backend, streams: int, tokens: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(full_batch_blocks: bool, streams: int, max_batch: int, step_ms: float, decode_steps: int,
+#: The switches this compares (`--switch`), each a constant of `transformers_backend`.
+SWITCHES = {"full_batch_blocks": "FULL_BATCH_BLOCKS", "split_blocks": "SPLIT_BLOCKS"}
+
+
+def measure(switch: str, on: bool, streams: int, max_batch: int, step_ms: float, decode_steps: int,
             tokens: int) -> dict:
-    saved = tb.FULL_BATCH_BLOCKS
-    tb.FULL_BATCH_BLOCKS = full_batch_blocks
+    name = SWITCHES[switch]
+    saved = getattr(tb, name)
+    setattr(tb, name, on)
     try:
         backend = make_backend(max_batch, step_ms / 1000, decode_steps)
         before = backend.stats.forward_passes
         wall = asyncio.run(run_streams(backend, streams, tokens))
         return {"wall_s": wall, "passes": backend.stats.forward_passes - before, "device_s": backend._graphs.device_s}
     finally:
-        tb.FULL_BATCH_BLOCKS = saved
+        setattr(tb, name, saved)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-steps", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=160, help="mean tokens per request")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--switch", choices=sorted(SWITCHES), default="full_batch_blocks",
+                    help="the switch compared off and on (the other keeps its default)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     rows = []
@@ -86,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[bool, list[dict]] = {False: [], True: []}
         for i in range(args.repeats):
             for on in ((False, True) if i % 2 == 0 else (True, False)):
-                runs[on].append(measure(on, args.streams, args.max_batch, step_ms, args.decode_steps, args.tokens))
+                runs[on].append(measure(args.switch, on, args.streams, args.max_batch, step_ms, args.decode_steps,
+                                        args.tokens))
         for on, rs in runs.items():
-            row = {"full_batch_blocks": on, "step_ms": step_ms, "streams": args.streams, "max_batch": args.max_batch,
+            row = {args.switch: on, "step_ms": step_ms, "streams": args.streams, "max_batch": args.max_batch,
                    "decode_steps": args.decode_steps, "wall_s": round(statistics.median(r["wall_s"] for r in rs), 3),
                    "passes": rs[0]["passes"], "device_s": round(rs[0]["device_s"], 3),
                    "runs_wall_s": [round(r["wall_s"], 3) for r in rs]}

@@ -52,17 +52,27 @@ class ModelledGraphs:
 
     disabled = False
 
-    def __init__(self, cost, pick) -> None:
+    def __init__(self, cost, pick, max_batch: int = 128) -> None:
+        from sprint.backends.decode_graphs import buckets
+
         self.cost, self.pick = cost, pick
+        self.buckets = buckets(max_batch)
         self.device_s = 0.0   # modelled device time so far
 
     def step(self, rows, ids, positions, sample, steps=1, launched=None):
+        from sprint.backends.decode_graphs import partition
+
         if launched is not None:
             launched()
+        # The graphs' own rule for which rows take a block (a joining prefill takes one step; one graph holding a
+        # prefill takes one step for all): each sampling row's steps.
+        parts = partition(rows.segments, steps, self.buckets) or []
+        taken = {end - 1: s for _, _, segs, s in parts for _, end, _, _ in segs}
+        steps = max(taken.values(), default=1)
         seconds = self.cost(rows, steps)
         self.device_s += seconds
         time.sleep(seconds)
-        return [[self.pick(req, k) for k in range(steps)] for req, _ in sample]
+        return [[self.pick(req, k) for k in range(taken.get(row, 1))] for req, row in sample]
 
 
 async def run_streams(backend: TransformersBackend, streams: int, tokens: int) -> tuple[float, int]:

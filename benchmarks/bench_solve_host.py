@@ -104,7 +104,8 @@ def replay(method: str, questions: list[str], picks, decode_ms: float, eager_ms:
         # Steps past the recorded end (a block running on past a stop) are dropped by the backend.
         return script[min(len(req.tokens) - len(req.prompt_ids) + k, len(script) - 1)]
 
-    backend._graphs = ModelledGraphs(cost, pick)   # the backend's own step and block rule around modelled passes
+    # The backend's own step and block rule around modelled passes.
+    backend._graphs = ModelledGraphs(cost, pick, backend.max_batch)
     backend.decode_steps = decode_steps
     solve = solver(method, backend)
     rows = []

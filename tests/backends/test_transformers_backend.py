@@ -951,6 +951,42 @@ def test_prefills_among_decoding_rows_run_as_split_graph_steps_with_the_fast_mod
     assert diff < 1e-4
 
 
+def test_split_blocks_give_the_fast_modes_text_and_counts(make, monkeypatch):
+    """`SPLIT_BLOCKS`: in a split step the decoding rows take a block of decode steps while a joining prefill takes
+    one (the graph layout run eagerly on the CPU, MAX_GRAPH_ROWS 8 so that every prompt among running requests is
+    split): the same text and token counts as the fast mode, with token limits and a stop string inside blocks."""
+    from sprint.backends import decode_graphs
+    from sprint.backends import transformers_backend as tb
+
+    monkeypatch.setattr(decode_graphs, "MAX_GRAPH_ROWS", 8)
+    monkeypatch.setattr(tb, "SPLIT_BLOCKS", True)
+
+    async def scenario(backend):
+        backend.eos_ids = set()
+        first = asyncio.create_task(backend.generate(PROMPTS[0], GenerationParams(max_tokens=90)))
+        await asyncio.sleep(0.05)
+        later = []
+        for prompt, n in [(PROMPTS[1], 37), (LONG, 23), (LONG + " Then", 11), (PROMPTS[2], 29)]:
+            later.append(asyncio.create_task(backend.generate(prompt, GenerationParams(max_tokens=n))))
+            await asyncio.sleep(0.03)
+        probe = await later[0]
+        stop = probe.text[len(probe.text) // 2:][:5]
+        again = await backend.generate(PROMPTS[1], GenerationParams(max_tokens=37, stop=[stop]))
+        return [await first, probe, *[await t for t in later[1:]], again]
+
+    want = run(scenario(make(exact=False, max_batch=4)), timeout=120)
+    blocks = _with_padded_decode(make(exact=False, max_batch=4))
+    blocks.decode_steps = 4
+    kinds = []
+    original = blocks._graphs.step
+    blocks._graphs.step = lambda *a: (original(*a), kinds.append(blocks._graphs.last_kind))[0]
+    got = run(scenario(blocks), timeout=120)
+    assert [(c.text, c.generated_tokens, c.finish_reason) for c in got] == [
+        (c.text, c.generated_tokens, c.finish_reason) for c in want]
+    assert got[-1].finish_reason == "stop"
+    assert any(k and k.startswith("split") and k.endswith("x4") for k in kinds), kinds
+
+
 @pytest.mark.parametrize("decode_steps", [1, 4])
 def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(decode_steps):
     """A whole SPRINT solve of the bundled Countdown model through the CUDA-graph step layout (run eagerly on the
@@ -1051,16 +1087,25 @@ def test_warmup_captures_every_graph_a_run_uses_before_it_runs(make):
 
 
 def test_multi_step_blocks_only_for_greedy_decode_steps_with_room(make):
-    """A block is taken only when every row decodes greedily with `decode_steps` tokens of room, no observer needs
-    each step's logits and no request waits; otherwise one step."""
+    """A block is taken only when every row decodes greedily with `decode_steps` positions of room in the context,
+    no observer needs each step's logits and no request waits; otherwise one step. A token limit inside a block does
+    not stop it: the tokens past the limit are dropped."""
     backend = _with_padded_decode(make(exact=False, max_batch=4))
     backend.decode_steps = 4
+    backend.eos_ids = set()
     seen = []
     original = backend._graphs.step
     backend._graphs.step = lambda rows, ids, pos, sample, steps=1, *more: seen.append(steps) or original(
         rows, ids, pos, sample, steps, *more)
-    run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=10)))
-    assert 4 in seen and seen[-1] == 1   # 10 = prefill pick + 2 blocks of 4 + one step without room for a block
+    done = run(backend.generate(PROMPTS[0], GenerationParams(max_tokens=10)))
+    # 10 = the prefill's pick + 2 blocks of 4 + a third block, of which one token is kept.
+    assert seen == [1, 4, 4, 4] and done.generated_tokens == 10 and done.finish_reason == "length"
+    seen.clear()
+    context = backend.max_positions
+    backend.max_positions = len(backend.encode_prompt(PROMPTS[1])) + 7   # room for one block after the prefill
+    done = run(backend.generate(PROMPTS[1], GenerationParams(max_tokens=20)))
+    assert seen[:2] == [1, 4] and set(seen[2:]) == {1} and done.generated_tokens == 7
+    backend.max_positions = context
     seen.clear()
     run(backend.generate(PROMPTS[1], GenerationParams(max_tokens=10, temperature=0.8, seed=1)))
     assert seen and set(seen) == {1}

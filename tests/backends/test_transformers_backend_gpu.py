@@ -238,7 +238,7 @@ def test_a_sprint_solve_reads_its_shared_prefixes_from_their_source_slots():
 
 def test_prefills_among_decoding_rows_replay_split_graphs(noisy_llama_dir):
     """A long prompt that joins while other requests decode runs as graph replays (the decoding rows in one, the
-    prefill in a one-slot graph of its slot: `decode_graphs._split`), with the eager fast mode's logits (float32, to
+    prefill in a one-slot graph of its slot: `decode_graphs.partition`), with the eager fast mode's logits (float32, to
     1e-3) and text."""
     logs, texts, kinds = [LogitLog(), LogitLog()], [], []
     for graphs, log in zip((False, True), logs):

@@ -30,7 +30,7 @@ the sum of all of them.
 
 Split steps: a step that no single graph takes (a prefill past the query buckets, such as a SPRINT planner reading a
 stage's executions, or more slots x rows than `MAX_GRAPH_ROWS`, such as an executor's prompt joining 100-odd decoding
-rows) runs as several replays in one pass (`DecodeGraphs._split`): the decoding rows in the decode graph of their
+rows) runs as several replays in one pass (`partition`): the decoding rows in the decode graph of their
 bucket, then each prefill in a graph of one slot (B = 1, Q one of the query buckets or of `LONG_QUERY_BUCKETS`; the
 long ones for small models only, `LONG_PREFILL_MAX_PARAMS`). Such a one-slot graph serves any slot: row 4 of its
 input names it, its rows write their KV there and its attention reads that slot's keys (copied out up to the key
@@ -90,7 +90,7 @@ WARMUP_MEMORY_SHARE = 0.25
 LONG_PREFILL_MAX_PARAMS = 1_000_000_000
 
 
-#: Steps that no single graph takes run as several replays (`DecodeGraphs._split`) instead of eagerly. Off: as before
+#: Steps that no single graph takes run as several replays (`partition`) instead of eagerly. Off: as before
 #: them (eager, but a lone long prefill in slot 0). A switch for A/B runs (`flag_ab.py --variant
 #: nosplit=decode_graphs.SPLIT_STEPS=0`).
 SPLIT_STEPS = True
@@ -128,7 +128,7 @@ def graph_fits(b: int, q: int) -> bool:
 
 def _mapped(b: int, q: int) -> bool:
     """Whether a graph of B slots x Q rows serves any one slot, named by its input's row 4, rather than slot 0: a
-    prefill of one sequence (B = 1, Q > 1) wherever its slot is (`DecodeGraphs._split`). One-row decode graphs of
+    prefill of one sequence (B = 1, Q > 1) wherever its slot is (`partition`). One-row decode graphs of
     B = 1 stay on slot 0, where a lone sequence decodes, with no slot lookup in their every step."""
     return b == 1 and q > 1
 
@@ -136,6 +136,39 @@ def _mapped(b: int, q: int) -> bool:
 def fit(sizes, n: int) -> int | None:
     """The smallest of `sizes` (ascending) that holds `n`, or None."""
     return next((size for size in sizes if size >= n), None)
+
+
+def partition(segments, steps: int, buckets, multi_row: bool = True, long_rows: bool = True):
+    """How graphs take a step (its segments: (first row, end row, sequence, first position)): a list of parts
+    (B, Q, segments, S), one graph replay each, or None when the step runs eagerly. `steps`: the decode steps the
+    decoding rows may take (`TransformersBackend._block`); a part with prefill rows takes one. One graph when one
+    holds every row; else a split step (module doc): the decoding rows' graph, then one graph per prefill.
+    `multi_row` / `long_rows`: whether graphs of short / long prefills may be used (`DecodeGraphs`)."""
+    longest = max(e - s for s, e, _, _ in segments)
+    span = max(seq.slot for _, _, seq, _ in segments) + 1
+    q = fit(QUERY_BUCKETS if multi_row else QUERY_BUCKETS[:1], longest)
+    b = fit(buckets, span)
+    if q is not None and b is not None and graph_fits(b, q):
+        return [(b, q, segments, steps if q == 1 else 1)]   # one graph takes the whole step
+    if not SPLIT_STEPS:   # as before split steps: a lone long prefill in slot 0 only
+        q = fit(LONG_QUERY_BUCKETS, longest) if len(segments) == 1 else None
+        return [(1, q, segments, 1)] if span == 1 and long_rows and q is not None else None
+    decode = [seg for seg in segments if seg[1] - seg[0] == 1]
+    parts = []
+    if decode:
+        b = fit(buckets, max(seq.slot for _, _, seq, _ in decode) + 1)
+        if b is None:
+            return None
+        parts.append((b, 1, decode, steps))
+    sizes = (QUERY_BUCKETS[1:] if multi_row else ()) + (LONG_QUERY_BUCKETS if long_rows else ())
+    for seg in segments:
+        m = seg[1] - seg[0]
+        if m > 1:
+            q = next((x for x in sizes if x >= m and graph_fits(1, x)), None)   # the smallest graph that holds it
+            if q is None:
+                return None
+            parts.append((1, q, [seg], 1))
+    return parts
 
 
 @dataclass
@@ -196,19 +229,10 @@ class DecodeGraphs:
             # The first step of a run is a prefill, which builds every layer's buffers. (A config without
             # num_hidden_layers cannot say when that is done: such a model decodes eagerly.)
             return None
-        longest = max(e - s for s, e, _, _ in segments)
-        span = max(seq.slot for _, _, seq, _ in segments) + 1
-        q = fit(QUERY_BUCKETS if self.multi_row else QUERY_BUCKETS[:1], longest)
-        b = fit(self.buckets, span)
-        if steps > 1 and q != 1:
+        parts = partition(segments, steps, self.buckets, self.multi_row, self.long_rows)
+        if parts is None:
             return None
-        if q is not None and b is not None and graph_fits(b, q):
-            parts = [(b, q, segments, steps)]   # one graph takes the whole step
-        else:
-            parts = self._split(segments) if SPLIT_STEPS else self._lone_prefill(segments, span, steps)
-            if parts is None:
-                return None
-        needed = max(positions) + steps   # the last step writes position max + steps - 1
+        needed = max(positions) + max(s for _, _, _, s in parts)   # a block's last step writes position max + S - 1
         slots = max(b for b, _, _, _ in parts)
         for layer in list(cache.keys):
             cache.ensure(layer, cache.keys[layer], cache.values[layer], needed, slots)
@@ -243,66 +267,36 @@ class DecodeGraphs:
                 # behind its replay) before the next replay overwrites them.
                 argmax.append(g.argmax if len(parts) == 1 else g.argmax.clone())
                 logits.append(g.logits if len(parts) == 1 or not read_logits else g.logits.clone())
-            picked = argmax[0] if len(argmax) == 1 else torch.cat(argmax, dim=1)   # [S, sum of B]
+            # Part i's picks [S_i, B_i] flattened one after another: one read for all of them.
+            picked = argmax[0].view(-1) if len(argmax) == 1 else torch.cat([a.view(-1) for a in argmax])
         if launched is not None:
             launched()
         self.last_kind = self._kind(parts)
-        by_step = picked.tolist()   # [S][sum of B]: part i's outputs from column offset[i]
+        flat = picked.tolist()
         offset = [0]
         for g in chosen:
-            offset.append(offset[-1] + g.rows)
+            offset.append(offset[-1] + g.steps * g.rows)
         order = [where[row] for _, row in sample]   # sample[i]'s (part, index)
+        if any(s > 1 for _, _, _, s in parts):   # a block: each row its part's S picks, step by step
+            return [[flat[offset[i] + k * chosen[i].rows + j] for k in range(chosen[i].steps)] for i, j in order]
         columns = [offset[i] + j for i, j in order]
-        if steps > 1:
-            return [[picks[c] for picks in by_step] for c in columns]
         sampled = [i for i, (req, _) in enumerate(sample) if req.params.temperature > 0]
         host: dict = {}
         if sampled:   # one device-to-host copy for the sampling rows' logits
             rows_of = torch.cat(logits) if len(logits) > 1 else logits[0]
             index = torch.tensor([columns[i] for i in sampled], device=rows_of.device)
             host = dict(zip(sampled, rows_of.index_select(0, index).float().cpu()))
-        picks = self.backend._picks(sample, [by_step[0][c] for c in columns],
+        picks = self.backend._picks(sample, [flat[c] for c in columns],
                                     lambda i: logits[order[i][0]][order[i][1]], host)
         return [[p] for p in picks]
-
-    def _split(self, segments):
-        """A step no single graph takes (a prefill too long for the query buckets, or too many slots x rows) as
-        parts, each one graph replay: the decoding rows in one decode graph, each prefill in a graph of its own
-        (B = 1, its slot given as an input). Why: with many sequences in flight a SPRINT executor's or planner's
-        prompt joins a batch of 100-odd decoding rows, and that step ran eagerly, about 20 ms on an H200 against
-        4 for a graph step of the same batch (BENCHMARKS.md, 2026-11-28). None when a part fits no graph."""
-        decode = [seg for seg in segments if seg[1] - seg[0] == 1]
-        parts = []
-        if decode:
-            b = fit(self.buckets, max(seq.slot for _, _, seq, _ in decode) + 1)
-            if b is None:
-                return None
-            parts.append((b, 1, decode, 1))
-        for seg in segments:
-            m = seg[1] - seg[0]
-            if m == 1:
-                continue
-            sizes = (QUERY_BUCKETS[1:] if self.multi_row else ()) + (LONG_QUERY_BUCKETS if self.long_rows else ())
-            q = next((x for x in sizes if x >= m and graph_fits(1, x)), None)   # the smallest graph that holds it
-            if q is None:
-                return None
-            parts.append((1, q, [seg], 1))
-        return parts
-
-    def _lone_prefill(self, segments, span: int, steps: int):
-        """Without split steps (`SPLIT_STEPS` off), what a graph took before them: a long prefill only when it is
-        the step's one sequence, in slot 0."""
-        q = fit(LONG_QUERY_BUCKETS, segments[0][1] - segments[0][0]) if len(segments) == 1 else None
-        if span != 1 or steps != 1 or not self.long_rows or q is None:
-            return None
-        return [(1, q, segments, 1)]
 
     @staticmethod
     def _kind(parts) -> str:
         """What a step ran as (`last_kind`, for traces): `decode xS`, `join Q` (short prefills among decoding rows),
         `long prefill` (one sequence's prefill past the query buckets) or `split N` (N graph replays)."""
         if len(parts) > 1:
-            return f"split {len(parts)}"
+            steps = parts[0][3]
+            return f"split {len(parts)}" + (f" x{steps}" if steps > 1 else "")
         _, q, _, s = parts[0]
         if q == 1:
             return f"decode x{s}"

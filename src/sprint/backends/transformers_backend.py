@@ -117,6 +117,14 @@ DECODE_STEPS = 8
 #: with them the run took 0.70x the time (H200, 256 problems, the same answers but for near-ties; BENCHMARKS.md,
 #: 2026-11-28). A waiting request then waits up to a block (8 steps) for a slot.
 FULL_BATCH_BLOCKS = True
+#: Blocks of decode steps also in passes where a prefill joins: the decoding rows take `decode_steps` steps while
+#: the prefill takes one, where CUDA graphs split the step (a prompt joining 100-odd decoding rows:
+#: `decode_graphs.partition`); the request that joined decodes from the next pass on. Why: with 64 Countdown
+#: problems in flight every admission made a one-step pass of the whole batch (a trace on an H200: 7 such passes
+#: per SPRINT problem at about 4.5 ms each, half of the run's time; BENCHMARKS.md, 2026-11-28). Off until timed on a
+#: GPU (`flag_ab.py --concurrency 64 --variant sb=transformers_backend.SPLIT_BLOCKS=1`): the joining request waits
+#: up to a block longer for its second token.
+SPLIT_BLOCKS = False
 #: Fast mode: prefill rows a step takes besides its decoding rows (`step_tokens` defaults to max_batch + this). A
 #: SPRINT planner's read of a stage's executions (about 1,400 tokens for the bundled Countdown model) takes
 #: ceil(1,400 / this) steps among decoding rows (with CUDA graphs, split steps: `decode_graphs`; 2,048 gained nothing
@@ -1249,17 +1257,23 @@ class TransformersBackend:
 
     def _block(self, rows: StepRows, sample) -> int:
         """Decode steps the next forward pass may take at once (`decode_steps`): all of them when every row decodes
-        greedily with room for them, no observer wants each step's logits and no request waits to join; else 1."""
+        greedily with room for them in the context, no observer wants each step's logits and no request waits to
+        join; else 1.
+        With `SPLIT_BLOCKS`, prefill rows in the step do not stop a block: the decoding rows take it, each prefill
+        one step (where the graphs split the step; `decode_graphs.partition`)."""
         k = self.decode_steps
         if k <= 1 or self._graphs is None or self._graphs.disabled or self.on_logits is not None:
             return 1
         if self._pending and not (FULL_BATCH_BLOCKS and len(self._active) >= self.max_batch):
             return 1   # a request waits: one step, so that a slot a request frees goes to it at once
-        if len(sample) != len(rows.segments) or any(end - start != 1 for start, end, _, _ in rows.segments):
+        decoding = [end - start == 1 for start, end, _, _ in rows.segments]
+        if not all(decoding) and not (SPLIT_BLOCKS and any(decoding)):
             return 1
         for req, _ in sample:
-            if req.params.temperature > 0 or req.generated + k > req.params.max_tokens or (
-                    self.max_positions and len(req.tokens) + k > self.max_positions):
+            # A request's token limit inside the block does not stop it: `_advance` ends the request there and drops
+            # the rest (as at a stop string), where one request near its limit made every pass of a full batch of
+            # short requests one step. The context's end does: the block would write past it.
+            if req.params.temperature > 0 or (self.max_positions and len(req.tokens) + k > self.max_positions):
                 return 1
         return k
 
@@ -1276,13 +1290,14 @@ class TransformersBackend:
         if picks is None:
             if launched is not None:
                 launched()
-            steps, picks = 1, [[p] for p in self._eager_step(rows, ids, positions, sample)]
+            picks = [[p] for p in self._eager_step(rows, ids, positions, sample)]
         else:
             self.stats.graph_steps += 1
+        # Steps after a row's first wrote their input tokens' keys too (a decoding row in a block: as many steps as
+        # it has picks; a prefill chunk one); `_drop_store` trims what a finished request did not keep.
+        extra = {row: len(p) - 1 for (_, row), p in zip(sample, picks)}
         for start, end, store, pos0 in rows.segments:
-            # Steps after the first wrote their input tokens' keys too; `_drop_store` trims what a finished request
-            # did not keep.
-            store.length = pos0 + end - start + steps - 1
+            store.length = pos0 + end - start + extra.get(end - 1, 0)
         return picks
 
     def _eager_step(self, rows: StepRows, ids: list[int], positions: list[int], sample) -> list[int]:

@@ -3,12 +3,13 @@
 `latency_table.py` says SPRINT's tokens cost more than the sequential model's; this says why. Each forward pass of
 the backend is recorded with its kind and its time (host work inside the step plus the device work it waits for):
 
-  * `decode xS`: a decode-only step, S greedy steps per CUDA-graph replay (S = 1 when a request waits to join or one
-    is near its token limit);
+  * `decode xS`: a decode-only step, S greedy steps per CUDA-graph replay (S = 1 when a request waits to join a
+    batch that is not full, or one is near the end of the context);
   * `join Q`: a step in which some sequence brings up to Q new tokens (an executor's prompt after its shared prefix,
     the question);
   * `long prefill`: a lone sequence's long prefill in a graph (the planner reading a stage's executions);
-  * `split N`: N graph replays (decoding rows in one, each prefill in a graph of its own slot);
+  * `split N` (`split N xS`): N graph replays (decoding rows in one, S steps of them with `SPLIT_BLOCKS`, each
+    prefill in a graph of its own slot);
   * `eager`: a step no graph took.
 
 and the time between passes (`between`: the scheduler's host work that does not overlap the device). Per kind:

@@ -213,10 +213,11 @@ class DecodeGraphs:
              launched=None) -> list[list[int]] | None:
         """Run a step through a graph (or a split step through several: module doc) and return each sampling row's
         picks (one per step), or None when the step does not qualify (a prefill past the longest bucket, or the
-        layers' buffers not built yet): the caller then runs it eagerly. `steps` > 1: that many greedy decode steps
-        in one replay (decode-only steps; the caller checks that every request may take them: greedy, no observer,
-        room left). `launched()`, if given, is called once every replay is queued on the device, before this thread
-        waits for them. `last_kind` says afterwards what ran (`_kind`; None: nothing, the step is the caller's)."""
+        layers' buffers not built yet): the caller then runs it eagerly. `steps` > 1: the decoding rows may take that
+        many greedy decode steps in one replay (the caller checks that every request may: greedy, no observer, room
+        in the context); rows of a prefill, or every row of a graph that holds a prefill, take one (`partition`).
+        `launched()`, if given, is called once every replay is queued on the device, before this thread waits for
+        them. `last_kind` says afterwards what ran (`_kind`; None: nothing, the step is the caller's)."""
         import torch
 
         self.last_kind = None
@@ -293,7 +294,8 @@ class DecodeGraphs:
     @staticmethod
     def _kind(parts) -> str:
         """What a step ran as (`last_kind`, for traces): `decode xS`, `join Q` (short prefills among decoding rows),
-        `long prefill` (one sequence's prefill past the query buckets) or `split N` (N graph replays)."""
+        `long prefill` (one sequence's prefill past the query buckets) or `split N` (N graph replays; `split N xS`:
+        the decoding rows took S steps)."""
         if len(parts) > 1:
             steps = parts[0][3]
             return f"split {len(parts)}" + (f" x{steps}" if steps > 1 else "")

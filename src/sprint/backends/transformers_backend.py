@@ -1279,8 +1279,8 @@ class TransformersBackend:
 
     def _step(self, rows: StepRows, ids: list[int], positions: list[int], sample, steps: int = 1,
               launched=None) -> list[list[int]]:
-        """One forward pass (worker thread): compute the rows, then pick each sampling row's next token (`steps`
-        tokens, when a multi-step graph takes it); through a CUDA graph when one takes the step
+        """One forward pass (worker thread): compute the rows, then pick each sampling row's next token (up to `steps`
+        tokens for a decoding row, when a multi-step graph takes it); through a CUDA graph when one takes the step
         (`sprint.backends.decode_graphs`), else eagerly (`_eager_step`). Returns each sampling row's picks.
         `launched()` (if given) is called once: when a graph replay is queued on the device, or as an eager step
         begins (the scheduler's host work waits for it: see `_schedule`)."""

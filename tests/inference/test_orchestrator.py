@@ -172,6 +172,7 @@ def test_planner_writing_executions_is_cut_and_its_prompts_still_run():
     planner = calls_of(r, "planner")[0]
     assert planner.finish_reason == "repair_stop"  # the stream was closed at the bad tag, not run to the end
     assert planner.generated_tokens < 20
+    assert planner.prompt_tokens == backend.count_tokens(backend.calls[0][0]) > 0   # counted after the run
     assert parse(r.trajectory).ok
 
 

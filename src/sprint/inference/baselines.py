@@ -112,6 +112,7 @@ class _Baseline:
         except asyncio.TimeoutError:
             self.repair("wall_clock_budget", f"stopped after the wall-clock budget of {self.cfg.wall_clock_s} s")
         wall = time.perf_counter() - start
+        self.log.count_prompts()
         text, answer, stages, seq, total, meta = self.outcome()
         calls = self.log.records
         meta["config"] = self.cfg.to_dict()

@@ -53,9 +53,20 @@ class CallLog:
         self.t0 = time.perf_counter()
         self.records: list[CallRecord] = []
         self._observer_failed = False
+        # Records whose prompt is counted by tokenizing it, done after the run (`count_prompts`): a SPRINT stage's
+        # planner prompt is 1,000-4,000 tokens, milliseconds of tokenizing on the event loop, and a call that the
+        # orchestrator cuts short returns only after its record is complete, on the stage's critical path.
+        self._uncounted: list[tuple[CallRecord, str]] = []
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
+
+    def count_prompts(self) -> None:
+        """Fill in `prompt_tokens` of the records whose backend did not report it (a call cut short, a server
+        without usage) by tokenizing their prompts: call it once the run is timed (until then those are 0)."""
+        for rec, prompt in self._uncounted:
+            rec.prompt_tokens = self.backend.count_tokens(prompt)
+        self._uncounted = []
 
     def emit(self, event: RunEvent) -> None:
         if self.observer is None:
@@ -114,11 +125,14 @@ class CallLog:
         done = getattr(stream, "completion", None)
         if done is not None and not stopped_early:
             # The backend's own numbers (server usage, exact token ids) beat re-tokenising the text.
-            rec.prompt_tokens = done.prompt_tokens or self.backend.count_tokens(prompt)
+            if done.prompt_tokens:
+                rec.prompt_tokens = done.prompt_tokens
+            else:
+                self._uncounted.append((rec, prompt))
             rec.generated_tokens = done.generated_tokens
             rec.finish_reason = done.finish_reason
         else:
-            rec.prompt_tokens = self.backend.count_tokens(prompt)
+            self._uncounted.append((rec, prompt))
             rec.generated_tokens = self.backend.count_tokens(text) if text else 0
             if stopped_early:
                 rec.finish_reason = "repair_stop"

@@ -428,6 +428,7 @@ async def solve(question: str, backend: Backend, config: SprintConfig | None = N
         run.repair(None, "wall_clock_budget", f"stopped after the wall-clock budget of {config.wall_clock_s} s")
     wall = time.perf_counter() - wall_start
     run.count_dispatch_tokens()
+    run.log.count_prompts()
     traj = run.traj
     text = render(traj)
     metrics = trajectory_metrics(traj, BackendTokenCounter(backend))

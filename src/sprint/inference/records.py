@@ -17,7 +17,8 @@ from typing import Sequence
 class CallRecord:
     """One model call. Roles: planner, executor, final_answer (a forced answer), and for baselines sequential,
     sample, skeleton, point, answer. `dispatch_tokens` (executors only) is how many tokens the stage's planner had
-    written when this executor started: the executor's place on the critical path."""
+    written when this executor started: the executor's place on the critical path. `prompt_tokens` is the backend's
+    count, or where it gave none (a call cut short) the prompt tokenized after the run (0 until then)."""
 
     role: str
     stage: int | None

@@ -1098,9 +1098,10 @@ class TransformersBackend:
         if self._deferred:
             # Otherwise finished requests not yet kept are kept and freed first, then the prompt is matched again
             # (their KV is in the prefix cache then). Why not copy from their slots and keep them after the launch:
-            # the new request would take a higher slot than theirs (a graph step covers slots 0 .. highest in use, a
-            # long prefill runs in a graph only from slot 0), and on an H100 a stage's planner after its executors
-            # got its first text later so (8.4 against 8.0 ms, 6.8 against 5.9 in an earlier try; BENCHMARKS.md).
+            # the new request would take a higher slot than theirs (a decode graph covers slots 0 .. highest in use;
+            # then also a long prefill ran in a graph only from slot 0, which split steps have since lifted), and on
+            # an H100 a stage's planner after its executors got its first text later so (8.4 against 8.0 ms, 6.8
+            # against 5.9 in an earlier try; BENCHMARKS.md).
             self._drop_deferred()
             self._attach_prefix(req)
             return

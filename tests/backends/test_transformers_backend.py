@@ -987,12 +987,20 @@ def test_split_blocks_give_the_fast_modes_text_and_counts(make, monkeypatch):
     assert any(k and k.startswith("split") and k.endswith("x4") for k in kinds), kinds
 
 
-@pytest.mark.parametrize("decode_steps", [1, 4])
-def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(decode_steps):
+@pytest.mark.parametrize("decode_steps, split_blocks", [(1, False), (4, False), (4, True)])
+def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(decode_steps, split_blocks,
+                                                                              monkeypatch):
     """A whole SPRINT solve of the bundled Countdown model through the CUDA-graph step layout (run eagerly on the
     CPU) gives the fast mode's trajectory with one eager step, the run's first (26 of 4 stages before the multi-row
-    steps took the executors' prompts, one per stage before the planner's reads went through long-prefill graphs)."""
+    steps took the executors' prompts, one per stage before the planner's reads went through long-prefill graphs).
+    `split_blocks`: every executor's join a split step (MAX_GRAPH_ROWS 8) whose decoding rows take a block
+    (`SPLIT_BLOCKS`)."""
     from sprint.backends import decode_graphs
+    from sprint.backends import transformers_backend as tb
+
+    if split_blocks:
+        monkeypatch.setattr(decode_graphs, "MAX_GRAPH_ROWS", 8)
+        monkeypatch.setattr(tb, "SPLIT_BLOCKS", True)
     from sprint.inference.orchestrator import SprintConfig, solve
     from sprint.models import default_settings, resolve_model
     from sprint.tasks.countdown.loader import load_countdown
@@ -1000,16 +1008,18 @@ def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(d
     path = resolve_model("countdown-sprint")
     item = load_countdown("test", 2, 1, question_order="sorted")[1]
     config = SprintConfig(**default_settings("countdown-sprint", "sprint"))
-    results, eager = [], []
+    results, eager, kinds = [], [], []
     for padded in (False, True):
         backend = TransformersBackend(path, device="cpu", exact=False, max_batch=8)
         if padded:
             graphs = _with_padded_decode(backend)._graphs
             backend.decode_steps = decode_steps
             step = graphs.step
-            graphs.step = lambda *a: (lambda picks: eager.append(picks is None) or picks)(step(*a))
+            graphs.step = lambda *a, g=graphs: (lambda picks: eager.append(picks is None) or kinds.append(
+                g.last_kind) or picks)(step(*a))
         results.append(run(solve(item.question, backend, config, backend.tokenizer), timeout=300))
     base, got = results
+    assert any(k and k.startswith("split") and k.endswith("x4") for k in kinds) == split_blocks
     assert got.trajectory == base.trajectory and got.stages == base.stages >= 2
     assert [k for k in backend._graphs.graphs if k[1] > 1]
     # Eager: only the question's prefill, the run's first step (it builds the KV buffers); the planner reads each

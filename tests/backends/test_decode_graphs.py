@@ -42,3 +42,15 @@ def test_long_prefill_inputs_built_with_numpy_equal_the_list_built_ones(monkeypa
     assert set(row[4].tolist()) == {0} and set(row[5].tolist()) == {30}
     assert set(fast[3, :q].tolist()) == {0} and set(fast[1, :q].tolist()) == {511}   # slot 0: dummy rows
 
+
+
+def test_key_buckets_double_from_the_minimum_with_splits_between(monkeypatch):
+    """Key buckets: 256 doubled up to the capacity (which is always the last); with KEY_BUCKET_SPLITS n, n - 1 evenly
+    spaced sizes between doublings, none past the capacity."""
+    assert decode_graphs.key_buckets(4096) == [256, 512, 1024, 2048, 4096]
+    assert decode_graphs.key_buckets(1000) == [256, 512, 1000]
+    monkeypatch.setattr(decode_graphs, "KEY_BUCKET_SPLITS", 2)
+    assert decode_graphs.key_buckets(4096) == [256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
+    assert decode_graphs.key_buckets(700) == [256, 384, 512, 700]
+    monkeypatch.setattr(decode_graphs, "KEY_BUCKET_SPLITS", 4)
+    assert decode_graphs.key_buckets(512) == [256, 320, 384, 448, 512]

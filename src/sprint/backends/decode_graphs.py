@@ -76,6 +76,12 @@ QUERY_BUCKETS = (1, 8, 32, 64)
 #: The smallest key bucket: a step attends to the first K keys of each slot, K = this doubled until it holds the
 #: step's longest row (at most the buffers' capacity).
 KEY_BUCKET_MIN = 256
+#: Key buckets per doubling (`key_buckets`): 1 gives 256, 512, 1,024, ...; 2 also 384, 768, 1,536, 3,072. Why a
+#: switch: a step attends over its whole bucket, and a SPRINT stage's executors decode at the stage's context (a third
+#: stage of the bundled Countdown model at about 2,900 keys, in the 4,096 bucket: 8 rows cost 412 us per step there
+#: against 348 at 2,048 on an H200, BENCHMARKS.md), where the sequential model's context is shorter. Finer buckets
+#: capture twice the graphs. Untimed: `flag_ab.py --variant kb2=decode_graphs.KEY_BUCKET_SPLITS=2`.
+KEY_BUCKET_SPLITS = 1
 #: Rows (B x Q) a multi-row graph may have: its activations and masks grow with them (a bucket past this runs eagerly).
 MAX_GRAPH_ROWS = 256
 #: New tokens a lone sequence (B = 1) may prefill in one graph: a SPRINT planner reading a stage's executions
@@ -111,11 +117,11 @@ def buckets(max_batch: int) -> list[int]:
 
 
 def key_buckets(capacity: int) -> list[int]:
-    """Key lengths a step may attend over with buffers of `capacity` positions: KEY_BUCKET_MIN doubled, and the
-    capacity itself."""
+    """Key lengths a step may attend over with buffers of `capacity` positions: KEY_BUCKET_MIN doubled (with
+    `KEY_BUCKET_SPLITS` - 1 evenly spaced sizes between doublings), and the capacity itself."""
     out, k = [], KEY_BUCKET_MIN
     while k < capacity:
-        out.append(k)
+        out += [x for x in (k + k * i // KEY_BUCKET_SPLITS for i in range(KEY_BUCKET_SPLITS)) if x < capacity]
         k *= 2
     return out + [capacity]
 

@@ -105,7 +105,7 @@ def run_demo(question: str | None = None, seed: int = 0, *, live: bool = True, c
     # that found the answer early (the default problem is such a case), and on a CPU every executor's token costs
     # compute, so the wall-clock follows the total tokens. Point at the measurement over many problems.
     console.print("[dim]One problem only. SPRINT's savings grow with a problem's length, and its wall-clock gains "
-                  "need a GPU (where a step of several streams costs about what one does). Many problems:[/dim]",
+                  "need a GPU (where a step of several streams costs little more than one). Many problems:[/dim]",
                   soft_wrap=True)
     console.print(f"[dim]  {eval_command(seed)}[/dim]", soft_wrap=True)
     return rows

@@ -47,7 +47,11 @@ async def _solve_live(model: str, method: str, question: str, console, show: boo
     from sprint.inference.app import METHODS, make_config
     from sprint.inference.live import LiveView
 
-    backend = load_backend(model, None, device="cpu")
+    # The fast mode (one batched call per layer for all decoding streams), not the CPU's default exact mode, which
+    # computes every stream on its own so that a request's output never depends on its batch: a demo needs no such
+    # guarantee, and the fast mode gave the same trajectories in less time (`benchmarks/bench_demo_modes.py`,
+    # BENCHMARKS.md).
+    backend = load_backend(model, None, device="cpu", exact=False)
     config = make_config(method, **default_settings(model, method))
     view = LiveView(backend.count_tokens, title=f"{model} · {method}")
     try:

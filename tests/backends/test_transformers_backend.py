@@ -969,7 +969,7 @@ def test_split_blocks_give_the_fast_modes_text_and_counts(make, monkeypatch):
 
     async def scenario(backend):
         backend.eos_ids = set()
-        first = asyncio.create_task(backend.generate(PROMPTS[0], GenerationParams(max_tokens=90)))
+        first = asyncio.create_task(backend.generate(PROMPTS[0], GenerationParams(max_tokens=200)))
         await asyncio.sleep(0.05)
         later = []
         for prompt, n in [(PROMPTS[1], 37), (LONG, 23), (LONG + " Then", 11), (PROMPTS[2], 29)]:

@@ -24,14 +24,12 @@ import asyncio
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scheduler import TEXT, ModelledGraphs  # noqa: E402
+from bench_scheduler import TEXT, ModelledGraphs, run_streams  # noqa: E402
 
 from sprint.backends import transformers_backend as tb  # noqa: E402
-from sprint.backends.base import GenerationParams  # noqa: E402
 from sprint.models import resolve_model  # noqa: E402
 
 
@@ -48,18 +46,6 @@ def make_backend(max_batch: int, step_s: float, decode_steps: int, model: str = 
     return backend
 
 
-async def run_streams(backend, streams: int, tokens: int) -> float:
-    """`streams` requests side by side, of lengths spread over tokens/2 .. 3 x tokens/2; returns seconds."""
-    async def consume(i: int) -> None:
-        params = GenerationParams(max_tokens=tokens // 2 + (i * 37) % (tokens + 1), stop=["never in the script"])
-        async for _ in backend.stream(f"<Question>\nstream {i}\n</Question>\n\n<think>\n", params):
-            pass
-
-    start = time.perf_counter()
-    await asyncio.gather(*(consume(i) for i in range(streams)))
-    return time.perf_counter() - start
-
-
 #: The switches this compares (`--switch`), each a constant of `transformers_backend`.
 SWITCHES = {"full_batch_blocks": "FULL_BATCH_BLOCKS", "split_blocks": "SPLIT_BLOCKS"}
 
@@ -72,7 +58,8 @@ def measure(switch: str, on: bool, streams: int, max_batch: int, step_ms: float,
     try:
         backend = make_backend(max_batch, step_ms / 1000, decode_steps)
         before = backend.stats.forward_passes
-        wall = asyncio.run(run_streams(backend, streams, tokens))
+        # Lengths spread over tokens/2 .. 3 x tokens/2.
+        wall, _ = asyncio.run(run_streams(backend, streams, tokens, lambda i: tokens // 2 + (i * 37) % (tokens + 1)))
         return {"wall_s": wall, "passes": backend.stats.forward_passes - before, "device_s": backend._graphs.device_s}
     finally:
         setattr(tb, name, saved)

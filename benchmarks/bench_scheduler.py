@@ -75,13 +75,16 @@ class ModelledGraphs:
         return [[self.pick(req, k) for k in range(taken.get(row, 1))] for req, row in sample]
 
 
-async def run_streams(backend: TransformersBackend, streams: int, tokens: int) -> tuple[float, int]:
-    """`streams` requests decoding `tokens` each, side by side, each consumed as a stream; returns (seconds, steps)."""
+async def run_streams(backend: TransformersBackend, streams: int, tokens: int,
+                      lengths=None) -> tuple[float, int]:
+    """`streams` requests decoding `tokens` each (or `lengths(i)` for request i), side by side, each consumed as a
+    stream; returns (seconds, steps)."""
     before = backend.stats.forward_passes
-    params = GenerationParams(max_tokens=tokens, stop=["never appears in the script"])
 
     async def consume(i: int) -> int:
         n = 0
+        params = GenerationParams(max_tokens=tokens if lengths is None else lengths(i),
+                                  stop=["never appears in the script"])
         async for delta in backend.stream(f"<Question>\nstream {i}\n</Question>\n\n<think>\n", params):
             n += len(delta)
         return n

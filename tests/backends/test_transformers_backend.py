@@ -812,6 +812,14 @@ def _with_padded_decode(backend):
     return backend
 
 
+def _step_kinds(backend) -> list:
+    """What each of the backend's graph steps ran as from now on (`DecodeGraphs.last_kind`; None: eagerly)."""
+    kinds, graphs = [], backend._graphs
+    step = graphs.step
+    graphs.step = lambda *a: (step(*a), kinds.append(graphs.last_kind))[0]
+    return kinds
+
+
 @pytest.mark.parametrize("key_splits", [1, 2])
 def test_padded_decode_steps_match_the_fast_mode(make, monkeypatch, key_splits):
     """The decode step CUDA graphs capture (rows by slot, dummy rows for free slots, a bucket of keys masked by key
@@ -923,9 +931,7 @@ def test_prefills_among_decoding_rows_run_as_split_graph_steps_with_the_fast_mod
     base_log, padded_log = LogitLog(), LogitLog()
     base = make(exact=False, max_batch=4, on_logits=base_log)
     padded = _with_padded_decode(make(exact=False, max_batch=4, on_logits=padded_log))
-    kinds = []
-    original = padded._graphs.step
-    padded._graphs.step = lambda *a: (original(*a), kinds.append(padded._graphs.last_kind))[0]
+    kinds = _step_kinds(padded)
 
     async def scenario(backend):
         backend.eos_ids = set()   # every request runs to its token limit: the first two decode all along
@@ -983,9 +989,7 @@ def test_split_blocks_give_the_fast_modes_text_and_counts(make, monkeypatch):
     want = run(scenario(make(exact=False, max_batch=4)), timeout=120)
     blocks = _with_padded_decode(make(exact=False, max_batch=4))
     blocks.decode_steps = 4
-    kinds = []
-    original = blocks._graphs.step
-    blocks._graphs.step = lambda *a: (original(*a), kinds.append(blocks._graphs.last_kind))[0]
+    kinds = _step_kinds(blocks)
     got = run(scenario(blocks), timeout=120)
     assert [(c.text, c.generated_tokens, c.finish_reason) for c in got] == [
         (c.text, c.generated_tokens, c.finish_reason) for c in want]
@@ -1014,15 +1018,12 @@ def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(d
     path = resolve_model("countdown-sprint")
     item = load_countdown("test", 2, 1, question_order="sorted")[1]
     config = SprintConfig(**default_settings("countdown-sprint", "sprint"))
-    results, eager, kinds = [], [], []
+    results = []
     for padded in (False, True):
         backend = TransformersBackend(path, device="cpu", exact=False, max_batch=8)
         if padded:
-            graphs = _with_padded_decode(backend)._graphs
-            backend.decode_steps = decode_steps
-            step = graphs.step
-            graphs.step = lambda *a, g=graphs: (lambda picks: eager.append(picks is None) or kinds.append(
-                g.last_kind) or picks)(step(*a))
+            _with_padded_decode(backend).decode_steps = decode_steps
+            kinds = _step_kinds(backend)
         results.append(run(solve(item.question, backend, config, backend.tokenizer), timeout=300))
     base, got = results
     assert any(k and k.startswith("split") and k.endswith("x4") for k in kinds) == split_blocks
@@ -1031,7 +1032,7 @@ def test_bundled_sprint_solve_through_padded_graph_steps_matches_the_fast_mode(d
     # Eager: only the question's prefill, the run's first step (it builds the KV buffers); the planner reads each
     # stage's executions alone, through a long-prefill graph (B = 1).
     # (Counted per step: the solve may return while its last step runs, before the backend's own counters see it.)
-    assert sum(eager) == 1 and eager[0] and len(eager) > (300 if decode_steps == 1 else 60)
+    assert kinds.count(None) == 1 and kinds[0] is None and len(kinds) > (300 if decode_steps == 1 else 60)
     assert [k for k in backend._graphs.graphs if k[0] == 1 and k[1] > decode_graphs.QUERY_BUCKETS[-1]]
     assert any(k[4] == decode_steps for k in backend._graphs.graphs)
 
@@ -1196,9 +1197,7 @@ def test_a_runs_first_step_and_prefills_past_every_bucket_stay_eager(make, monke
     from sprint.backends import decode_graphs
 
     padded = _with_padded_decode(make(exact=False, max_batch=4))
-    kinds = []
-    original = padded._graphs.step
-    padded._graphs.step = lambda *a: (original(*a), kinds.append(padded._graphs.last_kind))[0]
+    kinds = _step_kinds(padded)
     monkeypatch.setattr(decode_graphs, "LONG_QUERY_BUCKETS", (128,))
     assert len(padded.encode_prompt(LONG)) > 128 and len(padded.encode_prompt(PROMPTS[1])) > 8
 

@@ -80,7 +80,9 @@ KEY_BUCKET_MIN = 256
 #: switch: a step attends over its whole bucket, and a SPRINT stage's executors decode at the stage's context (a third
 #: stage of the bundled Countdown model at about 2,900 keys, in the 4,096 bucket: 8 rows cost 412 us per step there
 #: against 348 at 2,048 on an H200, BENCHMARKS.md), where the sequential model's context is shorter. Finer buckets
-#: capture twice the graphs. Untimed: `flag_ab.py --variant kb2=decode_graphs.KEY_BUCKET_SPLITS=2`.
+#: capture twice the graphs. Timed on an H200 (`flag_ab.py --variant kb2=decode_graphs.KEY_BUCKET_SPLITS=2`, one
+#: problem at a time): 0.989x [0.967, 1.004] for SPRINT, 0.992x for the sequential model, for 205 graphs against
+#: 115 and a warm-up of 7 s against 4 (BENCHMARKS.md, sixth session): left at 1.
 KEY_BUCKET_SPLITS = 1
 #: Rows (B x Q) a multi-row graph may have: its activations and masks grow with them (a bucket past this runs eagerly).
 MAX_GRAPH_ROWS = 256

@@ -121,9 +121,10 @@ FULL_BATCH_BLOCKS = True
 #: the prefill takes one, where CUDA graphs split the step (a prompt joining 100-odd decoding rows:
 #: `decode_graphs.partition`); the request that joined decodes from the next pass on. Why: with 64 Countdown
 #: problems in flight every admission made a one-step pass of the whole batch (a trace on an H200: 7 such passes
-#: per SPRINT problem at about 4.5 ms each, half of the run's time; BENCHMARKS.md, 2026-11-28). Off until timed on a
-#: GPU (`flag_ab.py --concurrency 64 --variant sb=transformers_backend.SPLIT_BLOCKS=1`): the joining request waits
-#: up to a block longer for its second token.
+#: per SPRINT problem at about 4.5 ms each, half of the run's time; BENCHMARKS.md, 2026-11-28). Off: timed on an
+#: H200 it made that SPRINT run 1.115x slower (512 problems, 64 in flight; the sequential model 1.000x) and one
+#: problem at a time it changed nothing (0.993x [0.972, 1.007]); the joining request waits up to a block longer for
+#: its second token (BENCHMARKS.md, "the ratio taken apart", sixth session).
 SPLIT_BLOCKS = False
 #: Fast mode: prefill rows a step takes besides its decoding rows (`step_tokens` defaults to max_batch + this). A
 #: SPRINT planner's read of a stage's executions (about 1,400 tokens for the bundled Countdown model) takes

@@ -71,11 +71,10 @@ def split_latency(trajectory, stage_costs, counter, k: int) -> int:
 
 def measure(config: str, n: int, seed: int, tokenizer: str, splits: list[int] = ()) -> dict:
     """Mean sequential tokens per layout and of the sequential traces, over the usable problems of `n`."""
-    from sprint.format import parse
-    from sprint.format.metrics import HFTokenCounter, trajectory_metrics
+    from sprint.format.metrics import HFTokenCounter
     from sprint.models import resolve_model
     from sprint.tasks.countdown import problems, traces
-    from sprint.tasks.countdown.data import load_data_config
+    from sprint.tasks.countdown.data import format_metrics, load_data_config
 
     cfg = load_data_config(config)
     counter = HFTokenCounter(resolve_model(tokenizer))
@@ -84,15 +83,13 @@ def measure(config: str, n: int, seed: int, tokenizer: str, splits: list[int] = 
         t = traces.build_traces(p, cfg.trace)
         if t.reason is not None:
             continue
-        sprint_rec, seq_rec = traces.build_records(p.key, t, executor_records=False)[:2]
-        trajectory = parse(sprint_rec["messages"][-1]["content"])
-        m = trajectory_metrics(trajectory, counter)
+        trajectory, m, seq = format_metrics(t, counter)   # as `sprint countdown data`'s stats count them
         extra = m.total_tokens - sum(s.total for s in m.stage_costs)
         for name, tokens in orders(m.stage_costs, extra).items():
             sums.setdefault(name, []).append(tokens)
         for k in splits:
             sums.setdefault(f"split {k}", []).append(extra + split_latency(trajectory, m.stage_costs, counter, k))
-        sums["sequential"].append(sum(counter([seq_rec["messages"][-1]["content"]])))
+        sums["sequential"].append(seq.sequential_tokens)
     if not sums["sequential"]:
         raise ValueError(f"none of the {n} problems gave usable traces")
     seq = statistics.mean(sums["sequential"])

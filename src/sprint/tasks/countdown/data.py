@@ -140,14 +140,20 @@ def ratio_stats(sprint_seq: Sequence[int], seq: Sequence[int]) -> dict:
     return {"all": both(range(n)), "longest_third": both(top)}
 
 
-def trace_metrics(t: ProblemTraces, counter) -> dict:
-    """Token metrics of both formats of one usable problem (`counter` is a `sprint.format.TokenCounter`)."""
+def format_metrics(t: ProblemTraces, counter):
+    """(SPRINT trajectory, its metrics, the sequential trace's metrics) of one usable problem (`counter` is a
+    `sprint.format.TokenCounter`): the trajectory as curation packs it, no render and parse round trip."""
     from sprint.curate.packing import to_trajectory
     from sprint.format import SequentialTrace, sequential_metrics, trajectory_metrics
 
-    m = trajectory_metrics(to_trajectory(t.question, t.steps, t.packing, t.final_answer, openers=t.openers),
-                           counter)
-    s = sequential_metrics(SequentialTrace(t.sequential_thinking, t.final_answer), counter)
+    trajectory = to_trajectory(t.question, t.steps, t.packing, t.final_answer, openers=t.openers)
+    return (trajectory, trajectory_metrics(trajectory, counter),
+            sequential_metrics(SequentialTrace(t.sequential_thinking, t.final_answer), counter))
+
+
+def trace_metrics(t: ProblemTraces, counter) -> dict:
+    """Token metrics of both formats of one usable problem (`counter` is a `sprint.format.TokenCounter`)."""
+    _, m, s = format_metrics(t, counter)
     return {"sprint_sequential": m.sequential_tokens, "sprint_total": m.total_tokens,
             "sequential": s.sequential_tokens, "stages": m.stages, "solved_at": t.search.solved_at,
             "max_branch_tokens": max(counter([b.execution for b in t.search.branches]))}
